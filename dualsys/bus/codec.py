@@ -1,0 +1,196 @@
+"""msgpack codec for bus messages. No pickle, ever.
+
+Wire form: a msgpack array ``[type, version, seq, t_mono_ns, t_wall_ns, source, body]`` where
+body is a map of field name to value and numpy arrays travel as msgpack ext type 1 holding
+dtype string, shape and raw little-endian bytes. Object dtypes are refused on both sides.
+
+`decode` never raises anything but `DropError`, whose `reason` is one of `DROP_REASONS`.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import time
+from typing import Any
+
+import msgpack
+import numpy as np
+
+from dualsys import SCHEMA_VERSION
+from dualsys.bus.messages import Field, Header, Message, message_types
+
+ND_EXT = 1
+#: Default maximum encoded message size (camera frames are the largest messages).
+MAX_BYTES = 8 * 1024 * 1024
+ALLOWED_DTYPES = frozenset(
+    ["|b1", "|u1", "|i1", "<u2", "<i2", "<u4", "<i4", "<u8", "<i8", "<f2", "<f4", "<f8"]
+)
+DROP_REASONS = (
+    "oversized",
+    "truncated",
+    "malformed",
+    "wrong_version",
+    "wrong_type",
+    "bad_field",
+    "wrong_shape",
+    "nonfinite",
+)
+
+
+class DropError(Exception):
+    """A received message was refused; `reason` says why (one of DROP_REASONS)."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        self.reason, self.detail = reason, detail
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+
+
+class EncodeError(ValueError):
+    """A message cannot be encoded (object dtype, unsupported value)."""
+
+
+def _pack_array(arr: np.ndarray) -> msgpack.ExtType:
+    if arr.dtype.hasobject or arr.dtype.kind not in "biuf":
+        raise EncodeError(f"array dtype {arr.dtype} cannot travel on the bus")
+    if arr.dtype.byteorder == ">":
+        arr = arr.astype(arr.dtype.newbyteorder("<"))
+    arr = np.ascontiguousarray(arr)
+    dt = arr.dtype.str.encode()
+    head = struct.pack(f"<B{len(dt)}sB{arr.ndim}I", len(dt), dt, arr.ndim, *arr.shape)
+    return msgpack.ExtType(ND_EXT, head + arr.tobytes())
+
+
+def _default(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray):
+        return _pack_array(obj)
+    if isinstance(obj, np.generic):
+        return obj.item()
+    raise EncodeError(f"cannot encode {type(obj).__name__} on the bus")
+
+
+def _ext_hook(code: int, data: bytes) -> Any:
+    if code != ND_EXT:
+        raise DropError("malformed", f"unknown ext type {code}")
+    try:
+        n = data[0]
+        dt = data[1 : 1 + n].decode("ascii")
+        ndim = data[1 + n]
+        off = 2 + n
+        shape = struct.unpack_from(f"<{ndim}I", data, off)
+        off += 4 * ndim
+    except (IndexError, UnicodeDecodeError, struct.error) as exc:
+        raise DropError("malformed", f"bad array header: {exc}") from None
+    if dt not in ALLOWED_DTYPES:
+        raise DropError("bad_field", f"array dtype {dt!r} not allowed")
+    dtype = np.dtype(dt)
+    count = math.prod(shape)
+    if len(data) - off != count * dtype.itemsize:
+        raise DropError("truncated", f"array of shape {shape} {dt} has {len(data) - off} bytes")
+    return np.frombuffer(data, dtype=dtype, count=count, offset=off).reshape(shape)
+
+
+def encode(msg: Message, seq: int, source: str, t_mono_ns: int | None = None) -> bytes:
+    """Encode a message with a fresh header (times default to now)."""
+    mono = time.monotonic_ns() if t_mono_ns is None else t_mono_ns
+    try:
+        return msgpack.packb(
+            [msg.TYPE, SCHEMA_VERSION, seq, mono, time.time_ns(), source, msg.body()],
+            default=_default,
+            use_bin_type=True,
+        )
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise EncodeError(f"{msg.TYPE}: {exc}") from None
+
+
+def _check_field(name: str, spec: Field, value: Any, shape: tuple[int, ...] | None) -> None:
+    kind = spec.kind
+    if kind == "array":
+        if not isinstance(value, np.ndarray):
+            raise DropError("bad_field", f"{name}: expected an array")
+        if value.dtype.kind not in spec.dtypes:
+            raise DropError("bad_field", f"{name}: dtype {value.dtype} not of kind {spec.dtypes}")
+        if value.ndim != spec.ndim:
+            raise DropError("wrong_shape", f"{name}: rank {value.ndim}, expected {spec.ndim}")
+        if shape is not None and any(e not in (-1, s) for e, s in zip(shape, value.shape)):
+            raise DropError("wrong_shape", f"{name}: shape {value.shape}, expected {shape}")
+        if spec.finite and value.dtype.kind == "f" and not np.isfinite(value).all():
+            raise DropError("nonfinite", f"{name} holds NaN or inf")
+    elif kind == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise DropError("bad_field", f"{name}: expected a number")
+        if spec.finite and not math.isfinite(value):
+            raise DropError("nonfinite", f"{name} is {value}")
+    elif kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise DropError("bad_field", f"{name}: expected an integer")
+    elif kind == "bool":
+        if not isinstance(value, bool):
+            raise DropError("bad_field", f"{name}: expected a boolean")
+    elif kind == "str":
+        if not isinstance(value, str) or len(value) > spec.max_len:
+            raise DropError("bad_field", f"{name}: expected a string of <= {spec.max_len} chars")
+    elif kind == "map":
+        if not isinstance(value, dict) or len(value) > 256:
+            raise DropError("bad_field", f"{name}: expected a map of <= 256 entries")
+        for k, v in value.items():
+            if not isinstance(k, str) or isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise DropError("bad_field", f"{name}: entries must be str -> number")
+            if not math.isfinite(v):
+                raise DropError("nonfinite", f"{name}[{k!r}] is {v}")
+
+
+def decode(
+    data: bytes | memoryview,
+    accept: tuple[type[Message], ...] | None = None,
+    shapes: dict[str, dict[str, tuple[int, ...]]] | None = None,
+    max_bytes: int = MAX_BYTES,
+) -> Message:
+    """Decode and validate one message. Raises only DropError (with a reason).
+
+    accept: the message classes this receiver takes (others are "wrong_type").
+    shapes: per message type, per field, the exact array shape expected (-1 = any).
+    """
+    if len(data) > max_bytes:
+        raise DropError("oversized", f"{len(data)} bytes > {max_bytes}")
+    try:
+        obj = msgpack.unpackb(
+            data,
+            ext_hook=_ext_hook,
+            raw=False,
+            strict_map_key=True,
+        )
+    except DropError:
+        raise
+    except msgpack.ExtraData:
+        raise DropError("malformed", "trailing bytes after message") from None
+    except ValueError as exc:
+        reason = "truncated" if "incomplete" in str(exc).lower() else "malformed"
+        raise DropError(reason, str(exc)) from None
+    except Exception as exc:  # msgpack raises assorted types on garbage; none may escape
+        raise DropError("malformed", f"{type(exc).__name__}: {exc}") from None
+    if not isinstance(obj, list) or len(obj) != 7:
+        raise DropError("malformed", "expected a 7-element envelope")
+    mtype, version, seq, mono, wall, source, body = obj
+    if version != SCHEMA_VERSION or isinstance(version, bool):
+        raise DropError("wrong_version", f"schema {version!r}, expected {SCHEMA_VERSION}")
+    types = message_types()
+    if not isinstance(mtype, str) or mtype not in types:
+        raise DropError("wrong_type", f"unknown message type {mtype!r}")
+    cls = types[mtype]
+    if accept is not None and cls not in accept:
+        raise DropError("wrong_type", f"{mtype!r} not accepted here")
+    for v in (seq, mono, wall):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise DropError("malformed", "header numbers must be non-negative integers")
+    if not isinstance(source, str) or len(source) > 128:
+        raise DropError("malformed", "header source must be a short string")
+    if not isinstance(body, dict) or set(body) != set(cls.FIELDS):
+        got = sorted(body) if isinstance(body, dict) else type(body).__name__
+        raise DropError("bad_field", f"{mtype}: fields {got}, expected {sorted(cls.FIELDS)}")
+    want = (shapes or {}).get(mtype, {})
+    for name, spec in cls.FIELDS.items():
+        _check_field(name, spec, body[name], want.get(name))
+    msg = cls(**body)
+    msg.header = Header(mtype, version, seq, mono, wall, source)
+    return msg

@@ -1,0 +1,230 @@
+"""Typed messages on the dualsys bus.
+
+Each message class declares its body fields with a `Field` spec; the codec checks every
+received body against it (types, dtypes, ranks, finiteness, string lengths). Receivers can
+pin exact array shapes per field (e.g. `q` must be (44,)) through `Subscriber(shapes=...)`.
+Imports only numpy: robots and tools can speak the bus without torch or mujoco.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Field:
+    """Spec of one body field.
+
+    kind: "float", "int", "str", "bool", "array" or "map" (str -> float).
+    For arrays: allowed dtype kinds ("f", "i", "u", "b") and rank (ndim); float arrays must
+    be finite unless `finite` is False. For str: maximum length in characters.
+    """
+
+    kind: str
+    dtypes: str = "f"
+    ndim: int = 1
+    max_len: int = 4096
+    finite: bool = True
+
+
+@dataclass
+class Header:
+    """Every message's header: type, schema version, sequence number, send times, source."""
+
+    type: str
+    version: int
+    seq: int
+    t_mono_ns: int
+    t_wall_ns: int
+    source: str
+
+
+_REGISTRY: dict[str, type[Message]] = {}
+
+
+class Message:
+    """Base of all bus messages. Subclasses are dataclasses with a FIELDS spec."""
+
+    TYPE: ClassVar[str] = ""
+    FIELDS: ClassVar[dict[str, Field]] = {}
+    header: Header | None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.TYPE:
+            _REGISTRY[cls.TYPE] = cls
+
+    def body(self) -> dict[str, Any]:
+        """The body as a plain dict (field name -> value), as the codec sends it."""
+        return {name: getattr(self, name) for name in self.FIELDS}
+
+
+def message_types() -> dict[str, type[Message]]:
+    """All registered message classes by wire type name."""
+    return dict(_REGISTRY)
+
+
+def _f32(n: int = 0) -> np.ndarray:
+    return np.zeros(n, dtype=np.float32)
+
+
+def _f64(n: int = 0) -> np.ndarray:
+    return np.zeros(n, dtype=np.float64)
+
+
+@dataclass
+class Latent(Message):
+    """System 2's latent task vector, with the instruction and input times it came from."""
+
+    TYPE: ClassVar[str] = "latent"
+    FIELDS: ClassVar[dict[str, Field]] = {
+        "vector": Field("array", "f", 1),
+        "instruction_id": Field("int"),
+        "instruction": Field("str", max_len=4096),
+        "frame_t_mono_ns": Field("int"),
+        "state_t_mono_ns": Field("int"),
+        "step": Field("int"),
+    }
+    vector: np.ndarray = field(default_factory=_f32)
+    instruction_id: int = 0
+    instruction: str = ""
+    frame_t_mono_ns: int = 0
+    state_t_mono_ns: int = 0
+    step: int = 0
+    header: Header | None = None
+
+
+@dataclass
+class RobotState(Message):
+    """Measured joint positions, velocities and efforts (full joint order of the config)."""
+
+    TYPE: ClassVar[str] = "state"
+    FIELDS: ClassVar[dict[str, Field]] = {
+        "q": Field("array", "f", 1),
+        "dq": Field("array", "f", 1),
+        "tau": Field("array", "f", 1),
+        "sim_time": Field("float"),
+        "mode": Field("str", max_len=32),
+    }
+    q: np.ndarray = field(default_factory=_f64)
+    dq: np.ndarray = field(default_factory=_f64)
+    tau: np.ndarray = field(default_factory=_f64)
+    sim_time: float = 0.0
+    mode: str = "run"
+    header: Header | None = None
+
+
+@dataclass
+class Command(Message):
+    """Joint position targets (and feed-forward velocities) for the robot, full joint order.
+
+    mode: "run" (track q), "hold" (hold the current pose, damped) or "damp" (damping only).
+    """
+
+    TYPE: ClassVar[str] = "command"
+    FIELDS: ClassVar[dict[str, Field]] = {
+        "q": Field("array", "f", 1),
+        "dq": Field("array", "f", 1),
+        "mode": Field("str", max_len=16),
+        "tick": Field("int"),
+    }
+    q: np.ndarray = field(default_factory=_f64)
+    dq: np.ndarray = field(default_factory=_f64)
+    mode: str = "run"
+    tick: int = 0
+    header: Header | None = None
+
+
+@dataclass
+class ActionChunk(Message):
+    """A chunk of H actions (H x n_controlled) at the policy action rate.
+
+    t0_mono_ns is the monotonic time at which actions[0] is due; `frozen` is how many leading
+    actions were kept from the previous chunk (real-time chunking).
+    """
+
+    TYPE: ClassVar[str] = "chunk"
+    FIELDS: ClassVar[dict[str, Field]] = {
+        "actions": Field("array", "f", 2),
+        "t0_mono_ns": Field("int"),
+        "dt_ns": Field("int"),
+        "chunk_id": Field("int"),
+        "latent_seq": Field("int"),
+        "frozen": Field("int"),
+        "latency_ns": Field("int"),
+    }
+    actions: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+    t0_mono_ns: int = 0
+    dt_ns: int = 0
+    chunk_id: int = 0
+    latent_seq: int = 0
+    frozen: int = 0
+    latency_ns: int = 0
+    header: Header | None = None
+
+
+@dataclass
+class CameraFrame(Message):
+    """One camera image, H x W x 3 uint8 RGB."""
+
+    TYPE: ClassVar[str] = "frame"
+    FIELDS: ClassVar[dict[str, Field]] = {
+        "camera": Field("str", max_len=64),
+        "image": Field("array", "u", 3),
+        "sim_time": Field("float"),
+    }
+    camera: str = ""
+    image: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 3), np.uint8))
+    sim_time: float = 0.0
+    header: Header | None = None
+
+
+@dataclass
+class Instruction(Message):
+    """A natural-language instruction for System 2."""
+
+    TYPE: ClassVar[str] = "instruction"
+    FIELDS: ClassVar[dict[str, Field]] = {
+        "text": Field("str", max_len=4096),
+        "id": Field("int"),
+    }
+    text: str = ""
+    id: int = 0
+    header: Header | None = None
+
+
+@dataclass
+class Stats(Message):
+    """A process's periodic measurements (name -> number), published at ~2 Hz."""
+
+    TYPE: ClassVar[str] = "stats"
+    FIELDS: ClassVar[dict[str, Field]] = {
+        "process": Field("str", max_len=64),
+        "values": Field("map"),
+    }
+    process: str = ""
+    values: dict[str, float] = field(default_factory=dict)
+    header: Header | None = None
+
+
+@dataclass
+class Hello(Message):
+    """Handshake: the first message of a link. Peers must agree on schema, robot, latent size."""
+
+    TYPE: ClassVar[str] = "hello"
+    FIELDS: ClassVar[dict[str, Field]] = {
+        "role": Field("str", max_len=64),
+        "robot": Field("str", max_len=128),
+        "latent_dim": Field("int"),
+        "n_joints": Field("int"),
+        "pid": Field("int"),
+    }
+    role: str = ""
+    robot: str = ""
+    latent_dim: int = 0
+    n_joints: int = 0
+    pid: int = 0
+    header: Header | None = None

@@ -1,0 +1,201 @@
+"""ZeroMQ publisher / subscriber wrappers for the bus.
+
+- Every socket has LINGER 0 and send/receive timeouts: nothing blocks forever.
+- Latest-value topics (latent, state, frames, chunks) use CONFLATE on the subscriber: only the
+  newest message is kept, never a queue of stale ones. CONFLATE does not support multipart, so
+  every message is one frame.
+- Receive calls never raise on bad input: the message is dropped and counted per reason.
+- ipc:// socket files live in an owner-only run directory; tcp:// works the same way.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from pathlib import Path
+
+import zmq
+
+from dualsys.bus.codec import MAX_BYTES, DropError, EncodeError, decode, encode
+from dualsys.bus.messages import Message
+
+DEFAULT_TIMEOUT_MS = 1000
+
+
+def prepare_endpoint(endpoint: str) -> None:
+    """For ipc:// endpoints, create the socket's directory owner-only and remove a stale file."""
+    if endpoint.startswith("ipc://"):
+        path = Path(endpoint[len("ipc://") :])
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if path.exists():
+            path.unlink()
+
+
+def _configure(sock: zmq.Socket, timeout_ms: int) -> None:
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SNDTIMEO, timeout_ms)
+    sock.setsockopt(zmq.RCVTIMEO, timeout_ms)
+
+
+def _attach(sock: zmq.Socket, endpoint: str, bind: bool) -> None:
+    if bind:
+        prepare_endpoint(endpoint)
+        sock.bind(endpoint)
+        if endpoint.startswith("ipc://"):
+            os.chmod(endpoint[len("ipc://") :], 0o600)
+    else:
+        sock.connect(endpoint)
+
+
+class Publisher:
+    """Publishes messages of any type on one endpoint (one topic per endpoint).
+
+    `send` never blocks: when the peer's queue is full the message is dropped and counted in
+    `send_dropped`. Safe to call from the 200 Hz thread (one msgpack pack, one zmq send).
+    """
+
+    def __init__(
+        self,
+        ctx: zmq.Context,
+        endpoint: str,
+        source: str,
+        *,
+        bind: bool = True,
+        hwm: int = 64,
+        timeout_ms: int = DEFAULT_TIMEOUT_MS,
+    ) -> None:
+        self.endpoint, self.source = endpoint, source
+        self.sock = ctx.socket(zmq.PUB)
+        _configure(self.sock, timeout_ms)
+        self.sock.setsockopt(zmq.SNDHWM, hwm)
+        _attach(self.sock, endpoint, bind)
+        self.seq = 0
+        self.sent = 0
+        self.send_dropped = 0
+
+    def send(self, msg: Message, t_mono_ns: int | None = None) -> bool:
+        """Encode and send without blocking. Returns False when the message was dropped."""
+        self.seq += 1
+        data = encode(msg, self.seq, self.source, t_mono_ns)
+        try:
+            self.sock.send(data, zmq.NOBLOCK)
+        except zmq.Again:
+            self.send_dropped += 1
+            return False
+        self.sent += 1
+        return True
+
+    def send_raw(self, data: bytes) -> None:
+        """Send pre-encoded bytes (tests and fault injection)."""
+        try:
+            self.sock.send(data, zmq.NOBLOCK)
+        except zmq.Again:
+            self.send_dropped += 1
+
+    def close(self) -> None:
+        """Close the socket (LINGER 0: pending messages are discarded)."""
+        self.sock.close(0)
+
+
+class Subscriber:
+    """Receives one topic; validates every message; counts drops per reason and sequence gaps.
+
+    latest=True sets CONFLATE (only the newest message is kept). `recv_latest` is non-blocking
+    and returns the newest valid message or None: usable from the 200 Hz thread.
+    """
+
+    def __init__(
+        self,
+        ctx: zmq.Context,
+        endpoint: str,
+        accept: tuple[type[Message], ...],
+        *,
+        bind: bool = False,
+        latest: bool = True,
+        shapes: dict[str, dict[str, tuple[int, ...]]] | None = None,
+        max_bytes: int = MAX_BYTES,
+        hwm: int = 1000,
+        timeout_ms: int = DEFAULT_TIMEOUT_MS,
+    ) -> None:
+        self.endpoint, self.accept, self.shapes, self.max_bytes = (
+            endpoint,
+            accept,
+            shapes,
+            max_bytes,
+        )
+        self.sock = ctx.socket(zmq.SUB)
+        _configure(self.sock, timeout_ms)
+        if latest:
+            self.sock.setsockopt(zmq.CONFLATE, 1)
+        else:
+            self.sock.setsockopt(zmq.RCVHWM, hwm)
+        self.sock.setsockopt(zmq.MAXMSGSIZE, max_bytes)
+        self.sock.setsockopt(zmq.SUBSCRIBE, b"")
+        _attach(self.sock, endpoint, bind)
+        self.received = 0
+        self.dropped: Counter[str] = Counter()
+        self.gaps = 0
+        self.last_error = ""
+        self._last_seq: dict[str, int] = {}
+        self.last: Message | None = None
+
+    def _accept(self, data: bytes) -> Message | None:
+        try:
+            msg = decode(data, self.accept, self.shapes, self.max_bytes)
+        except DropError as exc:
+            self.dropped[exc.reason] += 1
+            self.last_error = str(exc)
+            return None
+        h = msg.header
+        prev = self._last_seq.get(h.source)
+        if prev is not None and h.seq > prev + 1:
+            self.gaps += h.seq - prev - 1
+        self._last_seq[h.source] = h.seq
+        self.received += 1
+        self.last = msg
+        return msg
+
+    def recv_latest(self) -> Message | None:
+        """Drain what is waiting (never blocks) and return the newest valid message, or None."""
+        newest = None
+        while True:
+            try:
+                data = self.sock.recv(zmq.NOBLOCK, copy=True)
+            except zmq.Again:
+                return newest
+            msg = self._accept(data)
+            if msg is not None:
+                newest = msg
+
+    def recv(self, timeout_ms: int = DEFAULT_TIMEOUT_MS) -> Message | None:
+        """Wait up to timeout_ms for the next valid message (bad ones are dropped and counted)."""
+        deadline = time.monotonic() + timeout_ms / 1000
+        while True:
+            left = int((deadline - time.monotonic()) * 1000)
+            if left < 0 or not self.sock.poll(max(left, 0)):
+                return None
+            try:
+                data = self.sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                continue
+            msg = self._accept(data)
+            if msg is not None:
+                return msg
+
+    @property
+    def dropped_total(self) -> int:
+        return sum(self.dropped.values())
+
+    def close(self) -> None:
+        """Close the socket."""
+        self.sock.close(0)
+
+
+def age_ms(msg: Message, now_mono_ns: int | None = None) -> float:
+    """Age of a message in ms on this machine's monotonic clock (same-host links)."""
+    now = time.monotonic_ns() if now_mono_ns is None else now_mono_ns
+    return (now - msg.header.t_mono_ns) / 1e6
+
+
+__all__ = ["Publisher", "Subscriber", "EncodeError", "age_ms", "prepare_endpoint"]

@@ -1,0 +1,54 @@
+"""The `dualsys` command line: one CLI, one subcommand per module in `dualsys.commands`.
+
+Each module in `dualsys/commands/` defines `register(subparsers)` that adds its subcommand and
+sets `func` to a thin function over library calls (tests call those functions directly).
+Subcommands import heavy libraries (torch, mujoco) lazily, so `dualsys --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+
+from dualsys import __version__, commands
+from dualsys.config import ConfigError
+
+#: Exit codes: 0 ok, 1 run failed, 2 bad input/config, 3 not implemented yet.
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_NOT_IMPLEMENTED = 0, 1, 2, 3
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand found in dualsys.commands."""
+    parser = argparse.ArgumentParser(
+        prog="dualsys",
+        description="Dual-system real-time control runtime for humanoid robots "
+        "(System 2 VLM at 7-10 Hz, System 1 policy at 200 Hz).",
+    )
+    parser.add_argument("--version", action="version", version=f"dualsys {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{commands.__name__}.{info.name}")
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `dualsys` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        print(f"dualsys: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

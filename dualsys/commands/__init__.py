@@ -1,0 +1,1 @@
+"""Subcommands of the `dualsys` CLI, one module each (each defines `register(subparsers)`)."""

@@ -1,0 +1,556 @@
+"""Embodiment configs: one TOML file per robot, loaded into frozen dataclasses.
+
+Every error names the file, the key and what was expected (`ConfigError`). Joints are keyed by
+name; their order in the file is the order of every joint vector on the bus.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROBOTS_DIR = Path(__file__).resolve().parent.parent / "robots"
+PRECISIONS = ("fp32", "bf16", "int8")
+ENDPOINT_NAMES = ("state", "command", "camera", "latent", "chunk", "instruction", "stats")
+
+
+class ConfigError(ValueError):
+    """A robot config is invalid. The message names file, key and what was expected."""
+
+    def __init__(self, path: Path | str, key: str, reason: str) -> None:
+        self.path, self.key, self.reason = str(path), key, reason
+        super().__init__(f"{path}: {key}: {reason}")
+
+
+@dataclass(frozen=True)
+class Joint:
+    """One actuated joint: limits (rad, rad/s, N·m) and its default pose."""
+
+    name: str
+    group: str
+    min: float
+    max: float
+    velocity: float
+    effort: float
+    default: float
+
+
+@dataclass(frozen=True)
+class Group:
+    """A joint group (arm, hand, …): gains, joint dynamics, acceleration limit and ownership."""
+
+    name: str
+    controlled: bool
+    kp: float
+    kd: float
+    armature: float
+    damping: float
+    accel: float
+    joints: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Rates:
+    """Loop rates in Hz; derived periods and ratios are checked at load time."""
+
+    control_hz: int
+    action_hz: int
+    state_hz: int
+    camera_hz: int
+    system2_min_hz: float
+    system2_max_hz: float
+    system2_target_hz: float
+    stats_hz: float
+
+    @property
+    def ticks_per_action(self) -> int:
+        return self.control_hz // self.action_hz
+
+    @property
+    def control_period_ns(self) -> int:
+        return 1_000_000_000 // self.control_hz
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """System 1's flow-matching policy: chunking, integration steps and inference form."""
+
+    chunk_horizon: int
+    euler_steps: int
+    replan_below: int
+    precision: str
+    threads: int
+    width: int
+    layers: int
+    heads: int
+    checkpoint: Path | None
+
+
+@dataclass(frozen=True)
+class System2Config:
+    """System 2's encoder choice and latent size."""
+
+    encoder: str
+    latent_dim: int
+    checkpoint: Path | None
+    device: str
+    max_instruction_chars: int
+    default_instruction: str
+    model_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class Budgets:
+    """Timing budgets every run is judged against."""
+
+    miss_rate: float
+    max_consecutive_misses: int
+    latent_age_p99_ms: float
+    latent_stale_ms: float
+    latent_dead_ms: float
+    command_timeout_ms: float
+    spin_margin_us: int
+
+
+@dataclass(frozen=True)
+class Cores:
+    """CPU placement of each process (core indices)."""
+
+    system2: int
+    robot: int
+    system1: int
+
+
+@dataclass(frozen=True)
+class Camera:
+    """A camera the simulation renders and System 2 consumes."""
+
+    name: str
+    width: int
+    height: int
+    fovy: float
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """The MuJoCo simulation of the embodiment."""
+
+    model: str
+    timestep: float
+    fixed_base: bool
+    scene: str
+
+
+@dataclass(frozen=True)
+class RobotConfig:
+    """A whole embodiment config, validated."""
+
+    path: Path
+    name: str
+    description: str
+    driver: str
+    rates: Rates
+    policy: PolicyConfig
+    system2: System2Config
+    budgets: Budgets
+    cores: Cores
+    endpoints: dict[str, str]
+    cameras: tuple[Camera, ...]
+    sim: SimConfig
+    groups: dict[str, Group]
+    joints: tuple[Joint, ...]
+
+    @property
+    def joint_names(self) -> tuple[str, ...]:
+        return tuple(j.name for j in self.joints)
+
+    @property
+    def n_joints(self) -> int:
+        return len(self.joints)
+
+    @property
+    def controlled_indices(self) -> np.ndarray:
+        """Indices (into the full joint vector) of the joints System 1's policy drives."""
+        return np.array(
+            [i for i, j in enumerate(self.joints) if self.groups[j.group].controlled],
+            dtype=np.int64,
+        )
+
+    def limits(self) -> dict[str, np.ndarray]:
+        """Per-joint limit arrays (float64, full joint order): min, max, velocity, accel, default."""
+        return {
+            "min": np.array([j.min for j in self.joints]),
+            "max": np.array([j.max for j in self.joints]),
+            "velocity": np.array([j.velocity for j in self.joints]),
+            "effort": np.array([j.effort for j in self.joints]),
+            "accel": np.array([self.groups[j.group].accel for j in self.joints]),
+            "default": np.array([j.default for j in self.joints]),
+        }
+
+    def endpoint(self, name: str, run_dir: str | Path) -> str:
+        """The ZeroMQ endpoint of a link, with {run} replaced by the run directory."""
+        return self.endpoints[name].replace("{run}", str(run_dir))
+
+
+# --------------------------------------------------------------------------- reading helpers
+
+
+class _Table:
+    """A TOML table being consumed: typed getters, and unknown keys reported at the end."""
+
+    def __init__(self, path: Path, prefix: str, data: Any) -> None:
+        if not isinstance(data, dict):
+            raise ConfigError(path, prefix, f"expected a table, got {type(data).__name__}")
+        self.path, self.prefix, self.data, self.used = path, prefix, data, set()
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}.{name}" if self.prefix else name
+
+    def raw(self, name: str, default: Any = ...) -> Any:
+        self.used.add(name)
+        if name not in self.data:
+            if default is ...:
+                raise ConfigError(self.path, self.key(name), "missing required key")
+            return default
+        return self.data[name]
+
+    def _typed(self, name: str, types: tuple[type, ...], label: str, default: Any) -> Any:
+        value = self.raw(name, default)
+        if isinstance(value, bool) and bool not in types:
+            raise ConfigError(self.path, self.key(name), f"expected {label}, got a boolean")
+        if not isinstance(value, types):
+            raise ConfigError(
+                self.path, self.key(name), f"expected {label}, got {type(value).__name__} {value!r}"
+            )
+        return value
+
+    def str(self, name: str, default: Any = ...) -> str:
+        return self._typed(name, (str,), "a string", default)
+
+    def bool(self, name: str, default: Any = ...) -> bool:
+        return self._typed(name, (bool,), "true or false", default)
+
+    def int(self, name: str, default: Any = ..., lo: int | None = None) -> int:
+        value = self._typed(name, (int,), "an integer", default)
+        if lo is not None and value < lo:
+            raise ConfigError(
+                self.path, self.key(name), f"expected an integer >= {lo}, got {value}"
+            )
+        return value
+
+    def float(self, name: str, default: Any = ..., positive: bool = False, lo: float = -math.inf):
+        value = float(self._typed(name, (int, float), "a number", default))
+        if not math.isfinite(value):
+            raise ConfigError(self.path, self.key(name), f"expected a finite number, got {value}")
+        if positive and value <= 0:
+            raise ConfigError(self.path, self.key(name), f"expected a number > 0, got {value}")
+        if value < lo:
+            raise ConfigError(self.path, self.key(name), f"expected a number >= {lo}, got {value}")
+        return value
+
+    def table(self, name: str) -> _Table:
+        return _Table(self.path, self.key(name), self.raw(name))
+
+    def done(self) -> None:
+        unknown = sorted(set(self.data) - self.used)
+        if unknown:
+            key = self.key(unknown[0])
+            near = difflib.get_close_matches(unknown[0], sorted(self.used), n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise ConfigError(self.path, key, f"unknown key{hint}")
+
+
+def _checkpoint(t: _Table, name: str, base: Path) -> Path | None:
+    value = t.str(name, "")
+    if not value:
+        return None
+    path = (base / value).resolve()
+    if not path.exists():
+        raise ConfigError(t.path, t.key(name), f"file {path} does not exist")
+    return path
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def _rates(t: _Table) -> Rates:
+    r = Rates(
+        control_hz=t.int("control_hz", lo=1),
+        action_hz=t.int("action_hz", lo=1),
+        state_hz=t.int("state_hz", lo=1),
+        camera_hz=t.int("camera_hz", lo=1),
+        system2_min_hz=t.float("system2_min_hz", positive=True),
+        system2_max_hz=t.float("system2_max_hz", positive=True),
+        system2_target_hz=t.float("system2_target_hz", positive=True),
+        stats_hz=t.float("stats_hz", positive=True),
+    )
+    t.done()
+    if r.control_hz % r.action_hz:
+        raise ConfigError(
+            t.path,
+            t.key("action_hz"),
+            f"control_hz ({r.control_hz}) must be a whole multiple of action_hz ({r.action_hz})",
+        )
+    if 1_000_000_000 % r.control_hz:
+        raise ConfigError(
+            t.path, t.key("control_hz"), "must divide 1e9 so the period is a whole number of ns"
+        )
+    if r.system2_min_hz > r.system2_max_hz:
+        raise ConfigError(
+            t.path, t.key("system2_min_hz"), f"must be <= system2_max_hz ({r.system2_max_hz})"
+        )
+    if not r.system2_min_hz <= r.system2_target_hz <= r.system2_max_hz:
+        raise ConfigError(
+            t.path,
+            t.key("system2_target_hz"),
+            f"must lie in [system2_min_hz, system2_max_hz] = "
+            f"[{r.system2_min_hz}, {r.system2_max_hz}], got {r.system2_target_hz}",
+        )
+    if r.camera_hz < r.system2_max_hz:
+        raise ConfigError(
+            t.path, t.key("camera_hz"), f"must be >= system2_max_hz ({r.system2_max_hz})"
+        )
+    return r
+
+
+def _policy(t: _Table, base: Path) -> PolicyConfig:
+    p = PolicyConfig(
+        chunk_horizon=t.int("chunk_horizon", lo=2),
+        euler_steps=t.int("euler_steps", lo=1),
+        replan_below=t.int("replan_below", lo=1),
+        precision=t.str("precision"),
+        threads=t.int("threads", 1, lo=1),
+        width=t.int("width", lo=8),
+        layers=t.int("layers", lo=1),
+        heads=t.int("heads", lo=1),
+        checkpoint=_checkpoint(t, "checkpoint", base),
+    )
+    t.done()
+    if p.precision not in PRECISIONS:
+        raise ConfigError(t.path, t.key("precision"), f"expected one of {PRECISIONS}")
+    if p.replan_below >= p.chunk_horizon:
+        raise ConfigError(
+            t.path, t.key("replan_below"), f"must be < chunk_horizon ({p.chunk_horizon})"
+        )
+    if p.width % p.heads:
+        raise ConfigError(t.path, t.key("heads"), f"must divide width ({p.width})")
+    return p
+
+
+def _system2(t: _Table, base: Path) -> System2Config:
+    model_dir = t.str("model_dir", "")
+    s = System2Config(
+        encoder=t.str("encoder"),
+        latent_dim=t.int("latent_dim", lo=1),
+        checkpoint=_checkpoint(t, "checkpoint", base),
+        device=t.str("device", "cpu"),
+        max_instruction_chars=t.int("max_instruction_chars", 512, lo=1),
+        default_instruction=t.str("default_instruction", "stand still"),
+        model_dir=(base / model_dir).resolve() if model_dir else None,
+    )
+    t.done()
+    return s
+
+
+def _budgets(t: _Table) -> Budgets:
+    b = Budgets(
+        miss_rate=t.float("miss_rate", lo=0.0),
+        max_consecutive_misses=t.int("max_consecutive_misses", lo=1),
+        latent_age_p99_ms=t.float("latent_age_p99_ms", positive=True),
+        latent_stale_ms=t.float("latent_stale_ms", positive=True),
+        latent_dead_ms=t.float("latent_dead_ms", positive=True),
+        command_timeout_ms=t.float("command_timeout_ms", positive=True),
+        spin_margin_us=t.int("spin_margin_us", lo=0),
+    )
+    t.done()
+    if b.miss_rate >= 1:
+        raise ConfigError(t.path, t.key("miss_rate"), "expected a fraction of ticks in [0, 1)")
+    if b.latent_stale_ms > b.latent_dead_ms:
+        raise ConfigError(t.path, t.key("latent_stale_ms"), "must be <= latent_dead_ms")
+    return b
+
+
+def _endpoints(t: _Table) -> dict[str, str]:
+    out = {}
+    for name in ENDPOINT_NAMES:
+        value = t.str(name)
+        if not value.startswith(("ipc://", "tcp://", "inproc://")):
+            raise ConfigError(
+                t.path, t.key(name), f"expected ipc://, tcp:// or inproc://, got {value!r}"
+            )
+        out[name] = value
+    t.done()
+    return out
+
+
+def _groups_and_joints(path: Path, doc: _Table) -> tuple[dict[str, Group], tuple[Joint, ...]]:
+    gt = doc.table("groups")
+    jt = doc.table("joints")
+    members: dict[str, list[str]] = {g: [] for g in gt.data}
+    joints = []
+    for name in jt.data:
+        j = jt.table(name)
+        joint = Joint(
+            name=name,
+            group=j.str("group"),
+            min=j.float("min"),
+            max=j.float("max"),
+            velocity=j.float("velocity", positive=True),
+            effort=j.float("effort", positive=True),
+            default=j.float("default"),
+        )
+        j.done()
+        if joint.group not in members:
+            raise ConfigError(
+                path, j.key("group"), f"unknown group {joint.group!r}; groups: {sorted(members)}"
+            )
+        if joint.min > joint.max:
+            raise ConfigError(path, j.key("min"), f"min ({joint.min}) > max ({joint.max})")
+        if not joint.min <= joint.default <= joint.max:
+            raise ConfigError(
+                path,
+                j.key("default"),
+                f"default {joint.default} outside limits [{joint.min}, {joint.max}]",
+            )
+        members[joint.group].append(name)
+        joints.append(joint)
+    if not joints:
+        raise ConfigError(path, "joints", "expected at least one joint")
+    groups = {}
+    for name in gt.data:
+        g = gt.table(name)
+        groups[name] = Group(
+            name=name,
+            controlled=g.bool("controlled"),
+            kp=g.float("kp", positive=True),
+            kd=g.float("kd", lo=0.0),
+            armature=g.float("armature", lo=0.0),
+            damping=g.float("damping", lo=0.0),
+            accel=g.float("accel", positive=True),
+            joints=tuple(members[name]),
+        )
+        g.done()
+        if not members[name]:
+            raise ConfigError(path, g.prefix, "group has no joints")
+    if not any(g.controlled for g in groups.values()):
+        raise ConfigError(path, "groups", "no group has controlled = true")
+    return groups, tuple(joints)
+
+
+def _cameras(path: Path, doc: _Table) -> tuple[Camera, ...]:
+    raw = doc.raw("cameras")
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(path, "cameras", "expected a non-empty array of tables [[cameras]]")
+    out = []
+    for i, item in enumerate(raw):
+        c = _Table(path, f"cameras[{i}]", item)
+        out.append(
+            Camera(
+                name=c.str("name"),
+                width=c.int("width", lo=16),
+                height=c.int("height", lo=16),
+                fovy=c.float("fovy", positive=True),
+            )
+        )
+        c.done()
+    return tuple(out)
+
+
+def load(path: str | Path) -> RobotConfig:
+    """Load and validate one robot config file. Raises ConfigError naming file and key."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(path, "<file>", f"cannot read: {exc.strerror or exc}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, "<toml>", f"not valid TOML: {exc}") from None
+    base = path.resolve().parent
+    doc = _Table(path, "", data)
+    robot = doc.table("robot")
+    name, description = robot.str("name"), robot.str("description", "")
+    driver = robot.str("driver", "mujoco")
+    robot.done()
+    rates = _rates(doc.table("rates"))
+    policy = _policy(doc.table("policy"), base)
+    system2 = _system2(doc.table("system2"), base)
+    budgets = _budgets(doc.table("budgets"))
+    ct = doc.table("cores")
+    cores = Cores(
+        system2=ct.int("system2", lo=0),
+        robot=ct.int("robot", lo=0),
+        system1=ct.int("system1", lo=0),
+    )
+    ct.done()
+    endpoints = _endpoints(doc.table("endpoints"))
+    cameras = _cameras(path, doc)
+    st = doc.table("sim")
+    sim = SimConfig(
+        model=st.str("model"),
+        timestep=st.float("timestep", positive=True),
+        fixed_base=st.bool("fixed_base", True),
+        scene=st.str("scene", "table"),
+    )
+    st.done()
+    steps_per_tick = 1.0 / (sim.timestep * rates.control_hz)
+    if abs(steps_per_tick - round(steps_per_tick)) > 1e-9 or round(steps_per_tick) < 1:
+        raise ConfigError(
+            path,
+            "sim.timestep",
+            f"1/control_hz must be a whole multiple of the physics timestep ({sim.timestep})",
+        )
+    groups, joints = _groups_and_joints(path, doc)
+    doc.done()
+    return RobotConfig(
+        path=path.resolve(),
+        name=name,
+        description=description,
+        driver=driver,
+        rates=rates,
+        policy=policy,
+        system2=system2,
+        budgets=budgets,
+        cores=cores,
+        endpoints=endpoints,
+        cameras=cameras,
+        sim=sim,
+        groups=groups,
+        joints=joints,
+    )
+
+
+def available(robots_dir: Path = ROBOTS_DIR) -> list[Path]:
+    """The robot config files shipped in `robots/`."""
+    return sorted(robots_dir.glob("*.toml"))
+
+
+def resolve(robot: str, robots_dir: Path = ROBOTS_DIR) -> Path:
+    """Turn a `--robot` argument (a name in robots/ or a path to a TOML file) into a path."""
+    candidate = Path(robot)
+    if candidate.suffix == ".toml" or "/" in robot:
+        if not candidate.exists():
+            raise ConfigError(candidate, "<file>", "no such file")
+        return candidate
+    names = {p.stem: p for p in available(robots_dir)}
+    if robot in names:
+        return names[robot]
+    near = difflib.get_close_matches(robot, list(names), n=3, cutoff=0.4)
+    hint = f"; did you mean {', '.join(near)}?" if near else ""
+    raise ConfigError(
+        robots_dir / f"{robot}.toml",
+        "--robot",
+        f"no robot named {robot!r} (known: {', '.join(sorted(names)) or 'none'}){hint}",
+    )
+
+
+def load_robot(robot: str, robots_dir: Path = ROBOTS_DIR) -> RobotConfig:
+    """Load a robot by name (from robots/) or by path."""
+    return load(resolve(robot, robots_dir))

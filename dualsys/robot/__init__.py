@@ -1,0 +1,1 @@
+"""dualsys.robot."""

@@ -1,0 +1,28 @@
+"""The run directory: where a running system keeps its ipc:// socket files (owner-only)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def default_run_dir(robot: str) -> Path:
+    """Per-user, per-robot run directory: $XDG_RUNTIME_DIR/dualsys-ROBOT or /tmp/dualsys-UID-ROBOT.
+
+    `DUALSYS_RUN_DIR` overrides it (tests use this to run several systems side by side).
+    """
+    override = os.environ.get("DUALSYS_RUN_DIR")
+    if override:
+        return Path(override)
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg and os.path.isdir(xdg):
+        return Path(xdg) / f"dualsys-{robot}"
+    return Path(tempfile.gettempdir()) / f"dualsys-{os.getuid()}-{robot}"
+
+
+def make_run_dir(path: Path) -> Path:
+    """Create the run directory with mode 0700 (ipc socket files inherit its protection)."""
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+    return path

@@ -1,0 +1,1 @@
+"""dualsys.system1."""
