@@ -183,7 +183,7 @@ class RobotConfig:
         )
 
     def limits(self) -> dict[str, np.ndarray]:
-        """Per-joint limit arrays (float64, full joint order): min, max, velocity, accel, default."""
+        """Per-joint limit arrays (float64, joint order): min, max, velocity, accel, default."""
         return {
             "min": np.array([j.min for j in self.joints]),
             "max": np.array([j.max for j in self.joints]),

@@ -112,7 +112,9 @@ def _check_field(name: str, spec: Field, value: Any, shape: tuple[int, ...] | No
             raise DropError("bad_field", f"{name}: dtype {value.dtype} not of kind {spec.dtypes}")
         if value.ndim != spec.ndim:
             raise DropError("wrong_shape", f"{name}: rank {value.ndim}, expected {spec.ndim}")
-        if shape is not None and any(e not in (-1, s) for e, s in zip(shape, value.shape)):
+        if shape is not None and any(
+            e not in (-1, s) for e, s in zip(shape, value.shape, strict=False)
+        ):
             raise DropError("wrong_shape", f"{name}: shape {value.shape}, expected {shape}")
         if spec.finite and value.dtype.kind == "f" and not np.isfinite(value).all():
             raise DropError("nonfinite", f"{name} holds NaN or inf")
