@@ -1,0 +1,249 @@
+"""The System 2 service: an asyncio (uvloop) loop that turns the newest camera frame, robot
+state and instruction into a Latent, paced at `rates.system2_target_hz`.
+
+Tasks on the event loop (none of them ever blocks it):
+- `_steps`: on each deadline, take the newest frame and state (non-blocking drains of CONFLATE
+  sockets), hand them with the current instruction to the encoder on a one-thread executor,
+  and publish the Latent (instruction id/text, input timestamps). A late step never queues
+  work: the schedule restarts from now and the next step simply uses the newest inputs.
+- `_instructions`: every 20 ms, drain the instruction socket; a bad Instruction is refused
+  and counted, the current one stays.
+- `_stats` / `_hello`: Stats at `rates.stats_hz`, Hello once per second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import zmq
+
+from dualsys.bus import (
+    CameraFrame,
+    Hello,
+    Instruction,
+    Latent,
+    Publisher,
+    RobotState,
+    Stats,
+    Subscriber,
+)
+from dualsys.config import RobotConfig
+from dualsys.system2.encoders.base import Encoder
+from dualsys.system2.instruction import InstructionError, validate_instruction
+from dualsys.system2.metrics import StepMetrics
+from dualsys.timing import current_cpus, warn_once
+
+ROLE = "system2"
+INSTRUCTION_POLL_S = 0.02
+MAX_ENCODE_ERRORS_IN_A_ROW = 10
+
+
+class System2Service:
+    """The 7-10 Hz System 2 loop over real ZeroMQ sockets. `open()`, `await run()`, `close()`."""
+
+    def __init__(self, cfg: RobotConfig, run_dir: Path, encoder: Encoder, ctx: zmq.Context):
+        self.cfg, self.run_dir, self.encoder, self.ctx = cfg, run_dir, encoder, ctx
+        self.period_s = 1.0 / cfg.rates.system2_target_hz
+        self.camera = cfg.cameras[0]
+        self.instruction = cfg.system2.default_instruction
+        self.instruction_id = 0
+        self.instruction_changes = 0
+        self.refused: Counter[str] = Counter()
+        self.other: Counter[str] = Counter()
+        self.encode_errors = 0
+        self.metrics = StepMetrics()
+        self.stop = threading.Event()
+        self.failed = ""
+        self._frame: CameraFrame | None = None
+        self._state: RobotState | None = None
+
+    def open(self) -> None:
+        """Bind the latent PUB and instruction SUB; connect the frame, state and stats sockets."""
+        cfg, ep, n = self.cfg, self.cfg.endpoint, self.cfg.n_joints
+        cam = self.camera
+        self.frames = Subscriber(
+            self.ctx,
+            ep("camera", self.run_dir),
+            (CameraFrame,),
+            shapes={"frame": {"image": (cam.height, cam.width, 3)}},
+        )
+        self.states = Subscriber(
+            self.ctx,
+            ep("state", self.run_dir),
+            (RobotState,),
+            shapes={"state": {"q": (n,), "dq": (n,), "tau": (n,)}},
+        )
+        self.instructions = Subscriber(
+            self.ctx, ep("instruction", self.run_dir), (Instruction,), bind=True, latest=False
+        )
+        self.latents = Publisher(self.ctx, ep("latent", self.run_dir), ROLE, hwm=4)
+        self.stats = Publisher(self.ctx, ep("stats", self.run_dir), ROLE, bind=False)
+        self.hello = Hello(ROLE, cfg.name, cfg.system2.latent_dim, n, os.getpid())
+
+    def close(self) -> None:
+        """Close every socket (LINGER 0)."""
+        for s in (self.frames, self.states, self.instructions, self.latents, self.stats):
+            s.close()
+
+    # ----------------------------------------------------------------- bus bookkeeping
+
+    def dropped(self) -> dict[str, int]:
+        """Every refused input, by topic and reason (codec drops and refused instructions)."""
+        out: dict[str, int] = {}
+        for topic, sub in (("camera", self.frames), ("state", self.states)):
+            out.update({f"{topic}.{k}": v for k, v in sub.dropped.items()})
+        out.update({f"instruction.{k}": v for k, v in self.instructions.dropped.items()})
+        out.update({f"instruction.{k}": v for k, v in self.refused.items()})
+        out.update({f"camera.{k}": v for k, v in self.other.items()})
+        return out
+
+    def _take_inputs(self) -> None:
+        frame = self.frames.recv_latest()
+        if frame is not None:
+            if frame.camera == self.camera.name:
+                self._frame = frame
+            else:
+                self.other["unknown_camera"] += 1
+        state = self.states.recv_latest()
+        if state is not None:
+            self._state = state
+
+    def on_instruction(self, msg: Instruction) -> None:
+        """Adopt a valid new instruction; refuse and count a bad one (the current one stays)."""
+        try:
+            text = validate_instruction(msg.text, self.cfg.system2.max_instruction_chars)
+        except InstructionError as exc:
+            if not self.refused[exc.reason]:
+                warn_once(f"system2: refused an instruction ({exc}); keeping the current one")
+            self.refused[exc.reason] += 1
+            return
+        if msg.id == self.instruction_id and text == self.instruction:
+            return  # a resend (dualsys say repeats until it sees the instruction adopted)
+        self.instruction, self.instruction_id = text, msg.id
+        self.instruction_changes += 1
+        print(f"system2: instruction #{msg.id}: {text!r}", flush=True)
+
+    # ----------------------------------------------------------------- tasks
+
+    async def _instructions(self) -> None:
+        while not self.stop.is_set():
+            while (msg := self.instructions.recv(0)) is not None:
+                self.on_instruction(msg)
+            await asyncio.sleep(INSTRUCTION_POLL_S)
+
+    async def _every(self, period_s: float, send) -> None:
+        while not self.stop.is_set():
+            send()
+            await asyncio.sleep(period_s)
+
+    def _send_stats(self) -> None:
+        values = self.metrics.stats_values(self.instruction_id, sum(self.dropped().values()))
+        self.stats.send(Stats(process=ROLE, values=values))
+
+    async def _steps(self, pool: ThreadPoolExecutor) -> None:
+        loop = asyncio.get_running_loop()
+        waited = False
+        next_t = loop.time()
+        while not self.stop.is_set():
+            delay = next_t - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            self._take_inputs()
+            frame, state = self._frame, self._state
+            if frame is None or state is None:
+                if not waited:
+                    waited = True
+                    missing = "camera frames" if frame is None else "robot state"
+                    print(f"system2: waiting for {missing}", flush=True)
+                await asyncio.sleep(0.01)
+                next_t = loop.time()
+                continue
+            text, text_id = self.instruction, self.instruction_id
+            start = time.monotonic_ns()
+            try:
+                res = await loop.run_in_executor(
+                    pool, self.encoder.encode, frame.image, state.q, state.dq, text
+                )
+            except Exception as exc:  # report once with context, count, stop after a streak
+                self.encode_errors += 1
+                if self.encode_errors == 1:
+                    warn_once(f"system2: encoder step failed: {type(exc).__name__}: {exc}")
+                if self.encode_errors >= MAX_ENCODE_ERRORS_IN_A_ROW:
+                    self.failed = f"encoder failed {self.encode_errors} steps in a row: {exc}"
+                    self.stop.set()
+                next_t += self.period_s
+                continue
+            self.encode_errors = 0
+            end = time.monotonic_ns()
+            self.latents.send(
+                Latent(
+                    vector=res.vector,
+                    instruction_id=text_id,
+                    instruction=text,
+                    frame_t_mono_ns=frame.header.t_mono_ns,
+                    state_t_mono_ns=state.header.t_mono_ns,
+                    step=self.metrics.steps + 1,
+                )
+            )
+            self.metrics.record(
+                start,
+                end - start,
+                res,
+                start - frame.header.t_mono_ns,
+                start - state.header.t_mono_ns,
+            )
+            next_t += self.period_s
+            if next_t < loop.time():  # overran: never catch up with a burst, restart from now
+                self.metrics.overruns += 1
+                next_t = loop.time()
+
+    async def run(self, duration_s: float = 0.0) -> None:
+        """Serve until `stop` is set (signal, failure) or `duration_s` (> 0) has passed."""
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="system2-encoder")
+        tasks = [
+            asyncio.create_task(self._steps(pool)),
+            asyncio.create_task(self._instructions()),
+            asyncio.create_task(self._every(1.0 / self.cfg.rates.stats_hz, self._send_stats)),
+            asyncio.create_task(self._every(1.0, lambda: self.stats.send(self.hello))),
+        ]
+        end = time.monotonic() + duration_s if duration_s > 0 else float("inf")
+        try:
+            while not self.stop.is_set() and time.monotonic() < end:
+                await asyncio.sleep(0.05)
+                if any(t.done() for t in tasks):  # a task died: that is a bug, say so
+                    for t in tasks:
+                        if t.done() and t.exception() is not None:
+                            self.failed = f"task failed: {t.exception()!r}"
+                    break
+        finally:
+            self.stop.set()
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            pool.shutdown(wait=True)
+
+    def summary(self) -> dict[str, object]:
+        """Contents of {run_dir}/system2.json."""
+        out = self.metrics.summary()
+        out.update(
+            {
+                "role": ROLE,
+                "robot": self.cfg.name,
+                "target_hz": self.cfg.rates.system2_target_hz,
+                "cpus": current_cpus(),
+                "dropped": self.dropped(),
+                "instruction": self.instruction,
+                "instruction_id": self.instruction_id,
+                "instruction_changes": self.instruction_changes,
+                "encoder": self.encoder.description,
+                "latents_sent": self.latents.sent,
+                "failed": self.failed,
+            }
+        )
+        return out
