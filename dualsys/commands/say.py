@@ -30,9 +30,7 @@ def cmd_say(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    print(
-        f"instruction #{ident} adopted by System 2 (latent step {latent.step}): {latent.instruction!r}"
-    )
+    print(f"instruction #{ident} adopted by System 2 (step {latent.step}): {latent.instruction!r}")
     return 0
 
 
