@@ -1,0 +1,335 @@
+"""The 200 Hz control process: one working thread, absolute deadlines, smooth safe states.
+
+Lifecycle (ros2_control style): `configure()` allocates sockets and buffers, `activate()`
+resets them (a stale command is never executed), `update(t_ns)` is the tick, `deactivate()`
+ramps the robot to hold. Only `update` and the methods it calls run in the 200 Hz thread.
+
+Each tick reads the newest robot state, chunk and latent without blocking, picks the safe
+state from the latent age (fresh: follow the chunk; older than latent_stale_ms: hold; older
+than latent_dead_ms: return smoothly to the default pose; no chunk yet: hold the measured
+pose), computes the command in one numba call and sends it from a preallocated frame.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import zmq
+
+from dualsys.bus.codec import encode
+from dualsys.bus.messages import ActionChunk, Hello, Latent, RobotState, Stats
+from dualsys.bus.transport import Publisher, Subscriber
+from dualsys.config import RobotConfig
+from dualsys.system1 import interp
+from dualsys.system1.interp import KernelState
+from dualsys.system1.monitor import LoopMonitor
+from dualsys.system1.wire import CommandEncoder
+
+ROLE = "control"
+#: seam blend duration (position and velocity offsets decay to zero over it)
+BLEND_NS = 80_000_000
+#: speed scale (fraction of the velocity limits) of the return to the default pose
+DEFAULT_POSE_SPEED = 0.25
+#: after a miss streak beyond the budget, hold for this long once misses stop
+MISS_HOLD_NS = 1_000_000_000
+SAFE_NAMES = ("run", "hold", "default_pose")
+RUN, HOLD, DEFAULT = 0, 1, 2
+_KERNEL_MODE = (interp.MODE_CHUNK, interp.MODE_HOLD, interp.MODE_DEFAULT)
+
+
+class ControlLoop:
+    """The control process's state and tick (see the module docstring for the lifecycle)."""
+
+    def __init__(self, cfg: RobotConfig, ctx: zmq.Context, run_dir: str | Path) -> None:
+        self.cfg, self.ctx, self.run_dir = cfg, ctx, Path(run_dir)
+        self.period_ns = cfg.rates.control_period_ns
+        b = cfg.budgets
+        self.stale_ns = int(b.latent_stale_ms * 1e6)
+        self.dead_ns = int(b.latent_dead_ms * 1e6)
+        self.max_streak = b.max_consecutive_misses
+        self.stats_every = max(1, round(cfg.rates.control_hz / cfg.rates.stats_hz))
+        self.hello_every = cfg.rates.control_hz
+        self.configured = False
+        self.warming = False
+
+    # ------------------------------------------------------------------ lifecycle
+    def configure(self) -> None:
+        """Create sockets, the kernel state and the command frames (not real-time)."""
+        cfg, ep = self.cfg, self.cfg.endpoint
+        n, H = cfg.n_joints, cfg.policy.chunk_horizon
+        nc = len(cfg.controlled_indices)
+        shapes = {
+            "state": {"q": (n,), "dq": (n,), "tau": (n,)},
+            "chunk": {"actions": (H, nc)},
+            "latent": {"vector": (cfg.system2.latent_dim,)},
+        }
+        self.state_sub = Subscriber(
+            self.ctx, ep("state", self.run_dir), (RobotState,), shapes=shapes
+        )
+        self.chunk_sub = Subscriber(
+            self.ctx, ep("chunk", self.run_dir), (ActionChunk,), shapes=shapes
+        )
+        self.latent_sub = Subscriber(self.ctx, ep("latent", self.run_dir), (Latent,), shapes=shapes)
+        self.cmd_pub = Publisher(self.ctx, ep("command", self.run_dir), ROLE, bind=True)
+        self.stats_pub = Publisher(self.ctx, ep("stats", self.run_dir), ROLE, bind=False)
+        self.encoder = CommandEncoder(self.cmd_pub.sock, n, ROLE)
+        self.k = KernelState(cfg.limits(), cfg.controlled_indices, H, self.period_ns)
+        self.hello = Hello(ROLE, cfg.name, cfg.system2.latent_dim, n, os.getpid())
+        self.stats = Stats(process=ROLE, values={})
+        self.fifo = 0
+        self.configured = True
+        self.activate(time.monotonic_ns())
+
+    def activate(self, now_ns: int) -> None:
+        """Reset buffers and counters: hold, no chunk, no latent, fresh histograms."""
+        self.k.reset(self.k.L[interp.L_DEFAULT])
+        self.mon = LoopMonitor(self.period_ns)
+        self.have_state = False
+        self.have_chunk = False
+        self.chunk_end_ns = 0
+        self.latent_t_ns = -1
+        self.instruction_id = 0
+        self.safe = HOLD
+        self.mode_str = "hold"
+        self.miss_hold_until = 0
+        self.last_t_ns = now_ns
+        self.tick = 0
+        self.chunks = 0
+        self.start_ns = now_ns
+        self.events: list[dict] = []
+        self._stats_phase = 0
+        self._stats_cache: list[float] = []
+
+    # ------------------------------------------------------------------ the tick
+    def _take_chunk(self, msg: ActionChunk, t_ns: int) -> None:
+        """Copy a new chunk into the kernel and blend the seam (200 Hz thread)."""
+        if msg.dt_ns <= 0:
+            self.chunk_sub.dropped["bad_chunk_dt"] += 1
+            return
+        k = self.k
+        k.actions[:] = msg.actions
+        k.I[interp.N_ACT] = len(msg.actions)
+        k.I[interp.T0] = msg.t0_mono_ns
+        k.I[interp.DT] = msg.dt_ns
+        self.chunk_end_ns = msg.t0_mono_ns + (len(msg.actions) - 1) * msg.dt_ns
+        self.have_chunk = True
+        self.chunks += 1
+        self.mon.chunk_latency_us.record((t_ns - msg.header.t_mono_ns + msg.latency_ns) // 1000)
+        if self.safe == RUN:
+            k.blend(self.last_t_ns, BLEND_NS)
+
+    def _set_safe(self, new: int, t_ns: int, reason: str) -> None:
+        """Switch safe state with a seam blend from the last command (200 Hz thread)."""
+        k = self.k
+        if new == HOLD:
+            k.S[interp.S_HOLD] = k.S[interp.S_Q]
+        k.I[interp.MODE] = _KERNEL_MODE[new]
+        k.F[interp.SPEED] = DEFAULT_POSE_SPEED if new == DEFAULT else 1.0
+        k.blend(self.last_t_ns, BLEND_NS)
+        self.safe = new
+        self.mode_str = "run"
+        if len(self.events) < 1000:  # rare: allocation only on a state change
+            self.events.append(
+                {"t_s": (t_ns - self.start_ns) / 1e9, "state": SAFE_NAMES[new], "reason": reason}
+            )
+
+    def update(self, t_ns: int) -> None:
+        """One control tick for the scheduled time t_ns: read, decide, compute, send."""
+        st = self.state_sub.recv_latest()
+        if st is not None and not self.have_state:
+            self.have_state = True
+            self.k.reset(st.q)
+            self.mode_str = "run"
+        lat = self.latent_sub.recv_latest()
+        if lat is not None:
+            self.latent_t_ns = lat.header.t_mono_ns
+            self.instruction_id = lat.instruction_id
+        ch = self.chunk_sub.recv_latest()
+        if ch is not None:
+            self._take_chunk(ch, t_ns)
+        if self.latent_t_ns >= 0:
+            age = t_ns - self.latent_t_ns
+            self.mon.latent_age_us.record(age // 1000)
+        else:
+            age = -1
+        if self.have_state:
+            if age > self.dead_ns:
+                want, why = DEFAULT, "latent dead"
+            elif age > self.stale_ns or age < 0:
+                want, why = HOLD, "latent stale" if age >= 0 else "no latent"
+            elif not self.have_chunk or t_ns > self.chunk_end_ns:
+                want, why = HOLD, "no chunk"
+            else:
+                want, why = RUN, "ok"
+            if want == RUN and t_ns < self.miss_hold_until:
+                want, why = HOLD, "deadline misses"
+            if want != self.safe:
+                self._set_safe(want, t_ns, why)
+        self.k.step(t_ns)
+        mode = "hold" if self.warming else self.mode_str
+        self.encoder.send(self.k.S[interp.S_Q], self.k.S[interp.S_V], mode, self.tick)
+        self.last_t_ns = t_ns
+        self.tick += 1
+
+    def on_misses(self, t_ns: int) -> None:
+        """Called after a missed tick: a streak beyond the budget latches hold (200 Hz thread)."""
+        if self.mon.streak > self.max_streak:
+            if t_ns >= self.miss_hold_until and len(self.events) < 1000:
+                self.events.append(
+                    {
+                        "t_s": (t_ns - self.start_ns) / 1e9,
+                        "state": "miss_streak",
+                        "reason": f"{self.mon.streak} consecutive deadline misses",
+                    }
+                )
+            self.miss_hold_until = t_ns + MISS_HOLD_NS
+
+    # ------------------------------------------------------------------ reporting
+    def stats_step(self, now_ns: int) -> None:
+        """Spread the Stats work over a few ticks (each part < 0.1 ms); send at the last part."""
+        phase = self.tick % self.stats_every
+        m = self.mon
+        if phase == 0:
+            self._stats_cache = m.p_lateness.many((50.0, 99.0, 99.9))
+        elif phase == 1:
+            self._stats_cache += m.p_work.many((50.0, 99.0))
+        elif phase == 2:
+            self._stats_cache += m.p_latent.many((50.0, 99.0))
+        elif phase == 3:
+            self._stats_cache += m.p_chunk.many((50.0, 99.0))
+        elif phase == 4 and len(self._stats_cache) == 9:
+            c = self._stats_cache
+            elapsed = max(now_ns - self.start_ns, 1)
+            self.stats.values = {
+                "rate_hz": m.ticks * 1e9 / elapsed,
+                "ticks": float(m.ticks),
+                "misses": float(m.misses),
+                "miss_rate": m.miss_rate,
+                "max_consecutive_misses": float(m.max_streak),
+                "lateness_p50_us": c[0],
+                "lateness_p99_us": c[1],
+                "lateness_p999_us": c[2],
+                "lateness_max_us": m.lateness_us.max(),
+                "work_p50_us": c[3],
+                "work_p99_us": c[4],
+                "work_max_us": m.work_us.max(),
+                "latent_age_p50_ms": c[5] / 1000,
+                "latent_age_p99_ms": c[6] / 1000,
+                "latent_age_max_ms": m.latent_age_us.max() / 1000,
+                "chunks": float(self.chunks),
+                "chunk_latency_p50_ms": c[7] / 1000,
+                "chunk_latency_p99_ms": c[8] / 1000,
+                "fifo": float(self.fifo),
+                "safe_state": float(self.safe),
+                "nan_guard_trips": float(self.k.trips),
+            }
+            self.stats_pub.send(self.stats)
+        if self.tick % self.hello_every == 7:
+            self.stats_pub.send(self.hello)
+
+    def dropped(self) -> dict[str, int]:
+        """Dropped messages per reason over all subscribers."""
+        total: Counter[str] = Counter()
+        for sub in (self.state_sub, self.chunk_sub, self.latent_sub):
+            total.update(sub.dropped)
+        return dict(total)
+
+    def summary(self, scheduler: str, cpus: list[int], end_ns: int) -> dict:
+        """The run summary written to {run_dir}/control.json."""
+        m = self.mon
+        lat = m.lateness_us.summary()
+        work = m.work_us.summary()
+        age = m.latent_age_us.summary(1000.0)
+        chl = m.chunk_latency_us.summary(1000.0)
+        elapsed = max(end_ns - self.start_ns, 1)
+        return {
+            "rate_hz": m.ticks * 1e9 / elapsed,
+            "ticks": m.ticks,
+            "deadline_misses": m.misses,
+            "miss_rate": m.miss_rate,
+            "max_consecutive_misses": m.max_streak,
+            "lateness_us": {k: lat[k] for k in ("p50", "p99", "p999", "max")},
+            "work_us": {k: work[k] for k in ("p50", "p99", "max")},
+            "latent_age_ms": {k: age[k] for k in ("p50", "p99", "max")},
+            "chunks": self.chunks,
+            "chunk_latency_ms": {k: chl[k] for k in ("p50", "p99")},
+            "scheduler": scheduler,
+            "cpus": cpus,
+            "dropped": self.dropped(),
+            "command_send_dropped": self.encoder.dropped,
+            "lateness_hist": [[v, c] for v, c in m.lateness_us.buckets()],
+            "safe_state_events": self.events,
+            "nan_guard_trips": self.k.trips,
+            "final_safe_state": SAFE_NAMES[self.safe],
+        }
+
+    # ------------------------------------------------------------------ warm-up, shutdown
+    def warm(self, ticks: int = 400) -> None:
+        """Run every path (decode of each message type, kernel in every mode, chunk hand-over,
+        command send, stats) so the first real tick finds warm caches and compiled code."""
+        cfg = self.cfg
+        n, H, nc = cfg.n_joints, cfg.policy.chunk_horizon, len(cfg.controlled_indices)
+        t = time.monotonic_ns()
+        q = self.k.L[interp.L_DEFAULT].copy()
+        fake = {
+            "state": encode(RobotState(q=q, dq=q * 0, tau=q * 0), 1, "warm"),
+            "latent": encode(Latent(vector=np.zeros(cfg.system2.latent_dim, np.float32)), 1, "w"),
+            "chunk": encode(
+                ActionChunk(
+                    actions=np.tile(q[cfg.controlled_indices], (H, 1)).astype(np.float32),
+                    t0_mono_ns=t,
+                    dt_ns=1_000_000_000 // cfg.rates.action_hz,
+                ),
+                1,
+                "warm",
+            ),
+        }
+        assert nc and n
+        subs = {"state": self.state_sub, "latent": self.latent_sub, "chunk": self.chunk_sub}
+        self.warming = True  # commands sent while warming say "hold": the robot keeps its pose
+        for i in range(ticks):
+            for name, sub in subs.items():  # decode through the real subscriber path
+                sub._accept(fake[name])
+            ts = t + i * self.period_ns
+            if i % 50 == 0:
+                self._take_chunk(subs["chunk"].last, ts)
+            self.have_state = True
+            self.latent_t_ns = ts - (0 if i < ticks // 2 else self.dead_ns + 1)
+            self.update(ts)
+            self.stats_step(ts)
+        for sub in subs.values():
+            sub.received = 0
+            sub.gaps = 0
+            sub._last_seq.clear()
+            sub.last = None
+        self.stats.values = {}
+        self.warming = False
+        self.activate(time.monotonic_ns())
+
+    def deactivate(self, ramp_ticks: int = 50) -> None:
+        """Ramp to hold: decelerate within the limits while sending mode 'hold' commands."""
+        k = self.k
+        k.S[interp.S_HOLD] = k.S[interp.S_Q]
+        k.I[interp.MODE] = interp.MODE_HOLD
+        k.F[interp.SPEED] = 1.0
+        k.blend(self.last_t_ns, BLEND_NS)
+        t = self.last_t_ns
+        next_wake = time.monotonic_ns()
+        for _ in range(ramp_ticks):
+            t += self.period_ns
+            next_wake += self.period_ns
+            k.step(t)
+            self.encoder.send(k.S[interp.S_Q], k.S[interp.S_V], "hold", self.tick)
+            self.tick += 1
+            delay = next_wake - time.monotonic_ns()
+            if delay > 0:
+                time.sleep(delay / 1e9)
+
+    def close(self) -> None:
+        """Close every socket."""
+        for s in (self.state_sub, self.chunk_sub, self.latent_sub, self.cmd_pub, self.stats_pub):
+            s.close()

@@ -1,0 +1,96 @@
+"""The control process: real-time set-up, the absolute-deadline loop, signals, run summary."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import zmq
+
+from dualsys.config import RobotConfig
+from dualsys.system1.control import ROLE, ControlLoop
+from dualsys.system1.rt import drop_realtime, freeze_gc, setup_realtime, sleep_until
+
+
+class StopFlag:
+    """Set by SIGTERM (and SIGINT when not supervised); read by the loop."""
+
+    def __init__(self) -> None:
+        self.set = False
+
+    def install(self) -> None:
+        """SIGTERM stops; SIGINT stops too unless DUALSYS_SUPERVISED=1 (then it is ignored)."""
+        signal.signal(signal.SIGTERM, self._handler)
+        if os.environ.get("DUALSYS_SUPERVISED") == "1":
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        else:
+            signal.signal(signal.SIGINT, self._handler)
+
+    def _handler(self, signum: int, frame: object) -> None:
+        self.set = True
+
+
+def run_loop(loop: ControlLoop, stop: StopFlag, duration_s: float, margin_ns: int) -> int:
+    """The 200 Hz loop: sleep to the margin, spin to the deadline, tick; skip missed periods.
+
+    Returns the end time (monotonic ns).
+    """
+    period = loop.period_ns
+    mon = loop.mon
+    start = time.monotonic_ns() + period
+    end = start + int(duration_s * 1e9) if duration_s > 0 else 1 << 62
+    loop.activate(start - period)
+    deadline = start
+    while not stop.set and deadline < end:
+        wake = sleep_until(deadline, margin_ns)
+        late = wake - deadline
+        if late >= period:  # woke after the next deadline: skip, never catch up
+            n = late // period
+            mon.skip(n)
+            loop.on_misses(wake)
+            deadline += n * period
+            late -= n * period
+        loop.update(deadline)
+        sent = time.monotonic_ns()
+        loop.stats_step(sent)
+        done = time.monotonic_ns()
+        missed = sent > deadline + period
+        mon.tick(late, done - wake, missed)
+        if missed:
+            loop.on_misses(done)
+        deadline += period
+    return time.monotonic_ns()
+
+
+def run_control(cfg: RobotConfig, run_dir: Path, duration_s: float, fifo: bool = True) -> int:
+    """Run the control process until the duration ends or a stop signal; returns exit code."""
+    stop = StopFlag()
+    stop.install()
+    ctx = zmq.Context()  # before FIFO: its I/O thread keeps normal priority
+    loop = ControlLoop(cfg, ctx, run_dir)
+    loop.configure()
+    rt = setup_realtime(cfg.cores.system1, fifo=fifo)
+    loop.fifo = int(rt.fifo)
+    loop.warm()
+    freeze_gc()
+    end_ns = run_loop(loop, stop, duration_s, cfg.budgets.spin_margin_us * 1000)
+    loop.deactivate()
+    drop_realtime()
+    summary = loop.summary(rt.scheduler, rt.cpus, end_ns)
+    summary["rt_notes"] = rt.notes
+    summary["mlocked"] = rt.mlocked
+    path = Path(run_dir) / f"{ROLE}.json"
+    path.write_text(json.dumps(summary, indent=1) + "\n")
+    loop.close()
+    ctx.term()
+    print(
+        f"dualsys control: {summary['ticks']} ticks, {summary['deadline_misses']} misses, "
+        f"lateness p99 {summary['lateness_us']['p99']:.0f} us, work p99 "
+        f"{summary['work_us']['p99']:.0f} us, {rt.scheduler}; summary in {path}",
+        file=sys.stderr,
+    )
+    return 0

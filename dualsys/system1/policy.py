@@ -1,0 +1,281 @@
+"""System 1's flow-matching action head (torch) and its CPU inference forms.
+
+A small transformer over the H action tokens, conditioned on the System 2 latent and the
+proprioceptive state (two prefix tokens) and on the flow time. Sampling integrates the
+learned velocity field with K Euler steps from Gaussian noise (GR00T N1 uses K = 4).
+
+Real-time chunking (Black et al., 2025) is done by inpainting: the caller passes the actions
+of the previous chunk that overlap the new one and a weight per action (1 = frozen, must
+execute unchanged; between 0 and 1 = soft guidance). At every Euler step the overlapping part
+of the sample is pulled onto the flow path of those actions, so the free actions are generated
+consistent with the frozen ones; at the end the frozen ones are copied exactly.
+
+Actions and state are normalised per joint by the position limits ([-1, 1] spans min..max).
+Weights load from safetensors plus a JSON spec (same stem); random weights only on request.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F  # noqa: N812
+
+from dualsys.config import RobotConfig
+
+
+class PolicyError(ValueError):
+    """The policy checkpoint or spec is unusable; the message names the file and the field."""
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """Shape of a policy network; stored as JSON beside its safetensors weights."""
+
+    horizon: int
+    action_dim: int
+    latent_dim: int
+    state_dim: int
+    width: int
+    layers: int
+    heads: int
+
+    @classmethod
+    def for_robot(cls, cfg: RobotConfig) -> PolicySpec:
+        """The spec the robot config asks for (state = q and dq of all joints)."""
+        p = cfg.policy
+        return cls(
+            horizon=p.chunk_horizon,
+            action_dim=len(cfg.controlled_indices),
+            latent_dim=cfg.system2.latent_dim,
+            state_dim=2 * cfg.n_joints,
+            width=p.width,
+            layers=p.layers,
+            heads=p.heads,
+        )
+
+
+class _Block(nn.Module):
+    """Pre-norm transformer block built from nn.Linear only (all of it int8-quantisable)."""
+
+    def __init__(self, width: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.n1 = nn.LayerNorm(width)
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+        self.n2 = nn.LayerNorm(width)
+        self.fc1 = nn.Linear(width, 4 * width)
+        self.fc2 = nn.Linear(4 * width, width)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        b, t, w = h.shape
+        qkv = self.qkv(self.n1(h)).view(b, t, 3, self.heads, w // self.heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        a = F.scaled_dot_product_attention(q, k, v)
+        h = h + self.proj(a.transpose(1, 2).reshape(b, t, w))
+        return h + self.fc2(F.gelu(self.fc1(self.n2(h))))
+
+
+class FlowPolicy(nn.Module):
+    """Velocity field v(x_tau, tau | latent, state) over a chunk of normalised actions."""
+
+    def __init__(self, spec: PolicySpec) -> None:
+        super().__init__()
+        self.spec = spec
+        w = spec.width
+        self.act_in = nn.Linear(spec.action_dim, w)
+        self.pos = nn.Parameter(torch.randn(spec.horizon, w) * 0.02)
+        self.time_mlp = nn.Sequential(nn.Linear(w, w), nn.SiLU(), nn.Linear(w, w))
+        self.latent_in = nn.Linear(spec.latent_dim, w)
+        self.state_in = nn.Linear(spec.state_dim, w)
+        self.blocks = nn.ModuleList(_Block(w, spec.heads) for _ in range(spec.layers))
+        self.norm = nn.LayerNorm(w)
+        self.out = nn.Linear(w, spec.action_dim)
+        freqs = torch.exp(-math.log(1000.0) * torch.arange(w // 2) / (w // 2))
+        self.register_buffer("freqs", freqs, persistent=False)
+
+    def forward(
+        self, x: torch.Tensor, tau: torch.Tensor, latent: torch.Tensor, state: torch.Tensor
+    ) -> torch.Tensor:
+        """x: (B, H, A) noisy actions; tau: (B,) flow time in [0, 1]; returns (B, H, A)."""
+        ang = tau[:, None].float() * 1000.0 * self.freqs[None]
+        temb = self.time_mlp(torch.cat([ang.sin(), ang.cos()], -1).to(x.dtype))[:, None]
+        tokens = self.act_in(x) + self.pos + temb
+        cond = torch.stack([self.latent_in(latent), self.state_in(state)], 1) + temb
+        h = torch.cat([cond, tokens], 1)
+        for blk in self.blocks:
+            h = blk(h)
+        return self.out(self.norm(h[:, 2:]))
+
+
+def n_params(model: nn.Module) -> int:
+    """Parameter count of the fp32 model."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def save_checkpoint(model: FlowPolicy, path: str | Path) -> Path:
+    """Write weights (safetensors) and spec (JSON, same stem). Returns the weights path."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    path.with_suffix(".json").write_text(json.dumps(asdict(model.spec), indent=2) + "\n")
+    return path
+
+
+def load_checkpoint(path: str | Path, expect: PolicySpec | None = None) -> FlowPolicy:
+    """Load weights + JSON spec; check the spec against `expect` field by field."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    spec_path = path.with_suffix(".json")
+    if not path.exists():
+        raise PolicyError(f"{path}: policy weights not found")
+    try:
+        raw = json.loads(spec_path.read_text())
+        spec = PolicySpec(**raw)
+    except FileNotFoundError:
+        raise PolicyError(f"{spec_path}: policy spec (JSON) not found beside the weights") from None
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise PolicyError(f"{spec_path}: not a valid policy spec: {exc}") from None
+    if expect is not None:
+        for name, want in asdict(expect).items():
+            got = getattr(spec, name)
+            if name in ("horizon", "action_dim", "latent_dim", "state_dim") and got != want:
+                raise PolicyError(f"{spec_path}: {name} is {got}, the robot config needs {want}")
+    model = FlowPolicy(spec)
+    try:
+        missing, unexpected = model.load_state_dict(load_file(str(path)), strict=False)
+    except RuntimeError as exc:
+        raise PolicyError(f"{path}: weights do not fit the spec: {exc}") from None
+    if missing or unexpected:
+        raise PolicyError(f"{path}: missing tensors {missing}, unexpected tensors {unexpected}")
+    return model.eval()
+
+
+def optimise(model: FlowPolicy, precision: str) -> nn.Module:
+    """CPU inference form: fp32 eager, bf16 weights, or int8 dynamic quantisation of Linears."""
+    model = model.eval()
+    if precision == "fp32":
+        return model
+    if precision == "bf16":
+        return model.to(torch.bfloat16)
+    if precision == "int8":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
+    raise PolicyError(f"precision {precision!r}: expected fp32, bf16 or int8")
+
+
+class ChunkSampler:
+    """Samples action chunks in joint space for one robot (normalisation, RTC inpainting)."""
+
+    def __init__(self, model: nn.Module, spec: PolicySpec, cfg: RobotConfig, precision: str):
+        self.model, self.spec, self.steps = model, spec, cfg.policy.euler_steps
+        self.dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        lim = cfg.limits()
+        ctrl = cfg.controlled_indices
+        self.mid = ((lim["max"] + lim["min"]) / 2)[ctrl]
+        self.half = np.maximum((lim["max"] - lim["min"]) / 2, 1e-6)[ctrl]
+        self.q_mid = (lim["max"] + lim["min"]) / 2
+        self.q_half = np.maximum((lim["max"] - lim["min"]) / 2, 1e-6)
+        self.vel = lim["velocity"]
+        self.gen = torch.Generator().manual_seed(0)
+
+    def seed(self, seed: int) -> None:
+        """Re-seed the noise generator (reproducible benchmarks)."""
+        self.gen.manual_seed(seed)
+
+    def state_vector(self, q: np.ndarray, dq: np.ndarray) -> np.ndarray:
+        """Normalised proprioceptive input: q scaled by limits, dq by velocity limits."""
+        return np.concatenate([(q - self.q_mid) / self.q_half, dq / self.vel]).astype(np.float32)
+
+    @torch.inference_mode()
+    def sample(
+        self,
+        latent: np.ndarray,
+        q: np.ndarray,
+        dq: np.ndarray,
+        prefix: np.ndarray | None = None,
+        weights: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """One chunk (H x n_controlled, joint space, float32).
+
+        prefix: (m, n_controlled) actions of the previous chunk aligned with the new chunk's
+        first m slots; weights: (m,) in [0, 1], 1 = frozen (copied exactly).
+        """
+        H, A = self.spec.horizon, self.spec.action_dim
+        dt = self.dtype
+        lat = torch.as_tensor(np.asarray(latent, np.float32))[None].to(dt)
+        st = torch.as_tensor(self.state_vector(q, dq))[None].to(dt)
+        noise = torch.randn(1, H, A, generator=self.gen).to(dt)
+        x = noise.clone()
+        w = target = None
+        if prefix is not None and len(prefix):
+            m = min(len(prefix), H)
+            tgt = np.zeros((H, A), np.float32)
+            tgt[:m] = (prefix[:m] - self.mid) / self.half
+            ww = np.zeros((H, 1), np.float32)
+            ww[:m, 0] = 1.0 if weights is None else weights[:m]
+            target = torch.as_tensor(tgt)[None].to(dt)
+            w = torch.as_tensor(ww)[None].to(dt)
+        K = self.steps
+        for k in range(K):
+            tau = k / K
+            if w is not None:
+                x = w * ((1 - tau) * noise + tau * target) + (1 - w) * x
+            v = self.model(x, torch.full((1,), tau, dtype=dt), lat, st)
+            x = x + v / K
+        if w is not None:
+            frozen = (w >= 1).to(dt)
+            x = frozen * target + (1 - frozen) * x
+        a = x[0].float().clamp_(-1.0, 1.0).numpy()
+        return (self.mid + self.half * a).astype(np.float32)
+
+
+def build(cfg: RobotConfig, untrained: bool = False, precision: str | None = None):
+    """Load (or, with untrained=True, randomly initialise) the robot's policy.
+
+    Returns (ChunkSampler, info dict with precision and params). Sets torch to the configured
+    thread count.
+    """
+    torch.set_num_threads(cfg.policy.threads)
+    spec = PolicySpec.for_robot(cfg)
+    precision = precision or cfg.policy.precision
+    if cfg.policy.checkpoint is not None:
+        model = load_checkpoint(cfg.policy.checkpoint, spec)
+        spec = model.spec
+        source = str(cfg.policy.checkpoint)
+    elif untrained:
+        torch.manual_seed(0)
+        model = FlowPolicy(spec).eval()
+        source = "untrained (random init)"
+    else:
+        raise PolicyError(
+            f"{cfg.path}: policy.checkpoint is empty: no trained policy weights are configured; "
+            "pass --untrained-policy to run with a random-init policy (timing work only)"
+        )
+    params = n_params(model)
+    sampler = ChunkSampler(optimise(model, precision), spec, cfg, precision)
+    return sampler, {"precision": precision, "params": params, "weights": source}
+
+
+def time_sampler(sampler: ChunkSampler, n: int, latent_dim: int, n_joints: int) -> list[float]:
+    """Latencies (s) of n chunk samples with fixed random inputs (warm-up included by caller)."""
+    rng = np.random.default_rng(0)
+    lat = rng.standard_normal(latent_dim).astype(np.float32)
+    q = np.zeros(n_joints)
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        sampler.sample(lat, q, q)
+        out.append(time.perf_counter() - t)
+    return out

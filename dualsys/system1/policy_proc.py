@@ -1,0 +1,186 @@
+"""The policy process: samples action chunks with real-time chunking and publishes them.
+
+It subscribes robot state and the System 2 latent (latest value), and knows which chunk the
+control process executes (the newest one it sent: the control process switches on the next
+tick) and the time, so it needs no back channel. When the unexecuted part of that chunk falls
+below `policy.replan_below`, it plans the next chunk on the same time grid, freezes the actions
+that will run before the new chunk can arrive (from its own measured inference delay) and
+inpaints the rest. Normal scheduling on System 1's core: the FIFO control loop preempts it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import zmq
+
+from dualsys.bus.messages import ActionChunk, Hello, Latent, RobotState, Stats
+from dualsys.bus.transport import Publisher, Subscriber
+from dualsys.config import RobotConfig
+from dualsys.system1.chunks import Chunk, DelayEstimator, needs_replan, plan_next
+from dualsys.system1.control_proc import StopFlag
+from dualsys.system1.monitor import Percentiles
+from dualsys.timing import Histogram, pin_to_core, warn_once
+
+ROLE = "policy"
+
+
+class PolicyLoop:
+    """State of the policy process. `step` plans and publishes at most one chunk."""
+
+    def __init__(self, cfg: RobotConfig, ctx: zmq.Context, run_dir: Path, sampler, info: dict):
+        self.cfg, self.sampler, self.info = cfg, sampler, info
+        ep = cfg.endpoint
+        n = cfg.n_joints
+        shapes = {
+            "state": {"q": (n,), "dq": (n,), "tau": (n,)},
+            "latent": {"vector": (cfg.system2.latent_dim,)},
+        }
+        self.state_sub = Subscriber(ctx, ep("state", run_dir), (RobotState,), shapes=shapes)
+        self.latent_sub = Subscriber(ctx, ep("latent", run_dir), (Latent,), shapes=shapes)
+        self.chunk_pub = Publisher(ctx, ep("chunk", run_dir), ROLE, bind=True)
+        self.stats_pub = Publisher(ctx, ep("stats", run_dir), ROLE, bind=False)
+        self.dt_ns = 1_000_000_000 // cfg.rates.action_hz
+        self.ctrl = cfg.controlled_indices
+        self.current: Chunk | None = None
+        self.delay = DelayEstimator(initial_ns=2 * self.dt_ns)
+        self.latency_us = Histogram()
+        self.p_latency = Percentiles(self.latency_us)
+        self.chunks = 0
+        self.state: RobotState | None = None
+        self.latent: Latent | None = None
+        self.stale_ns = int(cfg.budgets.latent_stale_ms * 1e6)
+        self.hello = Hello(ROLE, cfg.name, cfg.system2.latent_dim, n, os.getpid())
+
+    def poll_inputs(self, timeout_ms: int) -> None:
+        """Take the newest state and latent; wait up to timeout_ms when nothing is new."""
+        st = self.state_sub.recv_latest()
+        la = self.latent_sub.recv_latest()
+        if st is None and la is None and timeout_ms > 0:
+            st = self.state_sub.recv(timeout_ms)
+        if st is not None:
+            self.state = st
+        if la is not None:
+            self.latent = la
+
+    def step(self) -> bool:
+        """Publish a new chunk if one is due and inputs exist. Returns True if it published."""
+        now = time.monotonic_ns()
+        if self.state is None or self.latent is None:
+            return False
+        if not needs_replan(self.current, now, self.cfg.policy.replan_below):
+            return False
+        hold = self.state.q[self.ctrl]
+        plan = plan_next(self.current, now, self.delay.estimate_ns, self.dt_ns, hold=hold)
+        t_start = time.monotonic_ns()
+        actions = self.sampler.sample(
+            self.latent.vector,
+            self.state.q,
+            self.state.dq,
+            plan.prefix if plan.frozen else None,
+            plan.weights,
+        )
+        latency = time.monotonic_ns() - t_start
+        self.chunks += 1
+        chunk = Chunk(actions, plan.t0_ns, self.dt_ns, self.chunks)
+        self.chunk_pub.send(
+            ActionChunk(
+                actions=actions,
+                t0_mono_ns=plan.t0_ns,
+                dt_ns=self.dt_ns,
+                chunk_id=self.chunks,
+                latent_seq=self.latent.header.seq,
+                frozen=plan.frozen,
+                latency_ns=latency,
+            ),
+            t_mono_ns=time.monotonic_ns(),
+        )
+        self.current = chunk
+        self.delay.add(time.monotonic_ns() - now)
+        self.latency_us.record(latency // 1000)
+        return True
+
+    def send_stats(self) -> None:
+        """Publish the policy's Stats."""
+        p50, p99 = self.p_latency.many((50.0, 99.0))
+        values = {
+            "chunks": float(self.chunks),
+            "latency_p50_ms": p50 / 1000,
+            "latency_p99_ms": p99 / 1000,
+            "delay_estimate_ms": self.delay.estimate_ns / 1e6,
+        }
+        self.stats_pub.send(Stats(process=ROLE, values=values))
+
+    def summary(self) -> dict:
+        """The run summary written to {run_dir}/policy.json."""
+        s = self.latency_us.summary(1000.0)
+        return {
+            "chunks": self.chunks,
+            "latency_ms": {"p50": s["p50"], "p99": s["p99"], "max": s["max"]},
+            "delay_estimate_ms": self.delay.estimate_ns / 1e6,
+            "precision": self.info["precision"],
+            "params": self.info["params"],
+            "weights": self.info["weights"],
+            "dropped": {
+                "state": dict(self.state_sub.dropped),
+                "latent": dict(self.latent_sub.dropped),
+            },
+        }
+
+    def close(self) -> None:
+        """Close every socket."""
+        for s in (self.state_sub, self.latent_sub, self.chunk_pub, self.stats_pub):
+            s.close()
+
+
+def run_policy(cfg: RobotConfig, run_dir: Path, duration_s: float, untrained: bool) -> int:
+    """Run the policy process; returns the exit code."""
+    from dualsys.system1 import policy
+
+    stop = StopFlag()
+    stop.install()
+    note = pin_to_core(cfg.cores.system1)
+    if note:
+        warn_once(note)
+    try:
+        sampler, info = policy.build(cfg, untrained=untrained)
+    except policy.PolicyError as exc:
+        print(f"dualsys policy: error: {exc}", file=sys.stderr)
+        return 2
+    ctx = zmq.Context()
+    loop = PolicyLoop(cfg, ctx, Path(run_dir), sampler, info)
+    # warm-up: a few samples so the first real chunk is not a cold-cache outlier
+    z = np.zeros(cfg.n_joints)
+    for _ in range(3):
+        sampler.sample(np.zeros(cfg.system2.latent_dim, np.float32), z, z)
+    stats_period = int(1e9 / cfg.rates.stats_hz)
+    next_stats = next_hello = time.monotonic_ns()
+    end = time.monotonic_ns() + int(duration_s * 1e9) if duration_s > 0 else 1 << 62
+    while not stop.set and time.monotonic_ns() < end:
+        loop.poll_inputs(timeout_ms=2)
+        if not loop.step():
+            time.sleep(0.002)
+        now = time.monotonic_ns()
+        if now >= next_hello:
+            loop.stats_pub.send(loop.hello)
+            next_hello = now + 1_000_000_000
+        if now >= next_stats:
+            loop.send_stats()
+            next_stats = now + stats_period
+    summary = loop.summary()
+    path = Path(run_dir) / f"{ROLE}.json"
+    path.write_text(json.dumps(summary, indent=1) + "\n")
+    loop.close()
+    ctx.term()
+    print(
+        f"dualsys policy: {summary['chunks']} chunks, "
+        f"latency p50 {summary['latency_ms']['p50']:.1f} ms "
+        f"p99 {summary['latency_ms']['p99']:.1f} ms ({info['precision']}); summary in {path}",
+        file=sys.stderr,
+    )
+    return 0

@@ -1,0 +1,136 @@
+"""Real-time set-up of a process: core pinning, SCHED_FIFO, mlockall, timer slack, frozen GC.
+
+Everything that can be refused (unprivileged user, container, missing core) falls back to
+normal scheduling with one warning naming the reason; nothing here raises on refusal.
+`sleep_until` is the loop's wait: sleep to a margin before the deadline, then spin.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import gc
+import os
+import time
+from dataclasses import dataclass, field
+
+from dualsys.timing import current_cpus, pin_to_core, warn_once
+
+MCL_CURRENT, MCL_FUTURE = 1, 2
+PR_SET_TIMERSLACK = 29
+DEFAULT_FIFO_PRIORITY = 80
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+@dataclass
+class RtStatus:
+    """What the real-time set-up achieved, for Stats and the run summary."""
+
+    fifo: bool = False
+    priority: int = 0
+    mlocked: bool = False
+    timer_slack_ns: int | None = None
+    cpus: list[int] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def scheduler(self) -> str:
+        """'SCHED_FIFO prio N' or 'SCHED_OTHER (reason)'."""
+        if self.fifo:
+            return f"SCHED_FIFO prio {self.priority}"
+        why = "; ".join(n for n in self.notes if "FIFO" in n) or "not requested"
+        return f"SCHED_OTHER ({why})"
+
+
+def _errno_text() -> str:
+    err = ctypes.get_errno()
+    return os.strerror(err) if err else "unknown error"
+
+
+def set_timer_slack(ns: int = 1) -> bool:
+    """Minimise this thread's timer slack (default 50 µs) so sleeps wake on time."""
+    return _libc.prctl(PR_SET_TIMERSLACK, ctypes.c_ulong(ns), 0, 0, 0) == 0
+
+
+def lock_memory() -> str:
+    """mlockall(current|future); returns '' on success or the reason it was refused."""
+    if _libc.mlockall(MCL_CURRENT | MCL_FUTURE) == 0:
+        return ""
+    return f"mlockall refused: {_errno_text()}"
+
+
+def set_fifo(priority: int) -> str:
+    """Switch this process to SCHED_FIFO at `priority`; '' on success or the reason."""
+    if os.environ.get("DUALSYS_NO_FIFO"):
+        return "SCHED_FIFO not requested: DUALSYS_NO_FIFO is set"
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+    except (PermissionError, OSError) as exc:
+        return f"SCHED_FIFO refused: {exc.strerror or exc}"
+    return ""
+
+
+def setup_realtime(
+    core: int | None, *, fifo: bool = True, priority: int = DEFAULT_FIFO_PRIORITY
+) -> RtStatus:
+    """Pin to `core`, lock memory, ask for SCHED_FIFO; warn once per refusal, never raise.
+
+    Create ZeroMQ contexts BEFORE calling this: their I/O threads must stay at normal priority.
+    """
+    st = RtStatus()
+    if core is not None:
+        note = pin_to_core(core)
+        if note:
+            st.notes.append(note)
+    if fifo:
+        note = lock_memory()
+        st.mlocked = not note
+        if note:
+            st.notes.append(note)
+        note = set_fifo(priority)
+        st.fifo = not note
+        st.priority = priority if st.fifo else 0
+        if note:
+            st.notes.append(note)
+    else:
+        st.notes.append("SCHED_FIFO not requested")
+    if set_timer_slack(1):
+        st.timer_slack_ns = 1
+    else:
+        st.notes.append(f"timer slack unchanged: {_errno_text()}")
+    st.cpus = current_cpus()
+    for note in st.notes:
+        if "not requested" not in note:
+            warn_once(f"{note}; running with normal scheduling where FIFO was asked")
+    return st
+
+
+def drop_realtime() -> None:
+    """Return to SCHED_OTHER (used before slow shutdown work such as writing files)."""
+    with contextlib.suppress(OSError):
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+
+
+def freeze_gc() -> None:
+    """Collect, move every live object to the permanent generation, and disable the GC."""
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+
+
+def sleep_until(deadline_ns: int, margin_ns: int) -> int:
+    """Sleep until `margin_ns` before `deadline_ns`, then spin to it. Returns the wake time.
+
+    Never spins a whole period (RT throttling would freeze a spinning FIFO task). Safe in the
+    200 Hz thread: no allocation beyond transient ints.
+    """
+    now = time.monotonic_ns()
+    coarse = deadline_ns - margin_ns - now
+    if coarse > 0:
+        time.sleep(coarse * 1e-9)
+    now = time.monotonic_ns()
+    while now < deadline_ns:
+        now = time.monotonic_ns()
+    return now
