@@ -127,6 +127,17 @@ def load_fusion(path: str | Path, text_dim: int, vision_dim: int, state_dim: int
     return head.eval()
 
 
+def check_fusion_source(checkpoint: Path | None, untrained: bool) -> None:
+    """Fail fast (before loading any model) when the fusion weights' source is unclear."""
+    if checkpoint is not None and untrained:
+        raise FusionError(f"both a fusion checkpoint ({checkpoint}) and --untrained were given")
+    if checkpoint is None and not untrained:
+        raise FusionError(
+            "no fusion checkpoint: system2.checkpoint is empty in the robot config. Train one "
+            "(behaviour issue) or pass --untrained for the documented seeded random init"
+        )
+
+
 def make_fusion(
     checkpoint: Path | None,
     untrained: bool,
@@ -139,16 +150,10 @@ def make_fusion(
 
     Returns (head, description). Refuses to guess: no checkpoint and not untrained is an error.
     """
-    if checkpoint is not None and untrained:
-        raise FusionError(f"both a fusion checkpoint ({checkpoint}) and --untrained were given")
+    check_fusion_source(checkpoint, untrained)
     if checkpoint is not None:
         head = load_fusion(checkpoint, text_dim, vision_dim, state_dim, latent_dim)
         return head, f"checkpoint {checkpoint}"
-    if not untrained:
-        raise FusionError(
-            "no fusion checkpoint: system2.checkpoint is empty in the robot config. Train one "
-            "(behaviour issue) or pass --untrained for the documented seeded random init"
-        )
     head = FusionHead(text_dim, vision_dim, state_dim, latent_dim, DEFAULT_WIDTH)
     return head.seeded_init().eval(), f"untrained (seeded init, seed {UNTRAINED_SEED})"
 

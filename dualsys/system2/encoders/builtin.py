@@ -14,7 +14,7 @@ import torch
 
 from dualsys.system2.encoders import register
 from dualsys.system2.encoders.base import Encoder, EncodeResult
-from dualsys.system2.fusion import StateFeatures, make_fusion
+from dualsys.system2.fusion import StateFeatures, check_fusion_source, make_fusion
 from dualsys.system2.text import TextEncoder
 from dualsys.system2.vision import VisionEncoder
 
@@ -35,6 +35,7 @@ class BuiltinEncoder(Encoder):
 
     def configure(self) -> None:
         """Load MiniLM, MobileNetV2 and the fusion head (checkpoint or seeded init)."""
+        check_fusion_source(self.cfg.system2.checkpoint, self.untrained)
         device = check_device(self.cfg.system2.device)
         self.device = torch.device(device)
         self.text = TextEncoder(device)

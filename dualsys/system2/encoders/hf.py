@@ -25,7 +25,7 @@ from torch.nn import functional
 from dualsys.system2.encoders import register
 from dualsys.system2.encoders.base import Encoder, EncodeResult
 from dualsys.system2.encoders.builtin import check_device
-from dualsys.system2.fusion import StateFeatures, make_fusion
+from dualsys.system2.fusion import StateFeatures, check_fusion_source, make_fusion
 from dualsys.system2.text import offline_hub
 
 
@@ -67,6 +67,7 @@ class HFEncoder(Encoder):
     def configure(self) -> None:
         """Load the model, tokenizer and image statistics; size the fusion head by a probe."""
         path = self._model_dir()
+        check_fusion_source(self.cfg.system2.checkpoint, self.untrained)
         device = check_device(self.cfg.system2.device)
         offline_hub()
         from transformers import AutoModel, AutoTokenizer

@@ -1,0 +1,92 @@
+"""Fusion head: documented seeded init, checkpoint format, refusal to guess."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from dualsys import config
+from dualsys.system2.fusion import (
+    FusionError,
+    FusionHead,
+    StateFeatures,
+    load_fusion,
+    make_fusion,
+    save_fusion,
+)
+
+DIMS = {"text_dim": 384, "vision_dim": 1280, "state_dim": 88, "latent_dim": 512}
+
+
+def _inputs(seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(384, generator=g), torch.rand(1280, generator=g) * 3, torch.randn(88))
+
+
+def test_seeded_init_ignores_the_global_rng() -> None:
+    torch.manual_seed(1)
+    a, _ = make_fusion(None, True, **DIMS)
+    torch.manual_seed(2)
+    torch.randn(1000)
+    b, _ = make_fusion(None, True, **DIMS)
+    for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        assert ka == kb and torch.equal(va, vb)
+    x = _inputs(0)
+    with torch.inference_mode():
+        assert torch.equal(a(*x), b(*x))
+    # ... and differs from another seed.
+    c = FusionHead(**DIMS).seeded_init(seed=7)
+    assert not torch.equal(a.mlp[0].weight, c.mlp[0].weight)
+
+
+def test_latent_scale_contract() -> None:
+    head, _ = make_fusion(None, True, **DIMS)
+    with torch.inference_mode():
+        z = head(*_inputs(3))
+    assert z.shape == (512,)
+    assert abs(float(z.mean())) < 1e-4 and abs(float(z.std(unbiased=False)) - 1) < 1e-3
+
+
+def test_checkpoint_round_trip(tmp_path) -> None:
+    head = FusionHead(**DIMS, width=64).seeded_init(seed=3)
+    path = tmp_path / "fusion.safetensors"
+    save_fusion(head, path)
+    loaded, how = make_fusion(path, False, **DIMS)
+    assert str(path) in how
+    x = _inputs(1)
+    with torch.inference_mode():
+        assert torch.equal(head(*x), loaded(*x))
+
+
+def test_checkpoint_with_wrong_dims_is_refused(tmp_path) -> None:
+    path = tmp_path / "fusion.safetensors"
+    save_fusion(FusionHead(**{**DIMS, "latent_dim": 256}, width=32), path)
+    with pytest.raises(FusionError, match="latent_dim = 256, this setup needs 512"):
+        load_fusion(path, **DIMS)
+
+
+def test_not_a_checkpoint_is_refused(tmp_path) -> None:
+    path = tmp_path / "junk.safetensors"
+    path.write_bytes(b"\x00" * 64)
+    with pytest.raises(FusionError, match="not a readable safetensors"):
+        load_fusion(path, **DIMS)
+
+
+def test_no_checkpoint_needs_the_explicit_flag(tmp_path) -> None:
+    with pytest.raises(FusionError, match="--untrained"):
+        make_fusion(None, False, **DIMS)
+    with pytest.raises(FusionError, match="both"):
+        make_fusion(tmp_path / "x.safetensors", True, **DIMS)
+
+
+def test_state_features_are_scaled_by_the_limits() -> None:
+    cfg = config.load_robot("gr1")
+    lim = cfg.limits()
+    sf = StateFeatures(lim)
+    out = sf(lim["max"], lim["velocity"])
+    assert out.shape == (2 * cfg.n_joints,) and out.dtype == np.float32
+    np.testing.assert_allclose(out, 1.0, atol=1e-5)
+    np.testing.assert_allclose(sf(lim["min"], -lim["velocity"]), -1.0, atol=1e-5)
+    with pytest.raises(ValueError, match="state must be"):
+        sf(np.zeros(3), np.zeros(3))
