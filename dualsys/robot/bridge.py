@@ -1,0 +1,149 @@
+"""`bridge`: the robot is an external process that speaks the bus (how a vendor SDK plugs in).
+
+The external driver process publishes `RobotState` and subscribes to `Command`, on two bridge
+endpoints that this driver binds (default `ipc://{run}/bridge_state.sock` and
+`ipc://{run}/bridge_command.sock`; pass tcp:// endpoints for a robot computer on the network).
+dualsys keeps its robot-side safety (soft start, watchdog, velocity monitor, limits) in front
+of the bridge. `BridgePeer` is the external side, for teams writing that process in Python.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import zmq
+
+from dualsys.bus import Command, Publisher, RobotState, Subscriber
+from dualsys.config import RobotConfig
+from dualsys.robot.interface import MODE_NAMES, DriverInfo, JointState, RobotDriver, register_driver
+
+
+def bridge_endpoints(run_dir: str | Path) -> tuple[str, str]:
+    """Default (state, command) endpoints of the bridge in a run directory."""
+    return f"ipc://{run_dir}/bridge_state.sock", f"ipc://{run_dir}/bridge_command.sock"
+
+
+@register_driver("bridge")
+class BridgeRobot(RobotDriver):
+    """dualsys side of the bridge: newest peer state in, checked commands out.
+
+    read_state / write_command never block (loop-thread safe). `state_age_s` says how old the
+    newest peer state is; `configure` waits up to `connect_timeout_s` for the first one.
+    """
+
+    def __init__(
+        self,
+        cfg: RobotConfig,
+        run_dir: str | Path | None = None,
+        state_endpoint: str | None = None,
+        command_endpoint: str | None = None,
+        connect_timeout_s: float = 10.0,
+        ctx: zmq.Context | None = None,
+    ) -> None:
+        super().__init__(cfg, run_dir)
+        if run_dir is None and (state_endpoint is None or command_endpoint is None):
+            raise ValueError("bridge driver: pass run_dir or both bridge endpoints")
+        default_state, default_cmd = bridge_endpoints(run_dir) if run_dir else ("", "")
+        self.state_endpoint = state_endpoint or default_state
+        self.command_endpoint = command_endpoint or default_cmd
+        self.connect_timeout_s = connect_timeout_s
+        self._ctx = ctx
+        self._state = JointState.zeros(self.n)
+        self._last_rx = 0.0
+        self.tick = 0
+
+    @property
+    def info(self) -> DriverInfo:
+        return DriverInfo(simulated=False)
+
+    def configure(self) -> None:
+        """Bind both bridge endpoints and wait for the peer's first state."""
+        self._own_ctx = self._ctx is None
+        self._ctx = self._ctx or zmq.Context()
+        n = self.n
+        self.sub = Subscriber(
+            self._ctx,
+            self.state_endpoint,
+            (RobotState,),
+            bind=True,
+            latest=True,
+            shapes={"state": {"q": (n,), "dq": (n,), "tau": (n,)}},
+        )
+        self.pub = Publisher(self._ctx, self.command_endpoint, source="robot", bind=True)
+        msg = self.sub.recv(int(self.connect_timeout_s * 1000))
+        if msg is None:
+            self.close()
+            raise TimeoutError(
+                f"bridge driver: no RobotState from the external driver on {self.state_endpoint} "
+                f"within {self.connect_timeout_s:g} s (dropped: {dict(self.sub.dropped)})"
+            )
+        self._take(msg)
+        super().configure()
+
+    def _take(self, msg: RobotState) -> None:
+        s = self._state
+        s.q[:], s.dq[:], s.tau[:], s.t = msg.q, msg.dq, msg.tau, msg.sim_time
+        self._last_rx = time.monotonic()
+
+    def read_state(self) -> JointState:
+        """The newest state the peer sent (unchanged when nothing new arrived)."""
+        msg = self.sub.recv_latest()
+        if msg is not None:
+            self._take(msg)
+        return self._state
+
+    @property
+    def state_age_s(self) -> float:
+        return time.monotonic() - self._last_rx
+
+    def write_command(self, q: np.ndarray, dq: np.ndarray, mode: int) -> None:
+        """Forward checked targets to the peer (non-blocking send)."""
+        self.tick += 1
+        self.pub.send(Command(q=q, dq=dq, mode=MODE_NAMES[mode], tick=self.tick))
+
+    def deactivate(self) -> None:
+        """Send damping-only, then close the sockets."""
+        if self.configured:
+            s = self._state
+            self.pub.send(Command(q=s.q, dq=np.zeros(self.n), mode="damp", tick=self.tick + 1))
+            self.close()
+        super().deactivate()
+
+    def close(self) -> None:
+        """Close sockets (and the context when this driver made it)."""
+        self.sub.close()
+        if hasattr(self, "pub"):
+            self.pub.close()
+        if self._own_ctx:
+            self._ctx.term()
+
+
+class BridgePeer:
+    """The external side of the bridge: connects, publishes RobotState, receives Commands."""
+
+    def __init__(self, ctx: zmq.Context, n_joints: int, state_endpoint: str, command_endpoint: str):
+        self.n = n_joints
+        self.pub = Publisher(ctx, state_endpoint, source="bridge", bind=False)
+        self.sub = Subscriber(
+            ctx,
+            command_endpoint,
+            (Command,),
+            bind=False,
+            latest=True,
+            shapes={"command": {"q": (n_joints,), "dq": (-1,)}},
+        )
+
+    def publish(self, q: np.ndarray, dq: np.ndarray, tau: np.ndarray, t: float, mode: str):
+        """Send one measured state."""
+        self.pub.send(RobotState(q=q, dq=dq, tau=tau, sim_time=t, mode=mode))
+
+    def command(self) -> Command | None:
+        """The newest command, or None (never blocks)."""
+        return self.sub.recv_latest()
+
+    def close(self) -> None:
+        """Close both sockets."""
+        self.pub.close()
+        self.sub.close()
