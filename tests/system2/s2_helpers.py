@@ -34,6 +34,7 @@ class Feeder:
         self.image = rng.integers(0, 256, (cam.height, cam.width, 3), dtype=np.uint8)
         self.q = cfg.limits()["default"].copy()
         self._stop = threading.Event()
+        self._paused = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def start(self) -> Feeder:
@@ -46,12 +47,24 @@ class Feeder:
         state_dt, cam_every = 1.0 / r.state_hz, max(1, r.state_hz // r.camera_hz)
         t, i = time.monotonic(), 0
         while not self._stop.is_set():
+            if self._paused.is_set():
+                time.sleep(0.005)
+                t, i = time.monotonic(), 0
+                continue
             self.state_pub.send(RobotState(q=self.q, dq=np.zeros(n), tau=np.zeros(n)))
             if i % cam_every == 0:
                 self.camera_pub.send(CameraFrame(camera=self.cfg.cameras[0].name, image=self.image))
             i += 1
             t += state_dt
             time.sleep(max(0.0, t - time.monotonic()))
+
+    def pause(self) -> None:
+        """Stop publishing (so injected bad messages are not overwritten by CONFLATE)."""
+        self._paused.set()
+        time.sleep(0.02)
+
+    def resume(self) -> None:
+        self._paused.clear()
 
     def close(self) -> None:
         self._stop.set()
