@@ -42,13 +42,13 @@ def cluster(verts: np.ndarray, faces: np.ndarray, cell: float) -> tuple[np.ndarr
     f = inverse[faces]
     keep = (f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 0] != f[:, 2])
     f = f[keep]
+    if len(f) < 4:  # the mesh is smaller than the grid: keep the original
+        return verts, faces
     fs = np.sort(f, axis=1).astype(np.int64)
     n = int(fs.max()) + 1
     _, first = np.unique((fs[:, 0] * n + fs[:, 1]) * n + fs[:, 2], return_index=True)
     f = f[np.sort(first)]
     used, remap = np.unique(f, return_inverse=True)
-    if len(used) < 4:  # too small for the grid: keep the original
-        return verts, faces
     return new_verts[used], remap.reshape(-1, 3).astype(np.int32)
 
 

@@ -34,8 +34,8 @@ CAMERA_MOUNTS: dict[str, tuple[str, tuple[float, float, float], tuple[float, ...
 
 #: Scene objects (free bodies) on the table, and their nominal (x, y) on the table top.
 OBJECTS = ("cup", "box")
-TABLE_TOP_Z = 0.80
-TABLE_CENTER = (0.48, 0.0)
+TABLE_TOP_Z = 0.72
+TABLE_CENTER = (0.50, 0.0)
 TABLE_HALF = (0.25, 0.45, 0.02)
 OBJECT_XY = {"cup": (0.38, -0.16), "box": (0.40, 0.16)}
 #: Height of the robot base (pelvis) above the floor with the base fixed.
