@@ -27,7 +27,7 @@ from dualsys.config import RobotConfig
 from dualsys.system1 import interp
 from dualsys.system1.interp import KernelState
 from dualsys.system1.monitor import LoopMonitor
-from dualsys.system1.wire import CommandEncoder
+from dualsys.system1.wire import CommandEncoder, LatestFrame
 
 ROLE = "control"
 #: seam blend duration (position and velocity offsets decay to zero over it)
@@ -77,6 +77,7 @@ class ControlLoop:
         self.cmd_pub = Publisher(self.ctx, ep("command", self.run_dir), ROLE, bind=True)
         self.stats_pub = Publisher(self.ctx, ep("stats", self.run_dir), ROLE, bind=False)
         self.encoder = CommandEncoder(self.cmd_pub.sock, n, ROLE)
+        self.state_frame = LatestFrame(self.state_sub)
         self.k = KernelState(cfg.limits(), cfg.controlled_indices, H, self.period_ns)
         self.hello = Hello(ROLE, cfg.name, cfg.system2.latent_dim, n, os.getpid())
         self.stats = Stats(process=ROLE, values={})
@@ -139,18 +140,23 @@ class ControlLoop:
 
     def update(self, t_ns: int) -> None:
         """One control tick for the scheduled time t_ns: read, decide, compute, send."""
-        st = self.state_sub.recv_latest()
-        if st is not None and not self.have_state:
-            self.have_state = True
-            self.k.reset(st.q)
-            self.mode_str = "run"
-        lat = self.latent_sub.recv_latest()
-        if lat is not None:
-            self.latent_t_ns = lat.header.t_mono_ns
-            self.instruction_id = lat.instruction_id
-        ch = self.chunk_sub.recv_latest()
-        if ch is not None:
-            self._take_chunk(ch, t_ns)
+        # The state is received every tick (raw, no allocation) but decoded only when the
+        # controller uses it: to start holding the measured pose.
+        if self.state_frame.poll() and not self.have_state:
+            st = self.state_frame.decode()
+            if st is not None:
+                self.have_state = True
+                self.k.reset(st.q)
+                self.mode_str = "run"
+        if self.latent_sub.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            lat = self.latent_sub.recv_latest()
+            if lat is not None:
+                self.latent_t_ns = lat.header.t_mono_ns
+                self.instruction_id = lat.instruction_id
+        if self.chunk_sub.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            ch = self.chunk_sub.recv_latest()
+            if ch is not None:
+                self._take_chunk(ch, t_ns)
         if self.latent_t_ns >= 0:
             age = t_ns - self.latent_t_ns
             self.mon.latent_age_us.record(age // 1000)
@@ -261,6 +267,7 @@ class ControlLoop:
             "cpus": cpus,
             "dropped": self.dropped(),
             "command_send_dropped": self.encoder.dropped,
+            "state_frames": self.state_frame.count,
             "lateness_hist": [[v, c] for v, c in m.lateness_us.buckets()],
             "safe_state_events": self.events,
             "nan_guard_trips": self.k.trips,
@@ -294,6 +301,10 @@ class ControlLoop:
         for i in range(ticks):
             for name, sub in subs.items():  # decode through the real subscriber path
                 sub._accept(fake[name])
+            sf = self.state_frame
+            sf.buf[: len(fake["state"])] = fake["state"]
+            sf.n = len(fake["state"])
+            sf.decode()
             ts = t + i * self.period_ns
             if i % 50 == 0:
                 self._take_chunk(subs["chunk"].last, ts)
@@ -306,6 +317,8 @@ class ControlLoop:
             sub.gaps = 0
             sub._last_seq.clear()
             sub.last = None
+        self.state_frame.n = 0
+        self.state_frame.count = 0
         self.stats.values = {}
         self.warming = False
         self.activate(time.monotonic_ns())

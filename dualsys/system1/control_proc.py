@@ -40,10 +40,10 @@ def run_loop(loop: ControlLoop, stop: StopFlag, duration_s: float, margin_ns: in
     Returns the end time (monotonic ns).
     """
     period = loop.period_ns
-    mon = loop.mon
     start = time.monotonic_ns() + period
     end = start + int(duration_s * 1e9) if duration_s > 0 else 1 << 62
     loop.activate(start - period)
+    mon = loop.mon
     deadline = start
     while not stop.set and deadline < end:
         wake = sleep_until(deadline, margin_ns)

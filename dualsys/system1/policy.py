@@ -214,7 +214,7 @@ class ChunkSampler:
         """
         H, A = self.spec.horizon, self.spec.action_dim
         dt = self.dtype
-        lat = torch.as_tensor(np.asarray(latent, np.float32))[None].to(dt)
+        lat = torch.as_tensor(np.array(latent, np.float32))[None].to(dt)
         st = torch.as_tensor(self.state_vector(q, dq))[None].to(dt)
         noise = torch.randn(1, H, A, generator=self.gen).to(dt)
         x = noise.clone()

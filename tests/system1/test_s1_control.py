@@ -1,0 +1,152 @@
+"""The control loop's tick in-process: zero net allocation, safe states, command frames."""
+
+from __future__ import annotations
+
+import time
+import tracemalloc
+
+import numpy as np
+import pytest
+import zmq
+
+from dualsys import config
+from dualsys.bus.codec import decode, encode
+from dualsys.bus.messages import ActionChunk, Command, Latent, RobotState
+from dualsys.bus.transport import Publisher, Subscriber
+from dualsys.system1.chunks import Chunk, plan_next
+from dualsys.system1.control import DEFAULT, HOLD, RUN, ControlLoop
+from dualsys.system1.wire import CommandEncoder
+
+CFG = config.load_robot("gr1")
+LIM = CFG.limits()
+N, H, NC = CFG.n_joints, CFG.policy.chunk_horizon, len(CFG.controlled_indices)
+P = CFG.rates.control_period_ns
+
+
+@pytest.fixture
+def rig(tmp_path):
+    ctx = zmq.Context()
+    loop = ControlLoop(CFG, ctx, tmp_path)
+    loop.configure()
+    state = Publisher(ctx, CFG.endpoint("state", tmp_path), "robot")
+    latent = Publisher(ctx, CFG.endpoint("latent", tmp_path), "system2")
+    chunk = Publisher(ctx, CFG.endpoint("chunk", tmp_path), "policy")
+    cmds = Subscriber(ctx, CFG.endpoint("command", tmp_path), (Command,), latest=False)
+    time.sleep(0.3)  # let the connections settle
+    loop.warm(100)
+    yield loop, state, latent, chunk, cmds
+    for s in (state, latent, chunk, cmds):
+        s.close()
+    loop.close()
+    ctx.term()
+
+
+def test_command_frames_decode_as_bus_messages() -> None:
+    ctx = zmq.Context()
+    a, b = ctx.socket(zmq.PAIR), ctx.socket(zmq.PAIR)
+    a.bind("inproc://cmd")
+    b.connect("inproc://cmd")
+    enc = CommandEncoder(a, N, "control")
+    q = np.linspace(-1, 1, N)
+    for mode, tick in (("run", 1), ("hold", 2**40), ("damp", 3)):
+        enc.send(q * tick % 1, -q, mode, tick)
+        msg = decode(b.recv(), (Command,), {"command": {"q": (N,), "dq": (N,)}})
+        assert msg.mode == mode and msg.tick == tick and msg.header.source == "control"
+        np.testing.assert_array_equal(msg.q, q * tick % 1)
+        np.testing.assert_array_equal(msg.dq, -q)
+    assert enc.seq == 3
+    a.close(0)
+    b.close(0)
+    ctx.term()
+
+
+def test_tick_allocates_nothing_over_10000_ticks(rig) -> None:
+    loop, state, _latent, _chunk, _cmds = rig
+    frame = encode(RobotState(q=LIM["default"], dq=np.zeros(N), tau=np.zeros(N)), 1, "robot")
+    t = time.monotonic_ns()
+    loop.activate(t)
+    for i in range(2000):  # warm what tracemalloc itself allocates
+        state.send_raw(frame)
+        loop.update(t + i * P)
+        loop.stats_step(t + i * P)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        cur0, _ = tracemalloc.get_traced_memory()
+        for i in range(2000, 12000):
+            state.send_raw(frame)
+            loop.update(t + i * P)
+            loop.stats_step(t + i * P)
+            loop.mon.tick(1000, 50_000, False)
+        cur1, peak = tracemalloc.get_traced_memory()
+        after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    grown = sum(s.size_diff for s in after.compare_to(before, "lineno") if s.size_diff > 0)
+    print(f"net {cur1 - cur0} B over 10000 ticks, grown {grown} B, transient peak {peak - cur0} B")
+    assert loop.state_frame.count > 1000  # the state path really ran
+    assert loop.tick >= 12000
+    # a leak of even one small object per tick would be >= 10000 * 32 B
+    assert cur1 - cur0 < 4096 and grown < 8192
+
+
+def _feed(loop, latent, chunk, t, actions, latent_age_ns=0):
+    latent.send(Latent(vector=np.zeros(CFG.system2.latent_dim, np.float32)), t - latent_age_ns)
+    chunk.send(ActionChunk(actions=actions, t0_mono_ns=t, dt_ns=20_000_000, chunk_id=1))
+
+
+def _run(loop, t0, ticks):
+    qs = np.zeros((ticks, N))
+    for i in range(ticks):
+        loop.update(t0 + i * P)
+        qs[i] = loop.k.q
+    return qs
+
+
+def test_safe_states_follow_latent_age_without_jumps(rig) -> None:
+    loop, state, latent, chunk, _cmds = rig
+    t = time.monotonic_ns()
+    loop.activate(t)
+    q0 = LIM["default"].copy()
+    q0[CFG.controlled_indices] += 0.01
+    q0 = np.clip(q0, LIM["min"], LIM["max"])
+    state.send(RobotState(q=q0, dq=np.zeros(N), tau=np.zeros(N)))
+    time.sleep(0.05)
+    _run(loop, t, 2)
+    assert loop.have_state and loop.safe == HOLD  # no chunk yet: hold the measured pose
+    np.testing.assert_allclose(loop.k.q, q0, atol=1e-9)
+    mid = ((LIM["min"] + LIM["max"]) / 2)[CFG.controlled_indices]
+    acts = np.tile(mid, (H, 1)).astype(np.float32)
+    _feed(loop, latent, chunk, t + 2 * P, acts)
+    time.sleep(0.05)
+    traj = [_run(loop, t + 2 * P, 60)]
+    assert loop.safe == RUN
+    # no new latent: after latent_stale_ms -> hold, after latent_dead_ms -> default pose
+    stale = int(CFG.budgets.latent_stale_ms * 1e6) // P + 5
+    traj.append(_run(loop, t + 62 * P, stale))
+    assert loop.safe == HOLD
+    dead = int(CFG.budgets.latent_dead_ms * 1e6) // P
+    traj.append(_run(loop, t + (62 + stale) * P, dead + 1200))
+    assert loop.safe == DEFAULT
+    q = np.vstack(traj)
+    np.testing.assert_allclose(q[-1], LIM["default"], atol=1e-4)
+    v = np.diff(q, axis=0) / (P * 1e-9)
+    assert np.all(np.abs(v) <= LIM["velocity"] + 1e-6)
+    acc = np.diff(v, axis=0) / (P * 1e-9)
+    assert np.all(np.abs(acc) <= LIM["accel"] * 1.001 + 1e-6)
+    names = [e["state"] for e in loop.events]
+    assert names == ["run", "hold", "default_pose"], loop.events
+
+
+def test_plan_freezes_what_runs_before_the_next_chunk() -> None:
+    dt = 20_000_000
+    cur = Chunk(np.arange(H * NC, dtype=np.float32).reshape(H, NC), t0_ns=0, dt_ns=dt)
+    now = 8 * dt + 5_000_000  # 9 actions executed, 7 left
+    plan = plan_next(cur, now, delay_ns=30_000_000, dt_ns=dt)
+    assert plan.t0_ns == 8 * dt  # same grid, one action before the first unexecuted one
+    np.testing.assert_array_equal(plan.prefix[0], cur.actions[8])
+    # actions due before now + delay (+2 of spline support) are frozen
+    assert plan.t0_ns + (plan.frozen - 1) * dt >= now + 30_000_000
+    assert np.all(plan.weights[: plan.frozen] == 1) and np.all(plan.weights[plan.frozen :] < 1)
+    cold = plan_next(None, now, 30_000_000, dt, hold=np.ones(NC))
+    assert cold.frozen == 1 and cold.t0_ns == now + 30_000_000
