@@ -14,6 +14,7 @@ import zmq
 from dualsys.config import RobotConfig
 from dualsys.system1.control import ROLE, ControlLoop
 from dualsys.system1.rt import drop_realtime, freeze_gc, setup_realtime, sleep_until
+from dualsys.timing import pin_to_core
 
 
 class StopFlag:
@@ -73,9 +74,10 @@ def run_control(cfg: RobotConfig, run_dir: Path, duration_s: float, fifo: bool =
     ctx = zmq.Context()  # before FIFO: its I/O thread keeps normal priority
     loop = ControlLoop(cfg, ctx, run_dir)
     loop.configure()
+    pin_to_core(cfg.cores.system1)  # warm on the loop's core, before FIFO: a FIFO warm-up
+    loop.warm()  # would starve the policy process that shares the core
     rt = setup_realtime(cfg.cores.system1, fifo=fifo)
     loop.fifo = int(rt.fifo)
-    loop.warm()
     freeze_gc()
     end_ns = run_loop(loop, stop, duration_s, cfg.budgets.spin_margin_us * 1000)
     loop.deactivate()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from dualsys import config
-from dualsys.system1 import policy as P
+from dualsys.system1 import policy as P  # noqa: N812
 
 CFG = config.load_robot("gr1")
 NC = len(CFG.controlled_indices)
