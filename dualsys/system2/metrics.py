@@ -106,7 +106,9 @@ class StepMetrics:
             "step_ms": p50_p99(self.step_us),
             "text_ms": {
                 "cached_p50": self.text_cached_us.pct(50) / 1000,
+                "cached_p99": self.text_cached_us.pct(99) / 1000,
                 "uncached_p50": self.text_uncached_us.pct(50) / 1000,
+                "uncached_p99": self.text_uncached_us.pct(99) / 1000,
                 "cached_count": self.text_cached_us.count,
                 "uncached_count": self.text_uncached_us.count,
             },
