@@ -16,6 +16,9 @@ def cmd_sim(args: argparse.Namespace) -> int:
     """Run the simulation (or the configured driver) until SIGTERM/SIGINT or --duration."""
     cfg = config.load_robot(args.robot)
     if args.view:
+        if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+            print("dualsys sim: error: --view needs a display (no DISPLAY)", file=sys.stderr)
+            return 2
         os.environ["MUJOCO_GL"] = "glfw"  # a window needs GLFW; set before mujoco is imported
     from dualsys.robot.model import ModelMismatchError
     from dualsys.robot.process import run_robot
