@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: extra frozen actions beyond the delay: spline support at the hand-over segment
-SUPPORT = 2
+#: extra frozen actions beyond the delay: the hand-over segment and its two tangents
+SUPPORT = 3
 
 
 @dataclass

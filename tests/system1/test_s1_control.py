@@ -145,7 +145,7 @@ def test_plan_freezes_what_runs_before_the_next_chunk() -> None:
     plan = plan_next(cur, now, delay_ns=30_000_000, dt_ns=dt)
     assert plan.t0_ns == 8 * dt  # same grid, one action before the first unexecuted one
     np.testing.assert_array_equal(plan.prefix[0], cur.actions[8])
-    # actions due before now + delay (+2 of spline support) are frozen
+    # actions due before now + delay (+ spline support) are frozen
     assert plan.t0_ns + (plan.frozen - 1) * dt >= now + 30_000_000
     assert np.all(plan.weights[: plan.frozen] == 1) and np.all(plan.weights[plan.frozen :] < 1)
     cold = plan_next(None, now, 30_000_000, dt, hold=np.ones(NC))
