@@ -101,9 +101,10 @@ def setup_realtime(
     else:
         st.notes.append(f"timer slack unchanged: {_errno_text()}")
     st.cpus = current_cpus()
-    for note in st.notes:
-        if "not requested" not in note:
-            warn_once(f"{note}; running with normal scheduling where FIFO was asked")
+    refused = [n for n in st.notes if "not requested" not in n]
+    if refused:
+        how = "SCHED_FIFO" if st.fifo else "normal scheduling, timer slack minimised"
+        warn_once(f"real-time set-up incomplete: {'; '.join(refused)}; running on {how}")
     return st
 
 
