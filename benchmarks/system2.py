@@ -104,7 +104,7 @@ def run_case(cfg, duration: float, sim: bool, system2: bool) -> dict[str, dict]:
         if feeder:
             feeder.close()
         listener.sub.close()
-        ctx.term()
+        ctx.destroy(linger=0)
     out = {}
     for role in roles:
         out[role] = json.loads((run / f"{role}.json").read_text())

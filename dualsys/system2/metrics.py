@@ -75,7 +75,9 @@ class StepMetrics:
         self._win_steps, self._win_t_ns, self._win_cpu, self._win_wall = 0, now_ns, cpu, wall
         return rate, share
 
-    def stats_values(self, instruction_id: int, dropped: int) -> dict[str, float]:
+    def stats_values(
+        self, instruction_id: int, dropped: int, stale_skips: int = 0
+    ) -> dict[str, float]:
         """The values of System 2's periodic Stats message."""
         rate, share = self.window()
         return {
@@ -91,6 +93,7 @@ class StepMetrics:
             "frame_age_ms": self.last_frame_age_ms,
             "overruns": self.overruns,
             "cpu_share": share,
+            "stale_skips": stale_skips,
         }
 
     def summary(self) -> dict[str, object]:

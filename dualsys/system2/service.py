@@ -6,6 +6,8 @@ Tasks on the event loop (none of them ever blocks it):
   sockets), hand them with the current instruction to the encoder on a one-thread executor,
   and publish the Latent (instruction id/text, input timestamps). A late step never queues
   work: the schedule restarts from now and the next step simply uses the newest inputs.
+  When the newest frame or state arrived longer ago than `budgets.latent_stale_ms`, no latent
+  is published (counted in `stale_skips`): System 1 then sees the latent age and holds.
 - `_instructions`: every 20 ms, drain the instruction socket; a bad Instruction is refused
   and counted, the current one stays.
 - `_stats` / `_hello`: Stats at `rates.stats_hz`, Hello once per second.
@@ -62,6 +64,10 @@ class System2Service:
         self.failed = ""
         self._frame: CameraFrame | None = None
         self._state: RobotState | None = None
+        self._frame_rx = self._state_rx = 0  # local receive times (ns): host-independent
+        self.stale_ns = int(cfg.budgets.latent_stale_ms * 1e6)
+        self.stale_skips = 0
+        self._stale = False
 
     def open(self) -> None:
         """Bind the latent PUB and instruction SUB; connect the frame, state and stats sockets."""
@@ -107,12 +113,31 @@ class System2Service:
         frame = self.frames.recv_latest()
         if frame is not None:
             if frame.camera == self.camera.name:
-                self._frame = frame
+                self._frame, self._frame_rx = frame, time.monotonic_ns()
             else:
                 self.other["unknown_camera"] += 1
         state = self.states.recv_latest()
         if state is not None:
-            self._state = state
+            self._state, self._state_rx = state, time.monotonic_ns()
+
+    def _inputs_stale(self) -> bool:
+        """True (and said once per episode) when the newest frame or state arrived longer ago
+        than budgets.latent_stale_ms: a latent from a dead camera or robot would look fresh to
+        System 1, so none is published and System 1's own staleness handling takes over."""
+        now = time.monotonic_ns()
+        frame_ms, state_ms = (now - self._frame_rx) / 1e6, (now - self._state_rx) / 1e6
+        stale = max(frame_ms, state_ms) > self.stale_ns / 1e6
+        if stale != self._stale:
+            self._stale = stale
+            if stale:
+                print(
+                    f"system2: inputs stale (last frame {frame_ms:.0f} ms, last state "
+                    f"{state_ms:.0f} ms ago): not publishing latents",
+                    flush=True,
+                )
+            else:
+                print("system2: inputs fresh again: publishing latents", flush=True)
+        return stale
 
     def on_instruction(self, msg: Instruction) -> None:
         """Adopt a valid new instruction; refuse and count a bad one (the current one stays)."""
@@ -143,7 +168,9 @@ class System2Service:
             await asyncio.sleep(period_s)
 
     def _send_stats(self) -> None:
-        values = self.metrics.stats_values(self.instruction_id, sum(self.dropped().values()))
+        values = self.metrics.stats_values(
+            self.instruction_id, sum(self.dropped().values()), self.stale_skips
+        )
         self.stats.send(Stats(process=ROLE, values=values))
 
     async def _steps(self, pool: ThreadPoolExecutor) -> None:
@@ -163,6 +190,12 @@ class System2Service:
                     print(f"system2: waiting for {missing}", flush=True)
                 await asyncio.sleep(0.01)
                 next_t = loop.time()
+                continue
+            if self._inputs_stale():
+                self.stale_skips += 1
+                next_t += self.period_s
+                if next_t < loop.time():
+                    next_t = loop.time()
                 continue
             text, text_id = self.instruction, self.instruction_id
             start = time.monotonic_ns()
@@ -243,6 +276,7 @@ class System2Service:
                 "instruction_changes": self.instruction_changes,
                 "encoder": self.encoder.description,
                 "latents_sent": self.latents.sent,
+                "stale_skips": self.stale_skips,
                 "failed": self.failed,
             }
         )

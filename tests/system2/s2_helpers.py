@@ -71,7 +71,7 @@ class Feeder:
         self._thread.join(timeout=2)
         self.state_pub.close()
         self.camera_pub.close()
-        self.ctx.term()
+        self.ctx.destroy(linger=0)
 
 
 class StatsListener:

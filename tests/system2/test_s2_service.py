@@ -129,10 +129,15 @@ def test_service_rate_instructions_bad_inputs_and_summary(tmp_path) -> None:
         time.sleep(2.5 / R.system2_target_hz)
         feeder.state_pub.send(RobotState(q=np.zeros(10), dq=np.zeros(10), tau=np.zeros(10)))
         time.sleep(2.5 / R.system2_target_hz)
-        during = _collect(latents, 0.3)  # still serving on the last good inputs
+        # Over 1 s without a good frame (> budgets.latent_stale_ms): no latent is published.
+        assert 4 * 2.5 / R.system2_target_hz * 1000 > CFG.budgets.latent_stale_ms
+        while latents.recv(0) is not None:  # drop those queued while inputs were still fresh
+            pass
+        during = _collect(latents, 0.3)
         feeder.resume()
         after = _collect(latents, 1.0)
-        assert len(during) >= 2 and len(after) >= 8
+        assert not during, f"{len(during)} latents published from stale inputs"
+        assert len(after) >= 8
         assert all(m.instruction_id == good_id for m in after)
         bad.close()
 
@@ -145,7 +150,7 @@ def test_service_rate_instructions_bad_inputs_and_summary(tmp_path) -> None:
         out = _stop(proc)
         latents.close()
         listener.sub.close()
-        ctx.term()
+        ctx.destroy(linger=0)
         feeder.close()
     assert proc.returncode == 0, out
     summary = json.loads((run / "system2.json").read_text())
@@ -154,6 +159,7 @@ def test_service_rate_instructions_bad_inputs_and_summary(tmp_path) -> None:
     assert summary["instruction"] == "walk to the door" and summary["encoder"].startswith("builtin")
     assert summary["text_ms"]["uncached_p50"] > summary["text_ms"]["cached_p50"] > 0
     assert summary["cpus"] == [CFG.cores.system2]
+    assert summary["stale_skips"] >= 3
     dropped = summary["dropped"]
     for reason in (
         "instruction.empty",
@@ -181,7 +187,7 @@ def test_standalone_sigint_is_a_clean_stop(tmp_path) -> None:
     finally:
         out = _stop(proc, signal.SIGINT)
         listener.sub.close()
-        ctx.term()
+        ctx.destroy(linger=0)
         feeder.close()
     assert proc.returncode == 0, out
     assert json.loads((tmp_path / "system2.json").read_text())["steps"] >= 2

@@ -64,7 +64,7 @@ def test_system2_holds_its_rate_while_the_simulation_runs(tmp_path) -> None:
         sim_out = _stop(sim)
         latents.close()
         listener.sub.close()
-        ctx.term()
+        ctx.destroy(linger=0)
     assert s2.returncode == 0, s2_out
     assert sim.returncode == 0, sim_out
     t = [m.header.t_mono_ns for m in got]
