@@ -14,7 +14,7 @@ import pytest
 import zmq
 from s2_helpers import Feeder, StatsListener, start_system2
 
-from dualsys import config
+from dualsys import cli, config
 from dualsys.bus import CameraFrame, Instruction, Latent, Publisher, RobotState, Stats, Subscriber
 from dualsys.bus.codec import encode
 from dualsys.system2.client import new_instruction_id, send_instruction
@@ -176,21 +176,24 @@ def test_service_rate_instructions_bad_inputs_and_summary(tmp_path) -> None:
 
 
 @pytest.mark.slow
-def test_standalone_sigint_is_a_clean_stop(tmp_path) -> None:
+def test_say_cli_then_standalone_sigint_is_a_clean_stop(tmp_path, capsys) -> None:
     feeder = Feeder(CFG, tmp_path).start()
     ctx = zmq.Context()
     listener = StatsListener(ctx, CFG, tmp_path)
     proc = start_system2(tmp_path, "--untrained", "--duration", "60")
     try:
         assert listener.wait_hello(60) is not None
-        time.sleep(0.5)
+        rc = cli.main(["say", "wave", "with the right hand", "--run-dir", str(tmp_path)])
+        assert rc == 0
+        assert "adopted by System 2" in capsys.readouterr().out
     finally:
         out = _stop(proc, signal.SIGINT)
         listener.sub.close()
         ctx.destroy(linger=0)
         feeder.close()
     assert proc.returncode == 0, out
-    assert json.loads((tmp_path / "system2.json").read_text())["steps"] >= 2
+    summary = json.loads((tmp_path / "system2.json").read_text())
+    assert summary["steps"] >= 2 and summary["instruction"] == "wave with the right hand"
 
 
 def test_missing_fusion_checkpoint_without_flag_exits_2(tmp_path) -> None:
