@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
+import signal
 
 import numpy as np
 import pytest
 import torch
+from s2_helpers import Feeder, StatsListener, start_system2
 
 from dualsys import config
 from dualsys.system2 import encoders
@@ -133,3 +136,37 @@ def test_hf_says_joint_forward_models_are_not_implemented(tmp_path) -> None:
     ).save_pretrained(tmp_path)
     with pytest.raises(ModelDirError, match="NOT IMPLEMENTED"):
         encoders.create(_cfg(tmp_path), untrained=True, name="hf").configure()
+
+
+@pytest.mark.slow
+def test_service_runs_the_hf_encoder_named_in_a_robot_config(model_dir, tmp_path) -> None:
+    """`system2.encoder = "hf"` + `model_dir` in a robot TOML, through `dualsys system2`."""
+    import zmq
+
+    from dualsys.bus import Latent, Subscriber
+
+    text = CFG.path.read_text()
+    text, n = re.subn(
+        r'encoder = "builtin"[^\n]*', f'encoder = "hf"\nmodel_dir = "{model_dir}"', text
+    )
+    assert n == 1
+    toml = tmp_path / "gr1_hf.toml"
+    toml.write_text(text)
+    run = tmp_path / "run"
+    feeder = Feeder(CFG, run).start()
+    ctx = zmq.Context()
+    listener = StatsListener(ctx, CFG, run)
+    latents = Subscriber(ctx, CFG.endpoint("latent", run), (Latent,), latest=True)
+    proc = start_system2(run, "--robot", str(toml), "--untrained")
+    try:
+        assert listener.wait_hello(60) is not None, "no Hello from system2 (hf)"
+        msg = latents.recv(3000)
+        assert msg is not None and msg.vector.shape == (CFG.system2.latent_dim,)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=15)
+        ctx.destroy(linger=0)
+        feeder.close()
+    assert proc.returncode == 0, out
+    summary = json.loads((run / "system2.json").read_text())
+    assert summary["encoder"].startswith("hf: clip") and summary["steps"] >= 1
