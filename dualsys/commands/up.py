@@ -23,4 +23,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the `up` subcommand."""
     p = sub.add_parser("up", help="bring the whole robot up (simulation, System 2, System 1)")
     p.add_argument("--robot", default="gr1", help="robot name in robots/ or a TOML path")
+    p.add_argument("--duration", type=float, default=0.0, help="stop after S seconds (0: run)")
     p.set_defaults(func=cmd_up)
