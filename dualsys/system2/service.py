@@ -58,7 +58,8 @@ class System2Service:
         self.instruction_changes = 0
         self.refused: Counter[str] = Counter()
         self.other: Counter[str] = Counter()
-        self.encode_errors = 0
+        self.encode_errors = 0  # in a row
+        self.encode_errors_total = 0
         self.metrics = StepMetrics()
         self.stop = threading.Event()
         self.failed = ""
@@ -205,7 +206,8 @@ class System2Service:
                 )
             except Exception as exc:  # report once with context, count, stop after a streak
                 self.encode_errors += 1
-                if self.encode_errors == 1:
+                self.encode_errors_total += 1
+                if self.encode_errors_total == 1:
                     warn_once(f"system2: encoder step failed: {type(exc).__name__}: {exc}")
                 if self.encode_errors >= MAX_ENCODE_ERRORS_IN_A_ROW:
                     self.failed = f"encoder failed {self.encode_errors} steps in a row: {exc}"
@@ -277,6 +279,7 @@ class System2Service:
                 "encoder": self.encoder.description,
                 "latents_sent": self.latents.sent,
                 "stale_skips": self.stale_skips,
+                "encode_errors": self.encode_errors_total,
                 "failed": self.failed,
             }
         )
