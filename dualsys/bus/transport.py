@@ -168,6 +168,17 @@ class Subscriber:
             if msg is not None:
                 newest = msg
 
+    def recv_nowait(self) -> Message | None:
+        """The next waiting valid message in order (bad ones dropped and counted), or None."""
+        while True:
+            try:
+                data = self.sock.recv(zmq.NOBLOCK, copy=True)
+            except zmq.Again:
+                return None
+            msg = self._accept(data)
+            if msg is not None:
+                return msg
+
     def recv(self, timeout_ms: int = DEFAULT_TIMEOUT_MS) -> Message | None:
         """Wait up to timeout_ms for the next valid message (bad ones are dropped and counted)."""
         deadline = time.monotonic() + timeout_ms / 1000

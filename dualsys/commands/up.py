@@ -1,27 +1,178 @@
-"""`dualsys up --robot NAME`: bring the whole robot up (supervisor)."""
+"""`dualsys up --robot NAME`: bring the whole robot up, watch it, report it, stop it cleanly."""
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import time
+from pathlib import Path
 
 from dualsys import config
+from dualsys.report import build_report, summary_text, write_report
+from dualsys.rundir import default_run_dir
+from dualsys.supervisor import Supervisor, SupervisorError, UpOptions
+from dualsys.timing import warn_once
+
+
+class _Stop:
+    def __init__(self) -> None:
+        self.why = ""
+
+    def __call__(self, signum: int, frame: object) -> None:
+        self.why = signal.Signals(signum).name
+
+
+def _history_point(snap: dict) -> dict[str, float]:
+    c, s2, rb = (snap.get(r) or {} for r in ("control", "system2", "robot"))
+    nan = float("nan")
+    return {
+        "t": round(snap["t"], 2),
+        "control_hz": c.get("rate_hz", nan),
+        "system2_hz_x20": s2.get("rate_hz", nan) * 20,
+        "rtf_x200": rb.get("realtime_factor", nan) * 200,
+        "latent_age_ms": snap.get("latent_age_ms", nan),
+        "misses": c.get("misses", nan),
+    }
+
+
+def run_up(cfg: config.RobotConfig, args: argparse.Namespace) -> int:
+    """Start, watch and stop the system; write the report. Returns the exit code."""
+    run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(cfg.name)
+    untrained = args.untrained
+    if not untrained and (cfg.policy.checkpoint is None or cfg.system2.checkpoint is None):
+        warn_once(
+            f"{cfg.path} names no trained checkpoint for "
+            + " and ".join(
+                n
+                for n, ck in (
+                    ("policy", cfg.policy.checkpoint),
+                    ("system2", cfg.system2.checkpoint),
+                )
+                if ck is None
+            )
+            + ": running UNTRAINED random-init models (timing is real, motion is meaningless)"
+        )
+        untrained = True
+    opts = UpOptions(
+        untrained=untrained,
+        fifo=not args.no_fifo,
+        record=Path(args.record) if args.record else None,
+        log_dir=Path(args.log_dir) if args.log_dir else None,
+    )
+    if opts.log_dir:
+        opts.log_dir.mkdir(parents=True, exist_ok=True)
+    sup = Supervisor(cfg, run_dir, opts)
+    stop = _Stop()
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    print(f"dualsys up: starting {cfg.name} ({cfg.path}) in {run_dir} ...", file=sys.stderr)
+    t0 = time.monotonic()
+    reason, history = "", []
+    try:
+        sup.start()
+        print(
+            f"dualsys up: all processes ready in {time.monotonic() - t0:.1f} s "
+            f"(Ctrl-C to stop{', ' + str(args.duration) + ' s run' if args.duration else ''})",
+            file=sys.stderr,
+        )
+        reason = _watch(cfg, sup, stop, args, history)
+    except SupervisorError as exc:
+        reason = str(exc)
+    t_run = time.monotonic() - (sup.t_start or t0)
+    codes = sup.stop()
+    failed = [f"{r} exit {c}" for r, c in codes.items() if c not in (0, None)]
+    clean = not reason and not failed
+    if not reason and failed:
+        reason = "unclean child exit: " + ", ".join(failed)
+    report = build_report(
+        cfg,
+        run_dir,
+        t_run,
+        clean,
+        reason or "ok",
+        history,
+        extra={
+            "exit_codes": codes,
+            "events": sup.events,
+            "restarts": {r: c.restarts for r, c in sup.children.items()},
+            "untrained": untrained,
+        },
+    )
+    print(summary_text(report), file=sys.stderr)
+    if args.report:
+        png = write_report(report, Path(args.report), run_dir)
+        print(f"dualsys up: report {args.report} and {png}", file=sys.stderr)
+    if not clean:
+        print(f"dualsys up: FAILED: {reason}", file=sys.stderr)
+    return 0 if clean else 1
+
+
+def _watch(cfg, sup: Supervisor, stop: _Stop, args, history: list) -> str:
+    t_end = time.monotonic() + args.duration if args.duration else float("inf")
+    live = None
+    if not args.headless:
+        from rich.live import Live
+
+        from dualsys.liveview import panel
+
+        live = Live(panel(cfg, sup.status()), refresh_per_second=2, transient=False)
+        live.start()
+    from dualsys.liveview import headless_line
+
+    next_view, next_line = 0.0, time.monotonic() + 5.0
+    try:
+        while not stop.why and time.monotonic() < t_end:
+            if not sup.poll():
+                return sup.failure
+            now = time.monotonic()
+            if now >= next_view:
+                snap = sup.status()
+                history.append(_history_point(snap))
+                sup.publish_status(snap)
+                if live is not None:
+                    from dualsys.liveview import panel
+
+                    live.update(panel(cfg, snap))
+                next_view = now + 0.5
+            if args.headless and now >= next_line:
+                print(headless_line(cfg, sup.status()), flush=True)
+                next_line = now + 5.0
+            time.sleep(0.05)
+    finally:
+        if live is not None:
+            live.stop()
+    if stop.why:
+        print(f"dualsys up: {stop.why}: stopping ...", file=sys.stderr)
+    return ""
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    """Start robot, System 2 and System 1 under the supervisor."""
+    """Entry of `dualsys up`."""
     cfg = config.load_robot(args.robot)
-    print(
-        f"dualsys up: robot {cfg.name!r} config is valid, but the supervisor is NOT IMPLEMENTED "
-        "yet (missing: MuJoCo simulation, System 2 service, System 1 control loop, supervisor).",
-        file=sys.stderr,
-    )
-    return 3
+    return run_up(cfg, args)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the `up` subcommand."""
-    p = sub.add_parser("up", help="bring the whole robot up (simulation, System 2, System 1)")
+    p = sub.add_parser(
+        "up",
+        help="bring the whole robot up (simulation, System 2, System 1)",
+        description="Start the robot (simulation by default), System 2 and System 1, pinned to "
+        "the cores in the robot config; show live status; stop cleanly on Ctrl-C/SIGTERM or "
+        "after --duration; write a run report.",
+    )
     p.add_argument("--robot", default="gr1", help="robot name in robots/ or a TOML path")
     p.add_argument("--duration", type=float, default=0.0, help="stop after S seconds (0: run)")
+    p.add_argument("--headless", action="store_true", help="a status line every 5 s, no panel")
+    p.add_argument("--report", help="write the run report JSON here (and a PNG beside it)")
+    p.add_argument("--run-dir", help="run directory for sockets and summaries")
+    p.add_argument("--record", help="record every bus topic to this MCAP file")
+    p.add_argument("--log-dir", help="write each process's output to LOG_DIR/ROLE.log")
+    p.add_argument(
+        "--untrained",
+        action="store_true",
+        help="run random-init policy and fusion head (timing work; no checkpoint needed)",
+    )
+    p.add_argument("--no-fifo", action="store_true", help="do not ask for SCHED_FIFO")
     p.set_defaults(func=cmd_up)

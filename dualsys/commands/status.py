@@ -1,0 +1,61 @@
+"""`dualsys status`: attach to a running `dualsys up` and show its live status."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import zmq
+
+from dualsys import config
+from dualsys.bus import Stats, Subscriber
+from dualsys.liveview import flat_to_status, headless_line, panel
+from dualsys.rundir import default_run_dir
+from dualsys.supervisor import STATUS_SOCKET
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Show the supervisor's status snapshots until Ctrl-C (or once with --once)."""
+    cfg = config.load_robot(args.robot)
+    run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(cfg.name)
+    sock = run_dir / STATUS_SOCKET
+    if not sock.exists():
+        print(f"dualsys status: no running system for {cfg.name} ({sock} missing)", file=sys.stderr)
+        return 1
+    ctx = zmq.Context()
+    sub = Subscriber(ctx, f"ipc://{sock}", (Stats,))
+    try:
+        msg = sub.recv(timeout_ms=int(args.timeout * 1000))
+        if msg is None:
+            print(f"dualsys status: no status from {sock} in {args.timeout} s", file=sys.stderr)
+            return 1
+        if args.once:
+            print(headless_line(cfg, flat_to_status(msg.values)))
+            return 0
+        from rich.live import Live
+
+        with Live(panel(cfg, flat_to_status(msg.values)), refresh_per_second=2) as live:
+            while True:
+                msg = sub.recv(timeout_ms=3000)
+                if msg is None:
+                    print("dualsys status: the system stopped reporting", file=sys.stderr)
+                    return 1
+                live.update(panel(cfg, flat_to_status(msg.values)))
+                time.sleep(0.1)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        sub.close()
+        ctx.destroy(0)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the `status` subcommand."""
+    p = sub.add_parser("status", help="attach to a running system and show its status")
+    p.add_argument("--robot", default="gr1", help="robot name in robots/ or a TOML path")
+    p.add_argument("--run-dir", help="run directory of the running system")
+    p.add_argument("--once", action="store_true", help="print one status line and exit")
+    p.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for status")
+    p.set_defaults(func=cmd_status)

@@ -1,0 +1,95 @@
+"""The live status panel of `dualsys up` / `dualsys status` (rich), and the headless line."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from rich.table import Table
+
+from dualsys.config import RobotConfig
+
+
+def _f(values: dict[str, Any], key: str, fmt: str = "{:.1f}") -> str:
+    v = values.get(key)
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return fmt.format(v)
+
+
+def flat_to_status(values: dict[str, float]) -> dict[str, Any]:
+    """Turn the supervisor's flat Stats (role.key -> value) back into the snapshot shape."""
+    snap: dict[str, Any] = {"t": values.get("t", 0.0), "latent_age_ms": values.get("latent_age_ms")}
+    for key, v in values.items():
+        if "." in key:
+            role, k = key.split(".", 1)
+            snap.setdefault(role, {})[k] = v
+    return snap
+
+
+def panel(cfg: RobotConfig, snap: dict[str, Any]) -> Table:
+    """The status table: System 1, System 2, robot, instruction, budgets."""
+    b = cfg.budgets
+    c, s2, rb, pol = (snap.get(r) or {} for r in ("control", "system2", "robot", "policy"))
+    t = Table(
+        title=f"dualsys up --robot {cfg.name}   t = {snap.get('t', 0):.0f} s",
+        title_justify="left",
+        show_header=True,
+        header_style="bold",
+    )
+    t.add_column("process")
+    t.add_column("rate", justify="right")
+    t.add_column("timing", justify="left")
+    t.add_column("health", justify="left")
+    miss_rate = c.get("miss_rate")
+    ok = miss_rate is not None and miss_rate <= b.miss_rate
+    miss_style = "green" if ok else "red"
+    safe = {0: "run", 1: "HOLD", 2: "DEFAULT POSE"}.get(int(c.get("safe_state", 0) or 0), "?")
+    t.add_row(
+        "System 1 control",
+        f"{_f(c, 'rate_hz', '{:.1f}')} Hz",
+        f"lateness p99 {_f(c, 'lateness_p99_us', '{:.0f}')} us, "
+        f"work p99 {_f(c, 'work_p99_us', '{:.0f}')} us",
+        f"[{miss_style}]misses {_f(c, 'misses', '{:.0f}')} "
+        f"({_f(c, 'miss_rate', '{:.3%}')} / budget {b.miss_rate:.2%})[/], "
+        f"streak {_f(c, 'max_consecutive_misses', '{:.0f}')}, {safe}",
+    )
+    t.add_row(
+        "System 1 policy",
+        f"{_f(pol, 'chunks', '{:.0f}')} chunks",
+        f"chunk latency p50 {_f(pol, 'latency_p50_ms')} ms, p99 {_f(pol, 'latency_p99_ms')} ms",
+        f"restarts {_f(pol, 'restarts', '{:.0f}')}",
+    )
+    s2_rate = s2.get("rate_hz")
+    in_band = s2_rate is not None and cfg.rates.system2_min_hz <= s2_rate <= 10.1
+    t.add_row(
+        "System 2",
+        f"[{'green' if in_band else 'yellow'}]{_f(s2, 'rate_hz', '{:.2f}')} Hz[/]",
+        f"step p50 {_f(s2, 'step_p50_ms')} ms, p99 {_f(s2, 'step_p99_ms')} ms",
+        f"latent age {_f(c, 'latent_age_p99_ms', '{:.0f}')} ms p99 "
+        f"(budget {b.latent_age_p99_ms:.0f}), restarts {_f(s2, 'restarts', '{:.0f}')}",
+    )
+    t.add_row(
+        "robot (sim)",
+        f"RTF {_f(rb, 'realtime_factor', '{:.3f}')}",
+        f"render p99 {_f(rb, 'render_ms_p99')} ms, frames {_f(rb, 'frames', '{:.0f}')}",
+        f"watchdog trips {_f(rb, 'watchdog_trips', '{:.0f}')}, "
+        f"refused {_f(rb, 'commands_refused', '{:.0f}')}",
+    )
+    instr = snap.get("instruction") or "-"
+    t.caption = f'instruction: "{instr}"   ' + "   ".join(snap.get("events") or [])
+    return t
+
+
+def headless_line(cfg: RobotConfig, snap: dict[str, Any]) -> str:
+    """One line for --headless mode, printed every few seconds."""
+    c, s2, rb = (snap.get(r) or {} for r in ("control", "system2", "robot"))
+    return (
+        f"[{snap.get('t', 0):6.1f} s] S1 {_f(c, 'rate_hz')} Hz "
+        f"lat p99 {_f(c, 'lateness_p99_us', '{:.0f}')} us "
+        f"misses {_f(c, 'misses', '{:.0f}')} ({_f(c, 'miss_rate', '{:.3%}')}) | "
+        f"S2 {_f(s2, 'rate_hz', '{:.2f}')} Hz step p50 {_f(s2, 'step_p50_ms')} ms | "
+        f"latent age {_f(snap, 'latent_age_ms', '{:.0f}')} ms | "
+        f"RTF {_f(rb, 'realtime_factor', '{:.3f}')} | "
+        f'"{snap.get("instruction") or ""}"'
+    )

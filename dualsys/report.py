@@ -1,0 +1,234 @@
+"""The run report of `dualsys up`: JSON (per-process summaries + budgets), a PNG, a summary.
+
+Every process writes `{run_dir}/{role}.json` at exit; the report merges them, adds the time
+series the supervisor sampled (rates, latent age), and judges the run against the budgets of
+the robot config (`budget.ok` is true only when every budget held).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from dualsys.config import RobotConfig
+
+
+def _load(run_dir: Path, role: str) -> dict[str, Any]:
+    path = run_dir / f"{role}.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _pick(src: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    return {k: src.get(k) for k in keys}
+
+
+def build_report(
+    cfg: RobotConfig,
+    run_dir: Path,
+    duration_s: float,
+    clean_exit: bool,
+    reason: str,
+    history: list[dict[str, Any]],
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Merge the per-process summaries into the report dict (see README: the run report)."""
+    c, s2, rb, pol = (_load(run_dir, r) for r in ("control", "system2", "robot", "policy"))
+    system1 = _pick(
+        c,
+        (
+            "rate_hz",
+            "ticks",
+            "deadline_misses",
+            "miss_rate",
+            "max_consecutive_misses",
+            "lateness_us",
+            "work_us",
+            "latent_age_ms",
+            "chunks",
+            "chunk_latency_ms",
+            "scheduler",
+            "cpus",
+            "safe_state_events",
+        ),
+    )
+    system1["policy"] = _pick(pol, ("chunks", "latency_ms", "precision", "params"))
+    system2 = _pick(s2, ("rate_hz", "steps", "step_ms", "cpus", "encoder", "instruction"))
+    robot = {"name": cfg.name}
+    robot.update(
+        _pick(
+            rb,
+            ("realtime_factor", "watchdog_trips", "velocity_trips", "frames", "commands_refused"),
+        )
+    )
+    dropped: dict[str, int] = {}
+    for summary in (c, s2, rb, pol):
+        _add_drops(dropped, summary.get("dropped") or {})
+    b = cfg.budgets
+    checks = _budget_checks(cfg, system1, system2)
+    report = {
+        # `robot` holds the robot-side numbers and the robot's name (robot.name)
+        "robot": robot,
+        "robot_name": cfg.name,
+        "config": str(cfg.path),
+        "duration_s": round(duration_s, 3),
+        "clean_exit": clean_exit,
+        "reason": reason,
+        "system1": system1,
+        "system2": system2,
+        "bus": {"dropped": dropped},
+        "budget": {
+            "miss_rate": b.miss_rate,
+            "max_consecutive_misses": b.max_consecutive_misses,
+            "latent_age_p99_ms": b.latent_age_p99_ms,
+            "system2_hz": [cfg.rates.system2_min_hz, cfg.rates.system2_max_hz],
+            "checks": checks,
+            "ok": bool(checks) and all(v["ok"] for v in checks.values()),
+        },
+        "history": history,
+    }
+    if extra:
+        report.update(extra)
+    return report
+
+
+def _add_drops(total: dict[str, int], drops: dict[str, Any]) -> None:
+    """Sum drop counts per reason; nested dicts (per topic) are summed through."""
+    for why, n in drops.items():
+        if isinstance(n, dict):
+            _add_drops(total, n)
+        elif isinstance(n, (int, float)):
+            total[why] = total.get(why, 0) + int(n)
+
+
+def _budget_checks(
+    cfg: RobotConfig, system1: dict[str, Any], system2: dict[str, Any]
+) -> dict[str, dict[str, Any]]:
+    b, r = cfg.budgets, cfg.rates
+    checks: dict[str, dict[str, Any]] = {}
+    if system1.get("ticks"):
+        checks["miss_rate"] = {
+            "value": system1["miss_rate"],
+            "limit": b.miss_rate,
+            "ok": system1["miss_rate"] <= b.miss_rate,
+        }
+        checks["max_consecutive_misses"] = {
+            "value": system1["max_consecutive_misses"],
+            "limit": b.max_consecutive_misses,
+            "ok": system1["max_consecutive_misses"] <= b.max_consecutive_misses,
+        }
+        rate = system1.get("rate_hz") or 0.0
+        checks["control_rate_hz"] = {
+            "value": rate,
+            "limit": [r.control_hz * 0.99, r.control_hz * 1.01],
+            "ok": abs(rate - r.control_hz) <= 0.01 * r.control_hz,
+        }
+        age = (system1.get("latent_age_ms") or {}).get("p99")
+        if age is not None:
+            checks["latent_age_p99_ms"] = {
+                "value": age,
+                "limit": b.latent_age_p99_ms,
+                "ok": age <= b.latent_age_p99_ms,
+            }
+    if system2.get("steps"):
+        rate = system2.get("rate_hz") or 0.0
+        checks["system2_rate_hz"] = {
+            "value": rate,
+            "limit": [r.system2_min_hz, r.system2_max_hz],
+            "ok": r.system2_min_hz <= rate <= r.system2_max_hz * 1.01,
+        }
+    return checks
+
+
+def summary_text(report: dict[str, Any]) -> str:
+    """A short human summary of the report (printed at exit)."""
+    s1, s2 = report["system1"], report["system2"]
+    lines = [
+        f"dualsys run of {report['robot_name']}: {report['duration_s']:.1f} s, "
+        f"{'clean exit' if report['clean_exit'] else 'FAILED: ' + report['reason']}",
+    ]
+    if s1.get("ticks"):
+        lat, work = s1.get("lateness_us") or {}, s1.get("work_us") or {}
+        age = s1.get("latent_age_ms") or {}
+        lines.append(
+            f"  System 1: {s1.get('rate_hz', 0):.2f} Hz, {s1['ticks']} ticks, "
+            f"{s1['deadline_misses']} misses ({100 * s1['miss_rate']:.3f}%), worst streak "
+            f"{s1['max_consecutive_misses']}; lateness p99 {lat.get('p99', 0):.0f} us "
+            f"max {lat.get('max', 0):.0f} us; work p99 {work.get('p99', 0):.0f} us; "
+            f"latent age p99 {age.get('p99', 0):.0f} ms; {s1.get('scheduler')}"
+        )
+    if s2.get("steps"):
+        step = s2.get("step_ms") or {}
+        lines.append(
+            f"  System 2: {s2.get('rate_hz', 0):.2f} Hz, {s2['steps']} steps, step p50 "
+            f"{step.get('p50', 0):.1f} ms p99 {step.get('p99', 0):.1f} ms"
+        )
+    rb = report["robot"]
+    if rb.get("realtime_factor") is not None:
+        lines.append(
+            f"  Robot: real-time factor {rb['realtime_factor']:.3f}, "
+            f"watchdog trips {rb.get('watchdog_trips')}"
+        )
+    if report["bus"]["dropped"]:
+        lines.append(f"  Bus: dropped {report['bus']['dropped']}")
+    budget = report["budget"]
+    bad = [k for k, v in budget["checks"].items() if not v["ok"]]
+    lines.append(
+        "  Budgets: " + ("all held" if budget["ok"] else f"BROKEN: {', '.join(bad) or 'no data'}")
+    )
+    return "\n".join(lines)
+
+
+def write_report(report: dict[str, Any], path: Path, run_dir: Path) -> Path:
+    """Write the JSON and a PNG beside it (lateness histogram, rates, latent age)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=1, default=str) + "\n")
+    png = path.with_suffix(".png")
+    _plot(report, _load(run_dir, "control").get("lateness_hist") or [], png)
+    return png
+
+
+def _plot(report: dict[str, Any], hist: list[list[float]], png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    ax = axes[0]
+    if hist:
+        xs = [max(v, 0.5) for v, _ in hist]
+        ax.bar(xs, [n for _, n in hist], width=[x * 0.2 for x in xs], color="tab:blue")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+    lat = report["system1"].get("lateness_us") or {}
+    ax.set_title(f"System 1 wake-up lateness (p99 {lat.get('p99', 0):.0f} us)")
+    ax.set_xlabel("lateness [us]")
+    ax.set_ylabel("ticks")
+    hist_t = report.get("history") or []
+    t = [h["t"] for h in hist_t]
+    ax = axes[1]
+    for key, label in (
+        ("control_hz", "System 1 [Hz]"),
+        ("system2_hz_x20", "System 2 [Hz] x20"),
+        ("rtf_x200", "sim real-time factor x200"),
+    ):
+        ax.plot(t, [h.get(key, float("nan")) for h in hist_t], label=label)
+    ax.set_title("Rates over time")
+    ax.set_xlabel("time [s]")
+    ax.legend(loc="lower right", fontsize=8)
+    ax = axes[2]
+    ax.plot(t, [h.get("latent_age_ms", float("nan")) for h in hist_t], color="tab:red")
+    ax.axhline(report["budget"]["latent_age_p99_ms"], ls="--", color="gray", label="p99 budget")
+    ax.set_title("Latent age seen by the supervisor")
+    ax.set_xlabel("time [s]")
+    ax.set_ylabel("ms")
+    ax.legend(fontsize=8)
+    fig.suptitle(f"dualsys up --robot {report['robot_name']} ({report['duration_s']:.0f} s)")
+    fig.tight_layout()
+    fig.savefig(png, dpi=90)
+    plt.close(fig)

@@ -1,0 +1,291 @@
+"""The supervisor behind `dualsys up`: starts, pins, watches, restarts and stops every process.
+
+Order of start: robot, System 2, policy, control (each a `dualsys` subcommand in its own
+process). A process is ready when its Hello arrives on the stats link and agrees with the robot
+config (robot name, latent size, joint count; the codec already refuses other schema versions).
+
+Failure policy: System 2 or the policy process dies -> restarted with backoff while the control
+loop carries on (it degrades on latent age / holds without chunks); the control process or the
+robot dies -> everything stops, non-zero exit, the reason printed.
+
+Shutdown: System 2 first, then control (ramps the robot to hold), policy, robot (damps); every
+child gets SIGTERM, then SIGKILL if it is still there; all are reaped within 5 s.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import zmq
+
+from dualsys.bus import Hello, Latent, Publisher, Stats, Subscriber
+from dualsys.config import RobotConfig
+from dualsys.rundir import make_run_dir
+
+ROLES = ("robot", "system2", "policy", "control")
+#: Roles whose death is survivable: restarted with backoff.
+RESTARTABLE = ("system2", "policy")
+STOP_ORDER = ("system2", "control", "policy", "robot")
+STATUS_SOCKET = "status.sock"
+_PR_SET_PDEATHSIG = 1
+
+
+class SupervisorError(RuntimeError):
+    """The system could not be brought up or had to stop; the message says why."""
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@dataclass
+class Child:
+    """One supervised process and its bookkeeping."""
+
+    role: str
+    argv: list[str]
+    proc: subprocess.Popen | None = None
+    ready: bool = False
+    restarts: int = 0
+    next_start: float = 0.0
+    exit_codes: list[int] = field(default_factory=list)
+    stats: dict[str, float] = field(default_factory=dict)
+    stats_t: float = 0.0
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+@dataclass
+class UpOptions:
+    """What `dualsys up` was asked to do."""
+
+    untrained: bool = False
+    fifo: bool = True
+    record: Path | None = None
+    ready_timeout_s: float = 120.0
+    log_dir: Path | None = None
+
+
+class Supervisor:
+    """Runs one robot's processes. Use: start(); then poll() regularly; finally stop()."""
+
+    def __init__(self, cfg: RobotConfig, run_dir: Path, opts: UpOptions | None = None) -> None:
+        self.cfg, self.run_dir, self.opts = cfg, Path(run_dir), opts or UpOptions()
+        self.children: dict[str, Child] = {}
+        self.failure: str = ""
+        self.events: list[str] = []
+        self.instruction = ""
+        self.latent_age_ms = float("nan")
+        self.history: list[dict[str, float]] = []
+        self.t_start = 0.0
+        self.ctx: zmq.Context | None = None
+
+    # ------------------------------------------------------------------ start-up
+
+    def _argv(self, role: str) -> list[str]:
+        base = [sys.executable, "-m", "dualsys.cli"]
+        common = ["--robot", str(self.cfg.path), "--run-dir", str(self.run_dir)]
+        if role == "robot":
+            return [*base, "sim", *common] + ([] if self.opts.fifo else ["--no-rt"])
+        if role == "system2":
+            return [*base, "system2", *common] + (["--untrained"] if self.opts.untrained else [])
+        if role == "policy":
+            extra = ["--untrained-policy"] if self.opts.untrained else []
+            return [*base, "system1", "policy", *common, *extra]
+        if role == "control":
+            return [*base, "system1", "control", *common] + (
+                [] if self.opts.fifo else ["--no-fifo"]
+            )
+        if role == "recorder":
+            return [*base, "record", *common, "--out", str(self.opts.record)]
+        raise ValueError(role)
+
+    def _spawn(self, child: Child) -> None:
+        env = dict(os.environ, DUALSYS_SUPERVISED="1")
+        env.setdefault("MUJOCO_GL", "egl")
+        log = None
+        if self.opts.log_dir is not None:
+            log = open(self.opts.log_dir / f"{child.role}.log", "ab")  # noqa: SIM115
+        child.proc = subprocess.Popen(
+            child.argv,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log or None,
+            stderr=subprocess.STDOUT if log else None,
+            preexec_fn=_die_with_parent,
+        )
+        if log is not None:
+            log.close()
+        child.ready = False
+
+    def start(self) -> None:
+        """Open the stats link, start every process and wait until all are ready."""
+        make_run_dir(self.run_dir)
+        for stale in self.run_dir.glob("*.json"):
+            stale.unlink()
+        self.ctx = zmq.Context()
+        self.stats = Subscriber(
+            self.ctx,
+            self.cfg.endpoint("stats", self.run_dir),
+            (Hello, Stats),
+            bind=True,
+            latest=False,
+            hwm=10_000,
+        )
+        self.latent = Subscriber(self.ctx, self.cfg.endpoint("latent", self.run_dir), (Latent,))
+        self.status_pub = Publisher(
+            self.ctx, f"ipc://{self.run_dir}/{STATUS_SOCKET}", "supervisor", hwm=8
+        )
+        roles = list(ROLES) + (["recorder"] if self.opts.record else [])
+        for role in roles:
+            self.children[role] = Child(role, self._argv(role))
+        self.t_start = time.monotonic()
+        for role in roles:
+            self._spawn(self.children[role])
+            if role == "robot":  # the others need state flowing; give the robot a head start
+                self._wait_ready(("robot",))
+        self._wait_ready(tuple(roles))
+
+    def _wait_ready(self, roles: tuple[str, ...]) -> None:
+        deadline = time.monotonic() + self.opts.ready_timeout_s
+        while not all(self.children[r].ready for r in roles):
+            self._drain_stats()
+            for r in roles:
+                c = self.children[r]
+                if not c.alive:
+                    code = c.proc.returncode if c.proc else None
+                    raise SupervisorError(f"{r} exited with code {code} during start-up")
+            if time.monotonic() > deadline:
+                late = [r for r in roles if not self.children[r].ready]
+                raise SupervisorError(
+                    f"not ready after {self.opts.ready_timeout_s:.0f} s: {', '.join(late)} "
+                    f"(bad handshakes dropped: {dict(self.stats.dropped)})"
+                )
+            if self.failure:
+                raise SupervisorError(self.failure)
+            time.sleep(0.05)
+
+    # ------------------------------------------------------------------ watching
+
+    def _drain_stats(self) -> None:
+        while True:
+            msg = self.stats.recv_nowait()
+            if msg is None:
+                return
+            child = self.children.get(msg.header.source) or self.children.get(
+                getattr(msg, "role", "") or getattr(msg, "process", "")
+            )
+            if child is None:
+                continue
+            if isinstance(msg, Hello):
+                self._check_hello(child, msg)
+            else:
+                child.stats = dict(msg.values)
+                child.stats_t = time.monotonic()
+
+    def _check_hello(self, child: Child, msg: Hello) -> None:
+        cfg = self.cfg
+        problems = []
+        if msg.robot != cfg.name:
+            problems.append(f"robot {msg.robot!r} != {cfg.name!r}")
+        if msg.latent_dim != cfg.system2.latent_dim:
+            problems.append(f"latent size {msg.latent_dim} != {cfg.system2.latent_dim}")
+        if msg.n_joints != cfg.n_joints:
+            problems.append(f"{msg.n_joints} joints != {cfg.n_joints}")
+        if problems:
+            self.failure = f"handshake with {child.role} (pid {msg.pid}) failed: " + "; ".join(
+                problems
+            )
+            return
+        if not child.ready:
+            child.ready = True
+            if child.restarts:
+                self.events.append(f"{child.role} back after restart {child.restarts}")
+
+    def poll(self) -> bool:
+        """Watch once: read stats, apply the failure policy. Returns False when it must stop."""
+        self._drain_stats()
+        msg = self.latent.recv_latest()
+        if msg is not None:
+            self.instruction = msg.instruction
+        last = self.latent.last
+        if last is not None:
+            self.latent_age_ms = (time.monotonic_ns() - last.header.t_mono_ns) / 1e6
+        now = time.monotonic()
+        for role, c in self.children.items():
+            if c.alive or c.proc is None:
+                continue
+            if c.next_start == 0.0:
+                code = c.proc.returncode
+                c.exit_codes.append(code)
+                if role not in RESTARTABLE and role != "recorder":
+                    self.failure = f"{role} died (exit code {code}); stopping everything"
+                    return False
+                backoff = min(0.5 * 2**c.restarts, 8.0)
+                c.next_start = now + backoff
+                self.events.append(f"{role} died (exit {code}); restart in {backoff:.1f} s")
+            elif now >= c.next_start:
+                c.restarts += 1
+                c.next_start = 0.0
+                self._spawn(c)
+        return not self.failure
+
+    def status(self) -> dict[str, object]:
+        """A snapshot for the live view and the report's time series."""
+        snap = {
+            "t": time.monotonic() - self.t_start,
+            "robot": self.cfg.name,
+            "instruction": self.instruction,
+            "latent_age_ms": self.latent_age_ms,
+            "events": self.events[-3:],
+        }
+        for role, c in self.children.items():
+            snap[role] = dict(c.stats, alive=float(c.alive), restarts=float(c.restarts))
+        return snap
+
+    def publish_status(self, snap: dict[str, object]) -> None:
+        """Share the snapshot with `dualsys status` (ipc, local only)."""
+        values = {"t": float(snap["t"]), "latent_age_ms": float(snap["latent_age_ms"])}
+        for role in self.children:
+            for k, v in snap[role].items():
+                values[f"{role}.{k}"] = float(v)
+        values = {k: v for k, v in values.items() if v == v and abs(v) != float("inf")}
+        self.status_pub.send(Stats(process="supervisor", values=values))
+
+    # ------------------------------------------------------------------ shutdown
+
+    def stop(self) -> dict[str, int | None]:
+        """Stop in order (System 2 first, robot last); reap all within 5 s. Returns exit codes."""
+        codes: dict[str, int | None] = {}
+        order = [r for r in ("recorder", *STOP_ORDER) if r in self.children]
+        t_end = time.monotonic() + 4.5
+        for role in order:
+            c = self.children[role]
+            if not c.alive:
+                codes[role] = c.proc.returncode if c.proc else None
+                continue
+            c.proc.send_signal(signal.SIGTERM)
+            try:
+                codes[role] = c.proc.wait(timeout=max(0.2, min(1.5, t_end - time.monotonic())))
+            except subprocess.TimeoutExpired:
+                c.proc.kill()
+                codes[role] = c.proc.wait(timeout=1)
+                self.events.append(f"{role} did not stop on SIGTERM: killed")
+        for sub in (self.stats, self.latent):
+            sub.close()
+        self.status_pub.close()
+        self.ctx.destroy(0)
+        for sock in self.run_dir.glob("*.sock"):
+            sock.unlink(missing_ok=True)
+        return codes
