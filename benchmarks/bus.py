@@ -43,16 +43,19 @@ def producer(ipc: str, tcp: str, rep: str, count: int) -> None:
     vec = np.random.default_rng(0).standard_normal(DIM).astype(np.float32)
     period = int(1e9 / RATE_HZ)
     t_next = time.monotonic_ns() + 1_000_000_000  # let subscribers connect
+    t_tcp = 0
     sent = 0
     while sent < count + 20:
         now = time.monotonic_ns()
         if now >= t_next:
             pub_ipc.send(Latent(vector=vec, step=sent))
-            time.sleep(0.03)
+            t_tcp = now + 30_000_000  # tcp 30 ms later: the paths never contend
+            t_next += period
+        if t_tcp and now >= t_tcp:
             pub_tcp.send(Latent(vector=vec, step=sent))
             sent += 1
-            t_next += period
-        if srv.poll(5):
+            t_tcp = 0
+        if srv.poll(1):  # the REP side is served promptly, never behind a sleep
             srv.recv()
             srv.send(pickle.dumps({"latent": vec, "t": time.monotonic_ns()}))
     for s in (pub_ipc.sock, pub_tcp.sock, srv):
@@ -82,7 +85,7 @@ def main() -> None:
     poller = zmq.Poller()
     for s in subs.values():
         poller.register(s.sock, zmq.POLLIN)
-    next_req = time.monotonic() + 1.2
+    next_req = time.monotonic() + 1.265  # between the pub/sub sends
     print(f"bus benchmark: {args.count} latents per path at {RATE_HZ:g} Hz ...", flush=True)
     while min(h.count for h in hist.values()) < args.count:
         for sock, _ in poller.poll(10):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import signal
 import subprocess
@@ -128,6 +129,13 @@ class Supervisor:
         if log is not None:
             log.close()
         child.ready = False
+        self._write_pids()
+
+    def _write_pids(self) -> None:
+        """{run_dir}/pids.json: role -> pid of every live child (for tools and tests)."""
+        pids = {r: c.proc.pid for r, c in self.children.items() if c.proc is not None}
+        pids["supervisor"] = os.getpid()
+        (self.run_dir / "pids.json").write_text(json.dumps(pids) + "\n")
 
     def start(self) -> None:
         """Open the stats link, start every process and wait until all are ready."""
