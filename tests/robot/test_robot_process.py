@@ -110,11 +110,12 @@ def test_sim_process_end_to_end(cfg, tmp_path):
         target = cfg.limits()["default"].copy()
         j = cfg.joint_names.index("left_elbow_pitch_joint")
         target[j] = -0.9
-        end = time.monotonic() + 3.0
-        while time.monotonic() < end:
+        # soft start 1.5 s; a starved client can trip the watchdog (-> new ramp), so allow more
+        end, moved = time.monotonic() + 15.0, None
+        while time.monotonic() < end and not (moved and abs(moved.q[j] - target[j]) < 0.05):
             cmd.send(Command(q=target, dq=np.zeros(44), mode="run"))
             time.sleep(0.005)
-        moved = states.recv_latest() or states.recv(1000)
+            moved = states.recv_latest() or moved
         assert abs(moved.q[j] - target[j]) < 0.05 and moved.mode == "run"
         # silence: the watchdog trips and holds (exactly-once counting per episode is checked
         # offline in test_robot_safety; here a starved client may cause extra episodes)
@@ -125,7 +126,7 @@ def test_sim_process_end_to_end(cfg, tmp_path):
                 last = msg.values
         assert last is not None and set(last) >= STATS_KEYS
         assert last["watchdog_trips"] >= 1
-        assert last["commands"] > 300 and last["commands_refused"] == 2
+        assert last["commands"] > 100 and last["commands_refused"] == 2
         time.sleep(0.1)
         assert states.recv_latest().mode == "hold"
         proc.send_signal(signal.SIGINT)  # supervised: ignored
