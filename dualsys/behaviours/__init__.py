@@ -1,0 +1,1 @@
+"""Learned behaviours: scripted expert, demonstration dataset, training, offline evaluation."""

@@ -1,0 +1,141 @@
+"""The scripted expert: one joint-space `Plan` per behaviour, from any start pose.
+
+Behaviours (names are the dataset's and the scorer's keys):
+
+- touch_red_cup / touch_blue_box: the hand on the object's side goes over the object (IK),
+  then down until the middle fingertip is `TOUCH_ABOVE` m above the object's top centre,
+  and stays.
+  Inverse kinematics is damped least squares on the arm's 7 joints plus waist yaw/pitch.
+- wave_right_hand / wave_left_hand: upper arm out to the side, forearm up, shoulder yaw
+  swings the hand at `WAVE_HZ`.
+- raise_both_arms: both arms overhead.
+- point_forward: right arm straight forward at shoulder height, index finger out.
+- bring_hands_together: both palms meet in front of the chest (IK).
+- open_close_hands: forearms forward, both hands close and open at `GRIP_HZ`.
+- return_to_rest: the configured default pose.
+
+Every plan starts at the robot's measured pose, so the expert also demonstrates switching
+from one behaviour to another. The expert needs the simulation only for object positions
+and the kinematic model (never steps it).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dualsys.behaviours.kinematics import Kinematics
+from dualsys.behaviours.plan import Plan
+from dualsys.config import RobotConfig
+
+BEHAVIOURS = (
+    "touch_red_cup",
+    "touch_blue_box",
+    "wave_right_hand",
+    "wave_left_hand",
+    "raise_both_arms",
+    "point_forward",
+    "bring_hands_together",
+    "open_close_hands",
+    "return_to_rest",
+)
+#: Which scene object a touch behaviour names.
+TOUCH_OBJECT = {"touch_red_cup": "cup", "touch_blue_box": "box"}
+#: Half heights (m) of the scene objects (dualsys.robot.model): top centre = centre + this.
+OBJECT_HALF_HEIGHT = {"cup": 0.05, "box": 0.03}
+TOUCH_ABOVE = 0.02
+APPROACH_ABOVE = 0.12
+WAVE_HZ = 1.0
+WAVE_AMPLITUDE = 0.45
+GRIP_HZ = 0.6
+WAIST = ("waist_pitch_joint", "waist_yaw_joint")
+FINGERS = ("index", "middle", "ring", "pinky")
+
+
+class Expert:
+    """Plans behaviours for one robot config (GR-1 joint names)."""
+
+    def __init__(self, cfg: RobotConfig, kin: Kinematics) -> None:
+        self.cfg = cfg
+        self.kin = kin
+        self.names = cfg.joint_names
+        self.limits = cfg.limits()
+        self.default = self.limits["default"].copy()
+
+    def _idx(self, name: str) -> int:
+        return self.names.index(name)
+
+    def _arm(self, q: np.ndarray, side: str, **joints: float) -> np.ndarray:
+        """Set arm joints by short name (shoulder_pitch, elbow_pitch, ...) on one side."""
+        for short, v in joints.items():
+            q[self._idx(f"{side}_{short}_joint")] = v
+        return q
+
+    def _hand(self, q: np.ndarray, side: str, closed: float, index: float | None = None):
+        """Finger joints: 0 = open (default), 1 = fully closed fist; `index` overrides."""
+        p = "L" if side == "left" else "R"
+        lo, hi = self.limits["min"], self.limits["max"]
+        for f in FINGERS:
+            i = self._idx(f"{p}_{f}_proximal_joint")
+            c = closed if (f != "index" or index is None) else index
+            q[i] = c * 0.85 * lo[i]
+        q[self._idx(f"{p}_thumb_proximal_pitch_joint")] = (
+            closed * 0.5 * hi[self._idx(f"{p}_thumb_proximal_pitch_joint")]
+        )
+        q[self._idx(f"{p}_thumb_proximal_yaw_joint")] = (
+            closed * 0.4 * lo[self._idx(f"{p}_thumb_proximal_yaw_joint")]
+        )
+        return q
+
+    # ------------------------------------------------------------------ poses
+
+    def touch_target(self, obj: str, obj_pos: np.ndarray) -> np.ndarray:
+        """The fingertip point the expert aims at: TOUCH_ABOVE over the object's top centre."""
+        top = np.asarray(obj_pos, np.float64) + [0.0, 0.0, OBJECT_HALF_HEIGHT[obj]]
+        return top + [0.0, 0.0, TOUCH_ABOVE]
+
+    def plan(self, behaviour: str, q_start: np.ndarray, objects: dict[str, np.ndarray]) -> Plan:
+        """The plan for `behaviour` from joint vector q_start, given object positions."""
+        p = Plan(q_start, self.limits)
+        d = self.default
+        if behaviour in TOUCH_OBJECT:
+            obj = TOUCH_OBJECT[behaviour]
+            pos = np.asarray(objects[obj], np.float64)
+            side = "right" if pos[1] < 0 else "left"
+            target = self.touch_target(obj, pos)
+            pre = target + [0, 0, APPROACH_ABOVE]
+            q_pre, _ = self.kin.ik(side, pre, d, extra=WAIST, point="tip")
+            q_touch, _ = self.kin.ik(side, target, q_pre, extra=WAIST, point="tip")
+            return p.move(q_pre, min_s=0.9).move(q_touch, min_s=0.5).hold(0.5)
+        if behaviour in ("wave_right_hand", "wave_left_hand"):
+            side = "right" if behaviour == "wave_right_hand" else "left"
+            s = -1.0 if side == "right" else 1.0
+            q = self._arm(d.copy(), side, shoulder_pitch=-0.3, shoulder_roll=1.2 * s,
+                          elbow_pitch=-1.5, shoulder_yaw=1.0 * s)  # fmt: skip
+            amp = np.zeros_like(d)
+            amp[self._idx(f"{side}_shoulder_yaw_joint")] = WAVE_AMPLITUDE
+            return p.move(q, min_s=0.8).oscillate(amp, WAVE_HZ, 6.0)
+        if behaviour == "raise_both_arms":
+            q = d.copy()
+            for side, s in (("right", -1.0), ("left", 1.0)):
+                self._arm(q, side, shoulder_pitch=-2.7, shoulder_roll=0.9 * s, elbow_pitch=-0.1)
+            return p.move(q, min_s=1.0).hold(0.5)
+        if behaviour == "point_forward":
+            q = self._arm(d.copy(), "right", shoulder_pitch=-1.55, shoulder_roll=-0.2,
+                          elbow_pitch=0.0)  # fmt: skip
+            self._hand(q, "right", closed=1.0, index=0.0)
+            return p.move(q, min_s=0.9).hold(0.5)
+        if behaviour == "bring_hands_together":
+            q, _ = self.kin.ik("right", np.array([0.33, -0.035, 1.05]), d)
+            q, _ = self.kin.ik("left", np.array([0.33, 0.035, 1.05]), q)
+            return p.move(q, min_s=1.0).hold(0.5)
+        if behaviour == "open_close_hands":
+            q = d.copy()
+            for side in ("right", "left"):
+                self._arm(q, side, shoulder_pitch=-0.4, elbow_pitch=-1.2)
+            closed = q.copy()
+            for side in ("right", "left"):
+                self._hand(closed, side, closed=1.0)
+            return p.move(q, min_s=0.7).oscillate((closed - q) / 2, GRIP_HZ, 6.0, one_sided=True)
+        if behaviour == "return_to_rest":
+            return p.move(d, min_s=0.8).hold(0.5)
+        raise KeyError(f"unknown behaviour {behaviour!r}; known: {', '.join(BEHAVIOURS)}")

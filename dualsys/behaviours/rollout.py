@@ -1,0 +1,109 @@
+"""Episodes in the offline simulation (stepped as fast as the CPU allows, no wall clock).
+
+`new_setup` draws an episode: random object placement and a start pose (the default pose,
+slightly perturbed, or a pose taken from the middle of another behaviour, so the data also
+shows switching). `run_expert` executes the expert's plan with 200 Hz PD commands and emits
+every sample as a wire frame of dualsys's own bus (`Instruction`, `RobotState`, `Command`,
+`CameraFrame`, encoded by `dualsys.bus.codec` with the simulation time as the header's
+monotonic time); the dataset writer only ever sees those frames, decoded and validated by the
+same codec the live processes use. Palm and object positions (ground truth, for scoring)
+travel beside them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from dualsys.behaviours.expert import BEHAVIOURS, Expert
+from dualsys.bus import CameraFrame, Command, Instruction, RobotState, encode
+from dualsys.config import RobotConfig
+from dualsys.robot.model import OBJECTS
+
+EPISODE_S = 4.0
+SOURCE = "demo"
+
+
+@dataclass
+class Setup:
+    """One episode's initial conditions."""
+
+    behaviour: str
+    instruction: str
+    q_start: np.ndarray
+    objects: dict[str, np.ndarray]
+    seed: int
+
+
+def new_setup(sim, expert: Expert, behaviour: str, instruction: str, seed: int) -> Setup:
+    """Random objects and start pose for one episode (deterministic in `seed`)."""
+    rng = np.random.default_rng(seed)
+    sim.reset()
+    objects = sim.randomise_objects(rng)
+    d = expert.default
+    if behaviour != "return_to_rest" and rng.random() < 0.4:
+        q = d + rng.normal(0.0, 0.03, d.shape) * (np.arange(len(d)) < 14)
+    else:
+        others = [b for b in BEHAVIOURS if b not in (behaviour, "return_to_rest")]
+        other = others[rng.integers(len(others))]
+        plan = expert.plan(other, d, objects)
+        q = plan(rng.uniform(0.6, plan.t_end + 1.0))
+    q = np.clip(q, expert.limits["min"], expert.limits["max"])
+    return Setup(behaviour, instruction, q, objects, seed)
+
+
+def apply_setup(sim, setup: Setup) -> None:
+    """Put the simulation in the setup's state (robot at q_start, at rest; objects placed)."""
+    sim.reset(setup.q_start)
+    for name in OBJECTS:
+        pos = setup.objects[name]
+        sim.set_object_pose(name, pos)
+    sim.forward()
+
+
+def ground_truth(sim) -> tuple[np.ndarray, np.ndarray]:
+    """(4, 3) palm (left, right) and middle-fingertip (left, right) positions, and
+    (n_objects, 3) object positions now."""
+    hands = np.stack([
+        sim.site_pos("left_hand"), sim.site_pos("right_hand"),
+        sim.body_pos("L_middle_tip_link"), sim.body_pos("R_middle_tip_link"),
+    ])  # fmt: skip
+    objs = np.stack([sim.site_pos(n) for n in OBJECTS])
+    return hands, objs
+
+
+def run_expert(sim, expert: Expert, cfg: RobotConfig, setup: Setup, seconds: float = EPISODE_S):
+    """Execute the expert in the simulation; return (wire frames, hands (T,4,3), objs (T,k,3)).
+
+    Frames, in time order: one Instruction, then per action step a RobotState and the
+    Command due at that step (the action label), and a CameraFrame at the camera rate.
+    """
+    apply_setup(sim, setup)
+    plan = expert.plan(setup.behaviour, setup.q_start, setup.objects)
+    r = cfg.rates
+    ticks = r.control_hz // r.action_hz
+    frame_every = max(1, r.action_hz // r.camera_hz)
+    dt = 1.0 / r.control_hz
+    cam = cfg.cameras[0].name
+    frames: list[bytes] = [encode(Instruction(text=setup.instruction, id=1), 0, SOURCE, 0)]
+    hands, objs = [], []
+    seq = 1
+    for k in range(round(seconds * r.action_hz)):
+        t = k / r.action_hz
+        s = sim.read_state()
+        ns = round(t * 1e9)
+        frames.append(encode(RobotState(s.q.copy(), s.dq.copy(), s.tau.copy(), t), seq, SOURCE, ns))
+        q_cmd, dq_cmd = plan(t), plan.velocity(t)
+        frames.append(encode(Command(q_cmd, dq_cmd, "run", k), seq, SOURCE, ns))
+        if k % frame_every == 0:
+            frames.append(encode(CameraFrame(cam, sim.render(cam), t), seq, SOURCE, ns))
+        h, o = ground_truth(sim)
+        hands.append(h)
+        objs.append(o)
+        seq += 1
+        for j in range(ticks):
+            tj = t + j * dt
+            sim.write_command(plan(tj), plan.velocity(tj), 0)
+            sim.advance(dt)
+    return frames, np.array(hands), np.array(objs)

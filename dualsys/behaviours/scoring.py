@@ -1,0 +1,235 @@
+"""Success criteria per behaviour, on recorded state trajectories (offline or live).
+
+A `Trajectory` holds what any run can record: times, joint positions (config order), palm
+and fingertip positions (left, right; from the simulation, or from q by forward kinematics
+with `dualsys.behaviours.kinematics.Kinematics.hands_batch`) and object positions.
+`score(name, traj)` returns a `Score` (success + the measured numbers behind it). The criteria:
+
+- touch_red_cup / touch_blue_box: some palm or fingertip gets within `TOUCH_RADIUS` (5 cm)
+  of the named object's top centre and stays there for `TOUCH_HOLD_S`; at the end
+  (last `HOLD_S`) the other object is not touched
+  (no palm or fingertip within 5 cm of its top centre).
+- wave_right_hand / wave_left_hand: over the last `GESTURE_WINDOW_S` the waving palm is above
+  `WAVE_MIN_Z`, swings at least `WAVE_MIN_SWINGS` times by >= `WAVE_MIN_P2P` peak to peak
+  (key poses), with a swing period between `WAVE_PERIOD` bounds (timing); the other palm stays
+  below `OTHER_HAND_MAX_Z`.
+- raise_both_arms: both palms above `RAISE_MIN_Z` for the last `HOLD_S`.
+- point_forward: right palm at least `POINT_MIN_X` forward and within `POINT_Z` height band
+  for the last `HOLD_S`, left palm low, right index finger extended and the others curled.
+- bring_hands_together: palms within `TOGETHER_MAX_DIST` of each other and in front of the
+  body (x >= `TOGETHER_MIN_X`) for the last `HOLD_S`.
+- open_close_hands: the mean finger closure of both hands goes through at least
+  `GRIP_MIN_CYCLES` full close (> 0.6) / open (< 0.3) cycles, each close-open cycle lasting
+  within `GRIP_PERIOD` bounds.
+- return_to_rest: every controlled joint within `REST_TOL` rad of its default for the last
+  `HOLD_S`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from dualsys.behaviours.expert import OBJECT_HALF_HEIGHT, TOUCH_OBJECT
+from dualsys.config import RobotConfig
+
+TOUCH_RADIUS = 0.05
+TOUCH_HOLD_S = 0.3
+GESTURE_WINDOW_S = 2.5
+WAVE_MIN_Z = 1.35
+WAVE_MIN_SWINGS = 3
+WAVE_MIN_P2P = 0.12
+WAVE_PERIOD = (0.5, 2.0)
+OTHER_HAND_MAX_Z = 1.1
+RAISE_MIN_Z = 1.7
+HOLD_S = 0.5
+POINT_MIN_X = 0.5
+POINT_Z = (1.15, 1.45)
+TOGETHER_MAX_DIST = 0.16
+TOGETHER_MIN_X = 0.2
+GRIP_MIN_CYCLES = 2
+GRIP_PERIOD = (0.8, 3.0)
+REST_TOL = 0.1
+
+
+@dataclass
+class Trajectory:
+    """A recorded run: t (T,), q (T, n_joints), hands (T, 4, 3): left/right palm then
+    left/right middle fingertip, objects: name -> (T, 3) centre positions."""
+
+    t: np.ndarray
+    q: np.ndarray
+    hands: np.ndarray
+    objects: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def tail(self, seconds: float) -> np.ndarray:
+        """Boolean mask of the samples in the last `seconds`."""
+        return self.t >= self.t[-1] - seconds
+
+
+@dataclass
+class Score:
+    """Success and the measured values it was decided on (for tables and debugging)."""
+
+    success: bool
+    values: dict[str, float]
+    reason: str = ""
+
+
+def _longest_run(mask: np.ndarray, t: np.ndarray) -> float:
+    """Longest time (s) the mask stays true."""
+    best, start = 0.0, None
+    for i, m in enumerate(mask):
+        if m and start is None:
+            start = t[i]
+        if m:
+            best = max(best, t[i] - start)
+        else:
+            start = None
+    return best
+
+
+def _swings(x: np.ndarray, t: np.ndarray, min_p2p: float) -> tuple[int, list[float]]:
+    """Count direction reversals of x by >= min_p2p (hysteresis); also the swing periods."""
+    ext_t: list[float] = []
+    hi = lo = float(x[0])
+    state = 0
+    for xi, ti in zip(x, t, strict=True):
+        hi, lo = max(hi, xi), min(lo, xi)
+        if state >= 0 and hi - xi >= min_p2p:  # fell from a maximum
+            ext_t.append(float(ti))
+            state, lo = -1, xi
+        elif state <= 0 and xi - lo >= min_p2p:  # rose from a minimum
+            ext_t.append(float(ti))
+            state, hi = 1, xi
+    periods = [2 * (b - a) for a, b in zip(ext_t, ext_t[1:], strict=False)]
+    return len(ext_t), periods
+
+
+class Scorer:
+    """Scores trajectories of one robot (needs joint names and defaults from its config)."""
+
+    def __init__(self, cfg: RobotConfig) -> None:
+        self.cfg = cfg
+        self.names = cfg.joint_names
+        lim = cfg.limits()
+        self.default, self.lo, self.hi = lim["default"], lim["min"], lim["max"]
+        self.ctrl = cfg.controlled_indices
+        self.fingers = {
+            s: np.array(
+                [
+                    self.names.index(f"{s}_{f}_proximal_joint")
+                    for f in ("index", "middle", "ring", "pinky")
+                ]
+            )  # fmt: skip
+            for s in ("L", "R")
+        }
+
+    def closure(self, q: np.ndarray, side: str) -> np.ndarray:
+        """(T, 4) finger closure 0 (open) .. 1 (limit) of index, middle, ring, pinky."""
+        idx = self.fingers[side]
+        return q[:, idx] / self.lo[idx]
+
+    def score(self, behaviour: str, tr: Trajectory) -> Score:
+        """Success of one run of `behaviour` (see the module docstring for the criteria)."""
+        fn = getattr(self, f"_{behaviour}", None)
+        if behaviour in TOUCH_OBJECT:
+            return self._touch(TOUCH_OBJECT[behaviour], tr)
+        if fn is None:
+            raise KeyError(f"no scoring criterion for behaviour {behaviour!r}")
+        return fn(tr)
+
+    def _touch(self, obj: str, tr: Trajectory) -> Score:
+        dists = {}
+        for name, pos in tr.objects.items():
+            top = pos + [0.0, 0.0, OBJECT_HALF_HEIGHT[name]]
+            dists[name] = np.linalg.norm(tr.hands - top[:, None, :], axis=2).min(axis=1)
+        d = dists[obj]
+        hold = _longest_run(d <= TOUCH_RADIUS, tr.t)
+        end = tr.tail(HOLD_S)
+        others = [float(v[end].min()) for k, v in dists.items() if k != obj]
+        wrong = min(others) if others else np.inf
+        ok = hold >= TOUCH_HOLD_S and wrong > TOUCH_RADIUS
+        vals = {"min_dist": float(d.min()), "hold_s": hold, "other_min_dist": wrong}
+        return Score(ok, vals, "" if ok else f"touch {obj}: {vals}")
+
+    def _wave(self, side: int, tr: Trajectory) -> Score:
+        m = tr.tail(GESTURE_WINDOW_S)
+        h = tr.hands[m, side]
+        centred = h - h.mean(0)
+        axis = np.linalg.svd(centred, full_matrices=False)[2][0]
+        n, periods = _swings(centred @ axis, tr.t[m], WAVE_MIN_P2P)
+        z_min = float(h[:, 2].min())
+        other_z = float(tr.hands[m, 1 - side, 2].max())
+        per = float(np.median(periods)) if periods else 0.0
+        ok = (
+            n >= WAVE_MIN_SWINGS
+            and WAVE_PERIOD[0] <= per <= WAVE_PERIOD[1]
+            and z_min >= WAVE_MIN_Z
+            and other_z <= OTHER_HAND_MAX_Z
+        )
+        vals = {"swings": n, "period_s": per, "hand_min_z": z_min, "other_max_z": other_z}
+        return Score(ok, vals, "" if ok else f"wave: {vals}")
+
+    def _wave_right_hand(self, tr: Trajectory) -> Score:
+        return self._wave(1, tr)
+
+    def _wave_left_hand(self, tr: Trajectory) -> Score:
+        return self._wave(0, tr)
+
+    def _raise_both_arms(self, tr: Trajectory) -> Score:
+        z = tr.hands[tr.tail(HOLD_S), :2, 2].min()
+        return Score(bool(z >= RAISE_MIN_Z), {"min_z": float(z)})
+
+    def _point_forward(self, tr: Trajectory) -> Score:
+        m = tr.tail(HOLD_S)
+        r = tr.hands[m, 1]
+        c = self.closure(tr.q[m], "R").mean(0)
+        vals = {
+            "min_x": float(r[:, 0].min()),
+            "z_lo": float(r[:, 2].min()),
+            "z_hi": float(r[:, 2].max()),
+            "left_max_z": float(tr.hands[m, 0, 2].max()),
+            "index_closure": float(c[0]),
+            "others_closure": float(c[1:].min()),
+        }
+        ok = (
+            vals["min_x"] >= POINT_MIN_X
+            and POINT_Z[0] <= vals["z_lo"]
+            and vals["z_hi"] <= POINT_Z[1]
+            and vals["left_max_z"] <= OTHER_HAND_MAX_Z
+            and vals["index_closure"] < 0.3
+            and vals["others_closure"] > 0.5
+        )
+        return Score(ok, vals)
+
+    def _bring_hands_together(self, tr: Trajectory) -> Score:
+        m = tr.tail(HOLD_S)
+        d = np.linalg.norm(tr.hands[m, 0] - tr.hands[m, 1], axis=1).max()
+        x = tr.hands[m, :2, 0].min()
+        ok = d <= TOGETHER_MAX_DIST and x >= TOGETHER_MIN_X
+        return Score(bool(ok), {"max_dist": float(d), "min_x": float(x)})
+
+    def _open_close_hands(self, tr: Trajectory) -> Score:
+        c = (self.closure(tr.q, "L").mean(1) + self.closure(tr.q, "R").mean(1)) / 2
+        closes, opens, state = [], [], "open" if c[0] < 0.6 else "closed"
+        for ci, ti in zip(c, tr.t, strict=True):
+            if state == "open" and ci > 0.6:
+                state = "closed"
+                closes.append(ti)
+            elif state == "closed" and ci < 0.3:
+                state = "open"
+                opens.append(ti)
+        periods = np.diff(closes) if len(closes) > 1 else np.array([])
+        cycles = min(len(closes), len(opens))
+        ok = cycles >= GRIP_MIN_CYCLES and all(
+            GRIP_PERIOD[0] <= p <= GRIP_PERIOD[1] for p in periods
+        )
+        vals = {"cycles": cycles, "period_s": float(periods.mean()) if len(periods) else 0.0}
+        return Score(bool(ok), vals)
+
+    def _return_to_rest(self, tr: Trajectory) -> Score:
+        m = tr.tail(HOLD_S)
+        err = np.abs(tr.q[m][:, self.ctrl] - self.default[self.ctrl]).max()
+        return Score(bool(err <= REST_TOL), {"max_err_rad": float(err)})
