@@ -148,6 +148,24 @@ class SimConfig:
 
 
 @dataclass(frozen=True)
+class SecurityConfig:
+    """Optional ZeroMQ CURVE on tcp:// links (`[security]`; see dualsys/bus/curve.py).
+
+    keys_dir holds certificates in ZeroMQ's format (NAME.key public, NAME.key_secret
+    owner-only), made by `dualsys keys generate`. Binding sockets are CURVE servers with the
+    `server_key` certificate; connecting sockets are clients with `client_key` and need the
+    server's public NAME.key. With `authorized_dir` (relative to keys_dir) only the clients whose
+    public certificates lie there are heard; "" allows exactly `client_key`.
+    """
+
+    curve: bool = False
+    keys_dir: Path | None = None
+    server_key: str = "server"
+    client_key: str = "client"
+    authorized_dir: str = ""
+
+
+@dataclass(frozen=True)
 class RobotConfig:
     """A whole embodiment config, validated."""
 
@@ -165,6 +183,7 @@ class RobotConfig:
     sim: SimConfig
     groups: dict[str, Group]
     joints: tuple[Joint, ...]
+    security: SecurityConfig = SecurityConfig()
 
     @property
     def joint_names(self) -> tuple[str, ...]:
@@ -266,11 +285,19 @@ class _Table:
             raise ConfigError(self.path, key, f"unknown key{hint}")
 
 
+def _resolve(t: _Table, name: str, value: str, base: Path) -> Path:
+    """base / value, resolved; an unusable path (e.g. a NUL byte) is a ConfigError."""
+    try:
+        return (base / value).resolve()
+    except (ValueError, OSError) as exc:
+        raise ConfigError(t.path, t.key(name), f"not a usable path {value!r}: {exc}") from None
+
+
 def _checkpoint(t: _Table, name: str, base: Path) -> Path | None:
     value = t.str(name, "")
     if not value:
         return None
-    path = (base / value).resolve()
+    path = _resolve(t, name, value, base)
     if not path.exists():
         raise ConfigError(t.path, t.key(name), f"file {path} does not exist")
     return path
@@ -352,7 +379,7 @@ def _system2(t: _Table, base: Path) -> System2Config:
         device=t.str("device", "cpu"),
         max_instruction_chars=t.int("max_instruction_chars", 512, lo=1),
         default_instruction=t.str("default_instruction", "stand still"),
-        model_dir=(base / model_dir).resolve() if model_dir else None,
+        model_dir=_resolve(t, "model_dir", model_dir, base) if model_dir else None,
     )
     t.done()
     return s
@@ -374,6 +401,31 @@ def _budgets(t: _Table) -> Budgets:
     if b.latent_stale_ms > b.latent_dead_ms:
         raise ConfigError(t.path, t.key("latent_stale_ms"), "must be <= latent_dead_ms")
     return b
+
+
+def _key_name(t: _Table, name: str, default: str) -> str:
+    value = t.str(name, default)
+    if not value or "/" in value or "\0" in value or value in (".", ".."):
+        raise ConfigError(t.path, t.key(name), f"expected a plain file name, got {value!r}")
+    return value
+
+
+def _security(t: _Table, base: Path) -> SecurityConfig:
+    keys_dir = t.str("keys_dir", "")
+    authorized = t.str("authorized_dir", "")
+    sec = SecurityConfig(
+        curve=t.bool("curve", False),
+        keys_dir=_resolve(t, "keys_dir", keys_dir, base) if keys_dir else None,
+        server_key=_key_name(t, "server_key", "server"),
+        client_key=_key_name(t, "client_key", "client"),
+        authorized_dir=authorized,
+    )
+    t.done()
+    if authorized and (authorized.startswith("/") or "\0" in authorized):
+        raise ConfigError(t.path, t.key("authorized_dir"), "expected a path inside keys_dir")
+    if sec.curve and sec.keys_dir is None:
+        raise ConfigError(t.path, t.key("keys_dir"), "required when curve = true")
+    return sec
 
 
 def _endpoints(t: _Table) -> dict[str, str]:
@@ -501,13 +553,18 @@ def load(path: str | Path) -> RobotConfig:
     )
     st.done()
     steps_per_tick = 1.0 / (sim.timestep * rates.control_hz)
-    if abs(steps_per_tick - round(steps_per_tick)) > 1e-9 or round(steps_per_tick) < 1:
+    if (
+        not math.isfinite(steps_per_tick)
+        or abs(steps_per_tick - round(steps_per_tick)) > 1e-9
+        or round(steps_per_tick) < 1
+    ):
         raise ConfigError(
             path,
             "sim.timestep",
             f"1/control_hz must be a whole multiple of the physics timestep ({sim.timestep})",
         )
     groups, joints = _groups_and_joints(path, doc)
+    security = _security(doc.table("security"), base) if "security" in doc.data else None
     doc.done()
     return RobotConfig(
         path=path.resolve(),
@@ -524,6 +581,7 @@ def load(path: str | Path) -> RobotConfig:
         sim=sim,
         groups=groups,
         joints=joints,
+        security=security or SecurityConfig(),
     )
 
 

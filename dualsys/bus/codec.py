@@ -174,7 +174,8 @@ def decode(
     if not isinstance(obj, list) or len(obj) != 7:
         raise DropError("malformed", "expected a 7-element envelope")
     mtype, version, seq, mono, wall, source, body = obj
-    if version != SCHEMA_VERSION or isinstance(version, bool):
+    # type check first: `!=` on an array-valued version would give an array, not a bool
+    if isinstance(version, bool) or not isinstance(version, int) or version != SCHEMA_VERSION:
         raise DropError("wrong_version", f"schema {version!r}, expected {SCHEMA_VERSION}")
     types = message_types()
     if not isinstance(mtype, str) or mtype not in types:

@@ -14,11 +14,15 @@ import os
 import time
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import zmq
 
 from dualsys.bus.codec import MAX_BYTES, DropError, EncodeError, decode, encode
 from dualsys.bus.messages import Message
+
+if TYPE_CHECKING:
+    from dualsys.bus.curve import CurveConfig
 
 DEFAULT_TIMEOUT_MS = 1000
 
@@ -48,6 +52,14 @@ def _attach(sock: zmq.Socket, endpoint: str, bind: bool) -> None:
         sock.connect(endpoint)
 
 
+def _secure(sock: zmq.Socket, curve: CurveConfig, bind: bool) -> None:
+    try:
+        curve.apply(sock, bind=bind)
+    except Exception:
+        sock.close(0)  # an unclosed socket would block ctx.term() forever
+        raise
+
+
 class Publisher:
     """Publishes messages of any type on one endpoint (one topic per endpoint).
 
@@ -64,11 +76,14 @@ class Publisher:
         bind: bool = True,
         hwm: int = 64,
         timeout_ms: int = DEFAULT_TIMEOUT_MS,
+        curve: CurveConfig | None = None,
     ) -> None:
         self.endpoint, self.source = endpoint, source
         self.sock = ctx.socket(zmq.PUB)
         _configure(self.sock, timeout_ms)
         self.sock.setsockopt(zmq.SNDHWM, hwm)
+        if curve is not None:  # off-board link: ZeroMQ CURVE (dualsys/bus/curve.py)
+            _secure(self.sock, curve, bind)
         _attach(self.sock, endpoint, bind)
         self.seq = 0
         self.sent = 0
@@ -117,6 +132,7 @@ class Subscriber:
         max_bytes: int = MAX_BYTES,
         hwm: int = 1000,
         timeout_ms: int = DEFAULT_TIMEOUT_MS,
+        curve: CurveConfig | None = None,
     ) -> None:
         self.endpoint, self.accept, self.shapes, self.max_bytes = (
             endpoint,
@@ -132,6 +148,8 @@ class Subscriber:
             self.sock.setsockopt(zmq.RCVHWM, hwm)
         self.sock.setsockopt(zmq.MAXMSGSIZE, max_bytes)
         self.sock.setsockopt(zmq.SUBSCRIBE, b"")
+        if curve is not None:  # off-board link: ZeroMQ CURVE (dualsys/bus/curve.py)
+            _secure(self.sock, curve, bind)
         _attach(self.sock, endpoint, bind)
         self.received = 0
         self.dropped: Counter[str] = Counter()
