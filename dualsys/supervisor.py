@@ -34,7 +34,8 @@ from dualsys.rundir import make_run_dir
 ROLES = ("robot", "system2", "policy", "control")
 #: Roles whose death is survivable: restarted with backoff.
 RESTARTABLE = ("system2", "policy")
-STOP_ORDER = ("system2", "control", "policy", "robot")
+#: Shutdown stages and the share of the remaining time each may take.
+STOP_STAGES = ((("recorder", "system2"), 0.35), (("control", "policy"), 0.6), (("robot",), 1.0))
 STATUS_SOCKET = "status.sock"
 _PR_SET_PDEATHSIG = 1
 
@@ -274,22 +275,27 @@ class Supervisor:
     # ------------------------------------------------------------------ shutdown
 
     def stop(self) -> dict[str, int | None]:
-        """Stop in order (System 2 first, robot last); reap all within 5 s. Returns exit codes."""
+        """Stop in stages: System 2 (and recorder), then control + policy (control ramps the
+        robot to hold), then the robot (damps). SIGTERM first, SIGKILL for anything still
+        there; every child is reaped within 5 s. Returns the exit codes."""
         codes: dict[str, int | None] = {}
-        order = [r for r in ("recorder", *STOP_ORDER) if r in self.children]
         t_end = time.monotonic() + 4.5
-        for role in order:
-            c = self.children[role]
-            if not c.alive:
-                codes[role] = c.proc.returncode if c.proc else None
-                continue
-            c.proc.send_signal(signal.SIGTERM)
-            try:
-                codes[role] = c.proc.wait(timeout=max(0.2, min(1.5, t_end - time.monotonic())))
-            except subprocess.TimeoutExpired:
-                c.proc.kill()
-                codes[role] = c.proc.wait(timeout=1)
-                self.events.append(f"{role} did not stop on SIGTERM: killed")
+        for stage, share in STOP_STAGES:
+            kids = [self.children[r] for r in stage if r in self.children]
+            for c in kids:
+                if c.alive:
+                    c.proc.send_signal(signal.SIGTERM)
+            stage_end = time.monotonic() + share * max(0.0, t_end - time.monotonic())
+            for c in kids:
+                if c.proc is None:
+                    codes[c.role] = None
+                    continue
+                try:
+                    codes[c.role] = c.proc.wait(timeout=max(0.05, stage_end - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    c.proc.kill()
+                    codes[c.role] = c.proc.wait(timeout=1)
+                    self.events.append(f"{c.role} did not stop on SIGTERM in time: killed")
         for sub in (self.stats, self.latent):
             sub.close()
         self.status_pub.close()

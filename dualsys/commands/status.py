@@ -10,7 +10,7 @@ from pathlib import Path
 import zmq
 
 from dualsys import config
-from dualsys.bus import Stats, Subscriber
+from dualsys.bus import Latent, Stats, Subscriber
 from dualsys.liveview import flat_to_status, headless_line, panel
 from dualsys.rundir import default_run_dir
 from dualsys.supervisor import STATUS_SOCKET
@@ -26,28 +26,38 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 1
     ctx = zmq.Context()
     sub = Subscriber(ctx, f"ipc://{sock}", (Stats,))
+    latent = Subscriber(ctx, cfg.endpoint("latent", run_dir), (Latent,))
+
+    def snapshot(values: dict[str, float]) -> dict:
+        snap = flat_to_status(values)
+        last = latent.recv_latest() or latent.last
+        snap["instruction"] = last.instruction if last is not None else ""
+        return snap
+
     try:
         msg = sub.recv(timeout_ms=int(args.timeout * 1000))
         if msg is None:
             print(f"dualsys status: no status from {sock} in {args.timeout} s", file=sys.stderr)
             return 1
         if args.once:
-            print(headless_line(cfg, flat_to_status(msg.values)))
+            time.sleep(0.3)  # a latent arrives at 7-10 Hz
+            print(headless_line(cfg, snapshot(msg.values)))
             return 0
         from rich.live import Live
 
-        with Live(panel(cfg, flat_to_status(msg.values)), refresh_per_second=2) as live:
+        with Live(panel(cfg, snapshot(msg.values)), refresh_per_second=2) as live:
             while True:
                 msg = sub.recv(timeout_ms=3000)
                 if msg is None:
                     print("dualsys status: the system stopped reporting", file=sys.stderr)
                     return 1
-                live.update(panel(cfg, flat_to_status(msg.values)))
+                live.update(panel(cfg, snapshot(msg.values)))
                 time.sleep(0.1)
     except KeyboardInterrupt:
         return 0
     finally:
         sub.close()
+        latent.close()
         ctx.destroy(0)
 
 

@@ -80,7 +80,9 @@ def run_up(cfg: config.RobotConfig, args: argparse.Namespace) -> int:
     except SupervisorError as exc:
         reason = str(exc)
     t_run = time.monotonic() - (sup.t_start or t0)
+    t_stop = time.monotonic()
     codes = sup.stop()
+    shutdown_s = time.monotonic() - t_stop
     failed = [f"{r} exit {c}" for r, c in codes.items() if c not in (0, None)]
     clean = not reason and not failed
     if not reason and failed:
@@ -94,6 +96,7 @@ def run_up(cfg: config.RobotConfig, args: argparse.Namespace) -> int:
         history,
         extra={
             "exit_codes": codes,
+            "shutdown_s": round(shutdown_s, 3),
             "events": sup.events,
             "restarts": {r: c.restarts for r, c in sup.children.items()},
             "untrained": untrained,

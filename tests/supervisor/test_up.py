@@ -82,6 +82,7 @@ def test_up_headless_run_report_and_clean_exit(tmp_path: Path) -> None:
     assert {"realtime_factor", "watchdog_trips"} <= set(report["robot"])
     assert isinstance(report["bus"]["dropped"], dict)
     assert report["clean_exit"] is True
+    assert report["shutdown_s"] <= 5.0 and set(report["exit_codes"].values()) == {0}
     assert abs(s1["rate_hz"] - CFG.rates.control_hz) <= 0.01 * CFG.rates.control_hz
     assert CFG.rates.system2_min_hz <= s2["rate_hz"] <= CFG.rates.system2_max_hz * 1.01
     assert s1["miss_rate"] <= CFG.budgets.miss_rate
@@ -102,6 +103,23 @@ def test_system2_killed_is_restarted_and_control_death_stops_all(tmp_path: Path)
     try:
         _wait_ready(proc, lines)
         pids = _wait_pids(tmp_path, ("system2", "control"))
+        run = ["--robot", "gr1", "--run-dir", str(tmp_path / "run")]
+        said = subprocess.run(
+            [sys.executable, "-m", "dualsys.cli", "say", "raise both arms", *run],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert said.returncode == 0, said.stderr
+        time.sleep(1.0)
+        status = subprocess.run(
+            [sys.executable, "-m", "dualsys.cli", "status", "--once", *run],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert status.returncode == 0, status.stderr
+        assert "S1 " in status.stdout and '"raise both arms"' in status.stdout
         os.kill(pids["system2"], signal.SIGKILL)
         deadline = time.monotonic() + 60
         new = pids["system2"]
