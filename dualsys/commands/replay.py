@@ -1,0 +1,69 @@
+"""`dualsys replay run.mcap`: re-run a recorded control run offline and compare the commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from dualsys import config
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Print the comparison; 0 when it ran (1 with --require-identical and a difference)."""
+    from dualsys.replay import (
+        DEFAULT_TRANSIT_NS,
+        ReplayError,
+        TickTable,
+        control_run,
+        infer_ticks,
+        read_mcap,
+        replay,
+    )
+
+    try:
+        rec = read_mcap(args.file)
+        cfg = config.load_robot(args.robot or rec.robot or "gr1")
+        if args.ticks:
+            table = TickTable.load(args.ticks)
+        else:
+            loop_cmds, _ = control_run(rec)
+            transit = int(args.transit_us * 1000) if args.transit_us is not None else None
+            table = infer_ticks(
+                rec,
+                loop_cmds,
+                cfg.rates.control_period_ns,
+                DEFAULT_TRANSIT_NS if transit is None else transit,
+                args.origin_ns,
+            )
+        result = replay(cfg, rec, table)
+    except config.ConfigError:
+        raise  # the CLI reports it (file, key, reason)
+    except (ReplayError, OSError, KeyError, ValueError) as exc:
+        print(f"dualsys: error: {exc}", file=sys.stderr)
+        return 2
+    out = result.summary()
+    out["file"] = str(args.file)
+    out["robot"] = cfg.name
+    print(json.dumps(out, indent=1))
+    if args.require_identical and not result.bit_identical:
+        return 1
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add `replay`."""
+    p = sub.add_parser(
+        "replay", help="feed a recorded run's chunks/latents/states through System 1 offline"
+    )
+    p.add_argument("file", help="MCAP file written by `dualsys record`")
+    p.add_argument("--robot", default=None, help="robot config (default: the one recorded)")
+    p.add_argument("--ticks", default=None, help="exact per-tick inputs (.npz, TickTable.save)")
+    p.add_argument(
+        "--origin-ns", type=int, default=None, help="the control loop's first deadline, if known"
+    )
+    p.add_argument(
+        "--transit-us", type=float, default=None, help="assumed bus transit time (default 200)"
+    )
+    p.add_argument("--require-identical", action="store_true", help="exit 1 unless bit-identical")
+    p.set_defaults(func=cmd_replay)

@@ -1,0 +1,252 @@
+"""The recorder process: every bus topic, unconflated, into an MCAP file.
+
+MCAP layout (readable by Foxglove-style tools, which list the topics and their schemas):
+
+- one channel per topic: ``/state``, ``/command``, ``/camera``, ``/latent``, ``/chunk``;
+  message encoding ``msgpack``; the message data is the exact bytes that travelled on the bus
+  (the codec's ``[type, version, seq, t_mono_ns, t_wall_ns, source, body]`` envelope);
+- one schema per message type, named ``dualsys.<type>``, encoding ``dualsys-fields+json``:
+  a short JSON description of the envelope and of the body fields (kind, dtype kinds, rank);
+- ``log_time`` = wall-clock receive time (ns), ``publish_time`` = the header's wall send time,
+  ``sequence`` = the header's sequence number;
+- a metadata record ``dualsys`` with the robot, schema version, and the monotonic and wall
+  clocks read together at start (monotonic times in the messages map to wall time with it).
+
+Only messages that pass the codec's validation are written; drops are counted per reason.
+Instructions are not recorded as their own topic: System 2 binds a SUB for them, which a
+subscriber cannot listen to; every Latent carries the instruction text and id it came from.
+The recorder runs at normal priority on the robot core, with large receive queues (HWM), so
+publishers never wait for it (ZeroMQ PUB drops rather than blocks when a queue is full).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import Counter
+from pathlib import Path
+
+import zmq
+from mcap.writer import CompressionType, Writer
+
+from dualsys import SCHEMA_VERSION
+from dualsys.bus.codec import DropError, decode
+from dualsys.bus.messages import (
+    ActionChunk,
+    CameraFrame,
+    Command,
+    Hello,
+    Latent,
+    RobotState,
+    Stats,
+)
+from dualsys.bus.transport import Publisher, Subscriber
+from dualsys.config import RobotConfig
+
+ROLE = "recorder"
+MESSAGE_ENCODING = "msgpack"
+SCHEMA_ENCODING = "dualsys-fields+json"
+#: recorded topics: endpoint name -> message class
+TOPICS = {
+    "state": RobotState,
+    "command": Command,
+    "camera": CameraFrame,
+    "latent": Latent,
+    "chunk": ActionChunk,
+}
+ENVELOPE = ["type", "version", "seq", "t_mono_ns", "t_wall_ns", "source", "body"]
+RECV_HWM = 100_000
+
+
+def schema_json(cls) -> bytes:
+    """The JSON description of one message type stored as its MCAP schema."""
+    fields = {
+        name: {
+            "kind": f.kind,
+            **({"dtypes": f.dtypes, "ndim": f.ndim} if f.kind == "array" else {}),
+        }
+        for name, f in cls.FIELDS.items()
+    }
+    doc = {
+        "type": cls.TYPE,
+        "schema_version": SCHEMA_VERSION,
+        "encoding": "msgpack array " + str(ENVELOPE) + "; arrays are msgpack ext type 1: "
+        "u8 len, dtype string, u8 ndim, u32 shape[ndim], raw little-endian bytes",
+        "fields": fields,
+    }
+    return json.dumps(doc, indent=1).encode()
+
+
+class McapLog:
+    """An MCAP file with one channel per recorded topic (not real-time; one writer thread)."""
+
+    def __init__(self, path: str | Path, robot: str, endpoints: dict[str, str]) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = open(self.path, "wb")  # noqa: SIM115 - closed in close()
+        self.writer = Writer(self.file, compression=CompressionType.LZ4)
+        self.writer.start(profile="dualsys", library="dualsys-recorder")
+        self.channels: dict[str, int] = {}
+        for topic, cls in TOPICS.items():
+            sid = self.writer.register_schema(
+                f"dualsys.{cls.TYPE}", SCHEMA_ENCODING, schema_json(cls)
+            )
+            self.channels[topic] = self.writer.register_channel(
+                f"/{topic}", MESSAGE_ENCODING, sid, {"endpoint": endpoints.get(topic, "")}
+            )
+        self.writer.add_metadata(
+            "dualsys",
+            {
+                "robot": robot,
+                "schema_version": str(SCHEMA_VERSION),
+                "clock_mono_ns": str(time.monotonic_ns()),
+                "clock_wall_ns": str(time.time_ns()),
+            },
+        )
+
+    def write(self, topic: str, data: bytes, log_time: int, publish_time: int, seq: int) -> None:
+        """Append one message's raw bytes to its topic's channel."""
+        self.writer.add_message(
+            self.channels[topic],
+            log_time=log_time,
+            data=data,
+            publish_time=publish_time,
+            sequence=seq & 0xFFFFFFFF,
+        )
+
+    def close(self) -> None:
+        """Write the summary section and close the file."""
+        self.writer.finish()
+        self.file.close()
+
+
+class Recorder:
+    """Subscribes to every topic without conflation and writes what arrives to a McapLog."""
+
+    def __init__(self, cfg: RobotConfig, ctx: zmq.Context, run_dir: Path, out: Path) -> None:
+        self.cfg = cfg
+        self.subs: dict[str, Subscriber] = {}
+        endpoints = {t: cfg.endpoint(t, run_dir) for t in TOPICS}
+        for topic, cls in TOPICS.items():
+            self.subs[topic] = Subscriber(
+                ctx, endpoints[topic], (cls,), latest=False, hwm=RECV_HWM, timeout_ms=100
+            )
+        self.log = McapLog(out, cfg.name, endpoints)
+        self.poller = zmq.Poller()
+        self.by_sock = {}
+        for topic, sub in self.subs.items():
+            self.poller.register(sub.sock, zmq.POLLIN)
+            self.by_sock[sub.sock] = topic
+        self.count: Counter[str] = Counter()
+        self.bytes = 0
+        self.dropped: Counter[str] = Counter()
+        self.gaps: Counter[str] = Counter()
+        self._last_seq: dict[tuple[str, str], int] = {}
+
+    def poll(self, timeout_ms: int) -> int:
+        """Receive and write everything waiting (waits up to timeout_ms). Returns messages."""
+        n = 0
+        for sock, _ in self.poller.poll(timeout_ms):
+            topic = self.by_sock[sock]
+            while True:
+                try:
+                    data = sock.recv(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                n += self._record(topic, data, time.time_ns())
+        return n
+
+    def _record(self, topic: str, data: bytes, t_recv_wall: int) -> int:
+        try:
+            msg = decode(data, (TOPICS[topic],), None, self.subs[topic].max_bytes)
+        except DropError as exc:
+            self.dropped[f"{topic}:{exc.reason}"] += 1
+            return 0
+        h = msg.header
+        key = (topic, h.source)
+        prev = self._last_seq.get(key)
+        if prev is not None and h.seq > prev + 1:
+            self.gaps[topic] += h.seq - prev - 1
+        self._last_seq[key] = h.seq
+        self.log.write(topic, data, t_recv_wall, h.t_wall_ns, h.seq)
+        self.count[topic] += 1
+        self.bytes += len(data)
+        return 1
+
+    def stats_values(self, elapsed_s: float) -> dict[str, float]:
+        """Numbers for the Stats message."""
+        total = sum(self.count.values())
+        values = {
+            "messages": float(total),
+            "rate_hz": total / max(elapsed_s, 1e-9),
+            "mbytes": self.bytes / 1e6,
+            "dropped": float(sum(self.dropped.values())),
+            "gaps": float(sum(self.gaps.values())),
+        }
+        values.update({f"{t}_messages": float(self.count[t]) for t in TOPICS})
+        return values
+
+    def summary(self, elapsed_s: float) -> dict:
+        """The run summary written to {run_dir}/recorder.json."""
+        return {
+            "path": str(self.log.path),
+            "duration_s": elapsed_s,
+            "messages": dict(self.count),
+            "total_messages": sum(self.count.values()),
+            "bytes": self.bytes,
+            "file_bytes": self.log.path.stat().st_size if self.log.path.exists() else 0,
+            "dropped": dict(self.dropped),
+            "sequence_gaps": dict(self.gaps),
+        }
+
+    def close(self) -> None:
+        """Finish the MCAP file and close the sockets."""
+        self.log.close()
+        for sub in self.subs.values():
+            sub.close()
+
+
+def run_recorder(cfg: RobotConfig, run_dir: Path, out: Path, duration_s: float) -> int:
+    """Record until the duration ends or a stop signal; returns the exit code."""
+    import sys
+
+    from dualsys.system1.control_proc import StopFlag
+    from dualsys.timing import pin_to_core, warn_once
+
+    stop = StopFlag()
+    stop.install()
+    ctx = zmq.Context()
+    note = pin_to_core(cfg.cores.robot)  # normal priority, beside the robot / System 2
+    if note:
+        warn_once(note)
+    rec = Recorder(cfg, ctx, run_dir, out)
+    stats_pub = Publisher(ctx, cfg.endpoint("stats", run_dir), ROLE, bind=False)
+    hello = Hello(ROLE, cfg.name, cfg.system2.latent_dim, cfg.n_joints, os.getpid())
+    stats_period = int(1e9 / cfg.rates.stats_hz)
+    start = time.monotonic_ns()
+    end = start + int(duration_s * 1e9) if duration_s > 0 else 1 << 62
+    next_stats = next_hello = start
+    while not stop.set and time.monotonic_ns() < end:
+        rec.poll(timeout_ms=50)
+        now = time.monotonic_ns()
+        if now >= next_hello:
+            stats_pub.send(hello)
+            next_hello = now + 1_000_000_000
+        if now >= next_stats:
+            stats_pub.send(Stats(process=ROLE, values=rec.stats_values((now - start) / 1e9)))
+            next_stats = now + stats_period
+    rec.poll(timeout_ms=0)  # what is already queued
+    elapsed = (time.monotonic_ns() - start) / 1e9
+    rec.close()
+    summary = rec.summary(elapsed)
+    path = Path(run_dir) / f"{ROLE}.json"
+    path.write_text(json.dumps(summary, indent=1) + "\n")
+    stats_pub.close()
+    ctx.term()
+    print(
+        f"dualsys record: {summary['total_messages']} messages "
+        f"({summary['file_bytes'] / 1e6:.1f} MB) in {out}; summary in {path}",
+        file=sys.stderr,
+    )
+    return 0
