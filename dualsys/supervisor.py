@@ -160,15 +160,22 @@ class Supervisor:
         for role in roles:
             self.children[role] = Child(role, self._argv(role))
         self.t_start = time.monotonic()
+        # Dependency order: the robot (state, frames), then System 2 until its latents flow,
+        # then System 1 — so the control loop never starts on a gap in its inputs.
+        self._spawn(self.children["robot"])
+        self._wait_ready(("robot",))
+        self._spawn(self.children["system2"])
+        self._wait_ready(("system2",), need_latent=True)
         for role in roles:
-            self._spawn(self.children[role])
-            if role == "robot":  # the others need state flowing; give the robot a head start
-                self._wait_ready(("robot",))
+            if self.children[role].proc is None:
+                self._spawn(self.children[role])
         self._wait_ready(tuple(roles))
 
-    def _wait_ready(self, roles: tuple[str, ...]) -> None:
+    def _wait_ready(self, roles: tuple[str, ...], need_latent: bool = False) -> None:
         deadline = time.monotonic() + self.opts.ready_timeout_s
-        while not all(self.children[r].ready for r in roles):
+        while not all(self.children[r].ready for r in roles) or (
+            need_latent and self.latent.recv_latest() is None and self.latent.last is None
+        ):
             self._drain_stats()
             for r in roles:
                 c = self.children[r]
