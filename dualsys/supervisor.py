@@ -90,6 +90,7 @@ class Supervisor:
         self.instruction = ""
         self.latent_age_ms = float("nan")
         self.history: list[dict[str, float]] = []
+        self.extra_stats: dict[str, dict[str, float]] = {}
         self.t_start = 0.0
         self.ctx: zmq.Context | None = None
 
@@ -199,6 +200,9 @@ class Supervisor:
             msg = self.stats.recv_nowait()
             if msg is None:
                 return
+            if isinstance(msg, Stats) and msg.process not in self.children:
+                self.extra_stats[msg.process] = dict(msg.values)  # e.g. "scene" from the sim
+                continue
             child = self.children.get(msg.header.source) or self.children.get(
                 getattr(msg, "role", "") or getattr(msg, "process", "")
             )

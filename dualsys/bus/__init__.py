@@ -11,6 +11,7 @@ from dualsys.bus.messages import (
     Latent,
     Message,
     RobotState,
+    SceneReset,
     Stats,
 )
 from dualsys.bus.transport import Publisher, Subscriber, age_ms
@@ -29,6 +30,7 @@ __all__ = [
     "Message",
     "Publisher",
     "RobotState",
+    "SceneReset",
     "Stats",
     "Subscriber",
     "age_ms",

@@ -228,3 +228,21 @@ class Hello(Message):
     n_joints: int = 0
     pid: int = 0
     header: Header | None = None
+
+
+@dataclass
+class SceneReset(Message):
+    """Simulation only: re-place the scene's objects (seeded), for evaluation episodes.
+
+    Local link (`{run}/scene.sock`); hardware drivers ignore it. The robot acknowledges with a
+    Stats(process="scene") carrying `episode` and the new object positions.
+    """
+
+    TYPE: ClassVar[str] = "scene_reset"
+    FIELDS: ClassVar[dict[str, Field]] = {
+        "seed": Field("int"),
+        "episode": Field("int"),
+    }
+    seed: int = 0
+    episode: int = 0
+    header: Header | None = None

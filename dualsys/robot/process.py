@@ -19,7 +19,16 @@ from pathlib import Path
 
 import zmq
 
-from dualsys.bus import CameraFrame, Command, Hello, Publisher, RobotState, Stats, Subscriber
+from dualsys.bus import (
+    CameraFrame,
+    Command,
+    Hello,
+    Publisher,
+    RobotState,
+    SceneReset,
+    Stats,
+    Subscriber,
+)
 from dualsys.config import RobotConfig
 from dualsys.robot.interface import MODE_NAMES, make_driver
 from dualsys.robot.safety import RobotSafety, SafetySettings
@@ -78,6 +87,7 @@ def run_robot(
         shapes={"command": {"q": (n,), "dq": (-1,)}},
     )
     stats_pub = Publisher(ctx, cfg.endpoint("stats", run_dir), source=source, bind=False)
+    scene = _SceneControl(ctx, run_dir, driver, stats_pub)
     frames = None
     if driver.info.cameras and getattr(driver, "model", None) is not None:
         from dualsys.robot.render import FrameThread
@@ -178,6 +188,8 @@ def run_robot(
                 )
             if (ticks - 1) % hello_every == 0:
                 stats_pub.send(hello)
+            if ticks % stats_every == 1:
+                scene.poll()
     except Exception as exc:  # leave the robot safe, report, exit non-zero
         error = f"{type(exc).__name__}: {exc}"
         warn_once(f"robot loop stopped by an error: {error}")
@@ -214,7 +226,7 @@ def run_robot(
         "cpu_percent": 100.0 * (usage.ru_utime + usage.ru_stime - cpu0) / wall_s,
         "error": error,
     }
-    for sock in (state_pub, cmd_sub, stats_pub):
+    for sock in (state_pub, cmd_sub, stats_pub, scene.sub):
         sock.close()
     ctx.term()
     (Path(run_dir) / f"{ROLE}.json").write_text(json.dumps(summary, indent=2))
@@ -254,3 +266,40 @@ def _open_viewer(driver):
     import mujoco.viewer
 
     return mujoco.viewer.launch_passive(driver.model, driver.data)
+
+
+class _SceneControl:
+    """Evaluation hook (simulation only): SceneReset on `{run}/scene.sock` re-places objects.
+
+    Polled at the stats rate, outside the physics step; acknowledged with Stats(process=
+    "scene") holding the episode and object positions, which are also re-sent at the stats
+    rate so an evaluator can follow objects the robot pushes.
+    """
+
+    def __init__(self, ctx: zmq.Context, run_dir: Path, driver, stats_pub: Publisher) -> None:
+        self.sub = Subscriber(
+            ctx, f"ipc://{run_dir}/scene.sock", (SceneReset,), bind=True, latest=False, hwm=16
+        )
+        self.driver, self.pub = driver, stats_pub
+        self.episode = -1
+        self.enabled = hasattr(driver, "randomise_objects") and hasattr(driver, "site_pos")
+
+    def poll(self) -> None:
+        """Apply the newest SceneReset, if any, and publish the object positions."""
+        msg = self.sub.recv_latest()
+        if not self.enabled:
+            return
+        if msg is not None:
+            import numpy as np
+
+            self.driver.randomise_objects(np.random.default_rng(msg.seed))
+            self.episode = msg.episode
+        if self.episode < 0:
+            return
+        from dualsys.robot.model import OBJECTS
+
+        values = {"episode": float(self.episode)}
+        for name in OBJECTS:
+            for axis, v in zip("xyz", self.driver.site_pos(name), strict=True):
+                values[f"{name}.{axis}"] = float(v)
+        self.pub.send(Stats(process="scene", values=values))
