@@ -1,0 +1,188 @@
+"""Offline closed-loop evaluation: System 2 encoder + System 1 policy + interp kernel + sim.
+
+Everything runs in one process on simulated time (no sockets, no wall clock), but with the
+live system's rates and components: every 1/camera_hz s the camera is rendered and the
+builtin System 2 encoder (MiniLM, MobileNetV2, trained fusion head) makes a latent; the
+policy (`ChunkSampler`, the inference precision of the robot config) samples a chunk
+whenever fewer than `replan_below` actions remain; the numba kernel of the 200 Hz control
+loop (`KernelState`, seam blend 80 ms) turns chunks into commands; the simulation tracks them.
+Episodes are scored with `dualsys.behaviours.scoring` (the same functions the live eval
+uses). `python -m dualsys.behaviours.evaluate --episodes 5` prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dualsys import config
+from dualsys.behaviours.expert import BEHAVIOURS, Expert
+from dualsys.behaviours.rollout import EPISODE_S, apply_setup, ground_truth, new_setup
+from dualsys.behaviours.scoring import Score, Scorer, Trajectory
+from dualsys.config import RobotConfig
+from dualsys.robot.model import OBJECTS
+
+BLEND_NS = 80_000_000
+
+
+class OfflineBrain:
+    """System 2's builtin encoder and System 1's chunk sampler, from checkpoints."""
+
+    def __init__(self, cfg: RobotConfig, policy_ckpt: Path, fusion_ckpt: Path, precision=None):
+        from dualsys.system1.policy import ChunkSampler, PolicySpec, load_checkpoint, optimise
+        from dualsys.system2.fusion import StateFeatures, load_fusion
+        from dualsys.system2.text import TextEncoder
+        from dualsys.system2.vision import VisionEncoder
+
+        torch.set_num_threads(1)
+        self.text, self.vision = TextEncoder("cpu"), VisionEncoder("cpu")
+        self.state = StateFeatures(cfg.limits())
+        self.fusion = load_fusion(
+            fusion_ckpt, self.text.dim, self.vision.dim, self.state.dim, cfg.system2.latent_dim
+        )
+        model = load_checkpoint(policy_ckpt, PolicySpec.for_robot(cfg))
+        precision = precision or cfg.policy.precision
+        self.sampler = ChunkSampler(optimise(model, precision), model.spec, cfg, precision)
+
+    @torch.inference_mode()
+    def latent(self, image: np.ndarray, q: np.ndarray, dq: np.ndarray, text: str) -> np.ndarray:
+        """One System 2 step."""
+        emb = torch.tensor(self.text.embed(text)[0])
+        s = torch.from_numpy(self.state(q, dq))
+        return self.fusion(emb, self.vision.features(image), s).numpy()
+
+
+def run_policy_episode(sim, brain: OfflineBrain, cfg: RobotConfig, setup, text: str,
+                       seconds: float = EPISODE_S) -> Trajectory:  # fmt: skip
+    """One closed-loop episode from `setup` following instruction `text`."""
+    from dualsys.robot.interface import RUN
+    from dualsys.system1.interp import MODE, MODE_CHUNK, N_ACT, T0, KernelState
+    from dualsys.system1.interp import DT as I_DT
+
+    apply_setup(sim, setup)
+    r = cfg.rates
+    tick_ns = 1_000_000_000 // r.control_hz
+    act_ns = 1_000_000_000 // r.action_hz
+    per_action = r.control_hz // r.action_hz
+    per_frame = r.control_hz // r.camera_hz
+    H = cfg.policy.chunk_horizon
+    k = KernelState(cfg.limits(), cfg.controlled_indices, H, tick_ns)
+    k.reset(setup.q_start)
+    cam = cfg.cameras[0].name
+    latent, chunk_t0 = None, None
+    ts, qs, hands, objs = [], [], [], []
+    for tick in range(round(seconds * r.control_hz)):
+        t_ns = tick * tick_ns
+        s = sim.read_state()
+        if tick % per_frame == 0:
+            latent = brain.latent(sim.render(cam), s.q, s.dq, text)
+        if tick % per_action == 0:
+            h, o = ground_truth(sim)
+            ts.append(t_ns / 1e9)
+            qs.append(s.q.copy())
+            hands.append(h)
+            objs.append(o)
+            left = H if chunk_t0 is None else H - (t_ns - chunk_t0) // act_ns
+            if chunk_t0 is None or left < cfg.policy.replan_below:
+                k.actions[:] = brain.sampler.sample(latent, s.q, s.dq)
+                k.I[N_ACT], k.I[T0], k.I[I_DT] = H, t_ns, act_ns
+                k.I[MODE] = MODE_CHUNK
+                k.blend(t_ns - tick_ns, BLEND_NS)
+                chunk_t0 = t_ns
+        k.step(t_ns)
+        sim.write_command(k.q, k.v, RUN)
+        sim.advance(tick_ns / 1e9)
+    objs_a = np.array(objs)
+    return Trajectory(
+        np.array(ts), np.array(qs), np.array(hands),
+        {n: objs_a[:, i] for i, n in enumerate(OBJECTS)},
+    )  # fmt: skip
+
+
+def evaluate(
+    cfg: RobotConfig,
+    brain: OfflineBrain,
+    episodes: int,
+    phrasings: dict[str, list[str]] | None = None,
+    behaviours=BEHAVIOURS,
+    seed: int = 10_000,
+    progress=None,
+) -> dict:
+    """Success per behaviour over `episodes` randomised episodes each (report dict)."""
+    from dualsys.behaviours.kinematics import Kinematics
+    from dualsys.robot.simulation import Simulation
+
+    sim = Simulation(cfg)
+    sim.configure()
+    sim.activate()
+    expert = Expert(cfg, Kinematics(cfg, sim.model, sim.jmap.qpos_adr))
+    scorer = Scorer(cfg)
+    report: dict = {"behaviours": {}}
+    for b in behaviours:
+        texts = (phrasings or {}).get(b, [b.replace("_", " ")])
+        rows = []
+        for e in range(episodes):
+            text = texts[e % len(texts)]
+            setup = new_setup(sim, expert, b, text, seed + 1000 * BEHAVIOURS.index(b) + e)
+            sc: Score = scorer.score(b, run_policy_episode(sim, brain, cfg, setup, text))
+            rows.append({"instruction": text, "success": sc.success, **sc.values})
+            if progress:
+                progress(b, e, sc)
+        ok = sum(r["success"] for r in rows)
+        report["behaviours"][b] = {
+            "success_rate": ok / max(1, len(rows)), "episodes": len(rows), "runs": rows,
+        }  # fmt: skip
+    sim.deactivate()
+    return report
+
+
+def table(report: dict, header: str) -> str:
+    """Markdown table of a report."""
+    lines = [header, "", "| behaviour | success | episodes |", "|---|---|---|"]
+    for b, r in report["behaviours"].items():
+        lines.append(f"| {b} | {100 * r['success_rate']:.0f}% | {r['episodes']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: offline evaluation of the shipped (or given) checkpoints."""
+    from dualsys.behaviours.phrasings import load_phrasings, robot_dir
+
+    p = argparse.ArgumentParser(prog="python -m dualsys.behaviours.evaluate")
+    p.add_argument("--robot", default="gr1")
+    p.add_argument("--episodes", type=int, default=5)
+    p.add_argument("--ckpt", default="", help="checkpoint dir (default: the robot config's)")
+    p.add_argument("--phrasings", default="", help="TOML phrasings (default: training ones)")
+    p.add_argument("--behaviours", default="")
+    p.add_argument("--report", default="")
+    args = p.parse_args(argv)
+    cfg = config.load_robot(args.robot)
+    if args.ckpt:
+        pol, fus = Path(args.ckpt) / "policy.safetensors", Path(args.ckpt) / "fusion.safetensors"
+    else:
+        pol, fus = cfg.policy.checkpoint, cfg.system2.checkpoint
+        if pol is None or fus is None:
+            p.error(f"{cfg.path}: no policy/fusion checkpoint configured; pass --ckpt DIR")
+    ph = args.phrasings or str(robot_dir(cfg) / "phrasings_train.toml")
+    phrasings = load_phrasings(ph, require_all=False)
+    behaviours = tuple(args.behaviours.split(",")) if args.behaviours else BEHAVIOURS
+    t0 = time.monotonic()
+    report = evaluate(
+        cfg, OfflineBrain(cfg, pol, fus), args.episodes, phrasings, behaviours,
+        progress=lambda b, e, s: print(f"{b} #{e}: {'ok' if s.success else 'FAIL'} {s.values}"),
+    )  # fmt: skip
+    report["wall_s"] = time.monotonic() - t0
+    report["phrasings"] = ph
+    print(table(report, f"offline eval, {args.episodes} episodes each, phrasings {ph}"))
+    if args.report:
+        Path(args.report).write_text(json.dumps(report, indent=2, default=float) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,103 @@
+"""Frozen-encoder features of a demonstration dataset, computed once and cached.
+
+Training System 2's fusion head jointly with System 1's policy only needs the outputs of the
+frozen encoders: the MiniLM embedding of each instruction and the MobileNetV2 pooled features
+of each camera frame. `build_cache` computes them with the very encoder classes the System 2
+service runs (`TextEncoder`, `VisionEncoder`) and stores them with the tabular arrays in one
+npz file (`features.npz` in the dataset directory), so training never touches images.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dualsys.behaviours.dataset import DatasetReader
+from dualsys.config import RobotConfig
+
+CACHE_NAME = "features.npz"
+CACHE_VERSION = 1
+
+
+def build_cache(
+    cfg: RobotConfig,
+    data: str | Path,
+    progress: Callable[[int, int], None] | None = None,
+    batch: int = 40,
+) -> Path:
+    """Compute (or reuse, when up to date) the feature cache of a dataset; returns its path."""
+    from dualsys.system2.text import TextEncoder
+    from dualsys.system2.vision import VisionEncoder
+
+    reader = DatasetReader(data)
+    path = Path(data) / CACHE_NAME
+    if path.exists():
+        with np.load(path) as z:
+            if int(z["version"]) == CACHE_VERSION and int(z["episodes"]) == len(reader):
+                return path
+    text, vision = TextEncoder("cpu"), VisionEncoder("cpu")
+    ctrl = cfg.controlled_indices
+    texts: dict[str, int] = {}
+    cols: dict[str, list] = {k: [] for k in ("q", "dq", "act", "img", "ep", "step")}
+    vis, ep_text, ep_beh, ep_start = [], [], [], []
+    n_rows = n_imgs = 0
+    for i in range(len(reader)):
+        ep = reader.load(i)
+        ep_text.append(texts.setdefault(ep.instruction, len(texts)))
+        ep_beh.append(ep.behaviour)
+        ep_start.append(n_rows)
+        with torch.inference_mode():
+            for b in range(0, len(ep.images), batch):
+                x = torch.cat([vision.preprocess(im) for im in ep.images[b : b + batch]])
+                vis.append(vision.model.pooled(x).numpy().astype(np.float16))
+        cols["q"].append(ep.q.astype(np.float32))
+        cols["dq"].append(ep.dq.astype(np.float32))
+        cols["act"].append(ep.action[:, ctrl].astype(np.float32))
+        cols["img"].append(ep.image_index + n_imgs)
+        cols["ep"].append(np.full(len(ep), i))
+        cols["step"].append(np.arange(len(ep)))
+        n_rows += len(ep)
+        n_imgs += len(ep.images)
+        if progress:
+            progress(i + 1, len(reader))
+    emb = np.stack([text.embed(t)[0] for t in texts])
+    np.savez(
+        path,
+        version=CACHE_VERSION,
+        episodes=len(reader),
+        text_emb=emb,
+        texts=np.array(json.dumps(list(texts))),
+        ep_text=np.array(ep_text),
+        ep_behaviour=np.array(json.dumps(ep_beh)),
+        ep_start=np.array(ep_start),
+        vision=np.concatenate(vis),
+        **{k: np.concatenate(v) for k, v in cols.items()},
+    )
+    return path
+
+
+class FeatureSet:
+    """The cached arrays, as torch tensors, with per-row indices for batching."""
+
+    def __init__(self, path: str | Path) -> None:
+        with np.load(path) as z:
+            self.text_emb = torch.from_numpy(z["text_emb"])
+            self.texts = json.loads(str(z["texts"]))
+            self.ep_text = torch.from_numpy(z["ep_text"])
+            self.behaviours = json.loads(str(z["ep_behaviour"]))
+            self.ep_start = torch.from_numpy(z["ep_start"])
+            self.vision = torch.from_numpy(z["vision"].astype(np.float32))
+            self.q = torch.from_numpy(z["q"])
+            self.dq = torch.from_numpy(z["dq"])
+            self.act = torch.from_numpy(z["act"])
+            self.img = torch.from_numpy(z["img"])
+            self.ep = torch.from_numpy(z["ep"])
+            self.step = torch.from_numpy(z["step"])
+        self.ep_len = torch.bincount(self.ep)
+
+    def __len__(self) -> int:
+        return len(self.q)

@@ -1,0 +1,250 @@
+"""Joint training of System 2's fusion head and System 1's flow-matching policy.
+
+One training sample is one action step k of one episode:
+
+- System 2 input: the instruction's MiniLM embedding (frozen, cached), the MobileNetV2
+  features of the newest camera frame at step k, or with probability 1/2 one or two frames
+  older (the latent System 1 uses is up to ~0.25 s old), and the state features at that
+  frame's time; the fusion head turns them into the latent (gradients flow into it).
+- System 1 input: the latent, the normalised state (q, dq) at step k, with a little noise.
+- Target: the expert's next H commanded positions (controlled joints), normalised by the
+  joint limits exactly as `ChunkSampler` does, padded with the last action at episode end.
+
+Loss: conditional flow matching with the linear path x_tau = (1 - tau) noise + tau x1 and
+velocity target x1 - noise, the path `ChunkSampler.sample` integrates with Euler steps.
+Checkpoints: `policy.safetensors` + `policy.json` (dualsys.system1.policy format),
+`fusion.safetensors` (dualsys.system2.fusion format), `train_state.safetensors` (AdamW
+moments) + `train_state.json` (step, losses, seeds) for resuming, `loss.png`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F  # noqa: N812
+
+from dualsys.behaviours.features import FeatureSet
+from dualsys.config import RobotConfig
+from dualsys.system1.policy import FlowPolicy, PolicySpec, save_checkpoint
+from dualsys.system2.fusion import DEFAULT_WIDTH, FusionHead, save_fusion
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters (stored in train_state.json)."""
+
+    steps: int = 6000
+    batch: int = 128
+    lr: float = 3e-4
+    weight_decay: float = 1e-4
+    warmup: int = 200
+    seed: int = 0
+    state_noise: float = 0.01
+    save_every: int = 500
+    width: int = 0  # 0 = the robot config's policy.width
+    layers: int = 0
+    threads: int = 2
+
+
+class Trainer:
+    """Holds models, optimiser, data and the loop; `run()` trains to `steps`, resumably."""
+
+    def __init__(self, cfg: RobotConfig, features: FeatureSet, out: Path, tc: TrainConfig):
+        torch.set_num_threads(tc.threads)
+        self.cfg, self.fs, self.out, self.tc = cfg, features, Path(out), tc
+        self.out.mkdir(parents=True, exist_ok=True)
+        base = PolicySpec.for_robot(cfg)
+        self.spec = PolicySpec(
+            **{**asdict(base), "width": tc.width or base.width, "layers": tc.layers or base.layers}
+        )
+        torch.manual_seed(tc.seed)
+        self.policy = FlowPolicy(self.spec)
+        lim = cfg.limits()
+        self.q_mid = torch.tensor((lim["max"] + lim["min"]) / 2, dtype=torch.float32)
+        self.q_half = torch.tensor(
+            np.maximum((lim["max"] - lim["min"]) / 2, 1e-6), dtype=torch.float32
+        )
+        self.vel = torch.tensor(lim["velocity"], dtype=torch.float32)
+        ctrl = torch.as_tensor(cfg.controlled_indices)
+        self.a_mid, self.a_half = self.q_mid[ctrl], self.q_half[ctrl]
+        n = cfg.n_joints
+        self.fusion = FusionHead(
+            self.fs.text_emb.shape[1], self.fs.vision.shape[1], 2 * n, cfg.system2.latent_dim,
+            DEFAULT_WIDTH,
+        ).seeded_init(tc.seed + 1)  # fmt: skip
+        params = list(self.policy.parameters()) + list(self.fusion.parameters())
+        self.opt = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
+        self.step = 0
+        self.losses: list[tuple[int, float]] = []
+        self.gen = torch.Generator().manual_seed(tc.seed)
+        self.wall_s = 0.0
+        self._resume()
+
+    # ------------------------------------------------------------------ data
+    def _state(self, q: torch.Tensor, dq: torch.Tensor) -> torch.Tensor:
+        """The normalisation of `ChunkSampler.state_vector` / `StateFeatures` (clipped +-4)."""
+        return torch.cat([(q - self.q_mid) / self.q_half, dq / self.vel], -1).clamp(-4, 4)
+
+    def batch(self, rows: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(text, vision, fusion state, policy state, normalised action chunk) for rows."""
+        fs, H = self.fs, self.spec.horizon
+        ep = fs.ep[rows]
+        start = fs.ep_start[ep]
+        last = start + fs.ep_len[ep] - 1
+        lag = torch.randint(0, 3, (len(rows),), generator=self.gen) * (
+            torch.rand(len(rows), generator=self.gen) < 0.5
+        )
+        img = torch.maximum(fs.img[rows] - lag, fs.img[start])
+        per = self.cfg.rates.action_hz // self.cfg.rates.camera_hz
+        frame_row = torch.minimum(start + (img - fs.img[start]) * per, rows)
+        text = fs.text_emb[fs.ep_text[ep]]
+        vision = fs.vision[img]
+        s2_state = self._state(fs.q[frame_row], fs.dq[frame_row])
+        q = fs.q[rows] + torch.randn(fs.q[rows].shape, generator=self.gen) * self.tc.state_noise
+        policy_state = self._state(q, fs.dq[rows])
+        idx = torch.minimum(rows[:, None] + torch.arange(H)[None], last[:, None])
+        act = (fs.act[idx] - self.a_mid) / self.a_half
+        return text, vision, s2_state, policy_state, act
+
+    def loss(self, rows: torch.Tensor) -> torch.Tensor:
+        """Flow-matching loss on a batch of rows."""
+        text, vision, s2_state, state, x1 = self.batch(rows)
+        latent = self.fusion(text, vision, s2_state)
+        noise = torch.randn(x1.shape, generator=self.gen)
+        tau = torch.rand(len(rows), generator=self.gen)
+        xt = (1 - tau[:, None, None]) * noise + tau[:, None, None] * x1
+        v = self.policy(xt, tau, latent, state)
+        return F.mse_loss(v, x1 - noise)
+
+    # ------------------------------------------------------------------ loop
+    def lr_at(self, step: int) -> float:
+        """Linear warm-up, then cosine decay to 10%."""
+        tc = self.tc
+        if step < tc.warmup:
+            return tc.lr * (step + 1) / tc.warmup
+        p = (step - tc.warmup) / max(1, tc.steps - tc.warmup)
+        return tc.lr * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * min(p, 1.0))))
+
+    def run(self, progress: Callable[[int, float], None] | None = None) -> None:
+        """Train until tc.steps (from the resumed step), checkpointing every save_every."""
+        n = len(self.fs)
+        self.policy.train()
+        self.fusion.train()
+        t_last = time.monotonic()
+        while self.step < self.tc.steps:
+            for g in self.opt.param_groups:
+                g["lr"] = self.lr_at(self.step)
+            rows = torch.randint(0, n, (self.tc.batch,), generator=self.gen)
+            loss = self.loss(rows)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(
+                list(self.policy.parameters()) + list(self.fusion.parameters()), 1.0
+            )
+            self.opt.step()
+            self.step += 1
+            self.losses.append((self.step, loss.item()))
+            now = time.monotonic()
+            self.wall_s += now - t_last
+            t_last = now
+            if progress:
+                progress(self.step, self.losses[-1][1])
+            if self.step % self.tc.save_every == 0 or self.step == self.tc.steps:
+                self.save()
+
+    # ------------------------------------------------------------------ checkpoints
+    def save(self) -> None:
+        """Write the policy, fusion, optimiser state, history and loss curve."""
+        from safetensors.torch import save_file
+
+        self.policy.eval()
+        save_checkpoint(self.policy, self.out / "policy.safetensors")
+        save_fusion(self.fusion, self.out / "fusion.safetensors")
+        self.policy.train()
+        moments = {}
+        names = {id(p): f"policy.{k}" for k, p in self.policy.named_parameters()}
+        names.update({id(p): f"fusion.{k}" for k, p in self.fusion.named_parameters()})
+        for group in self.opt.param_groups:
+            for p in group["params"]:
+                st = self.opt.state.get(p, {})
+                for key in ("exp_avg", "exp_avg_sq"):
+                    if key in st:
+                        moments[f"{names[id(p)]}/{key}"] = st[key].contiguous()
+                if "step" in st:
+                    moments[f"{names[id(p)]}/step"] = torch.as_tensor(st["step"]).reshape(1)
+        save_file(moments, str(self.out / "train_state.safetensors"))
+        state = {
+            "step": self.step,
+            "wall_s": self.wall_s,
+            "train": asdict(self.tc),
+            "gen_state": self.gen.get_state().tolist(),
+            "losses": self.losses,
+        }
+        (self.out / "train_state.json").write_text(json.dumps(state))
+        plot_losses(self.losses, self.out / "loss.png")
+
+    def _resume(self) -> None:
+        """Continue from train_state.* in the output directory, when present."""
+        from safetensors.torch import load_file
+
+        from dualsys.system1.policy import load_checkpoint
+        from dualsys.system2.fusion import load_fusion
+
+        js = self.out / "train_state.json"
+        if not js.exists():
+            return
+        state = json.loads(js.read_text())
+        self.policy = load_checkpoint(self.out / "policy.safetensors", self.spec).train()
+        d = self.fusion.dims
+        self.fusion = load_fusion(
+            self.out / "fusion.safetensors", d["text_dim"], d["vision_dim"], d["state_dim"],
+            d["latent_dim"],
+        ).train()  # fmt: skip
+        params = list(self.policy.parameters()) + list(self.fusion.parameters())
+        self.opt = torch.optim.AdamW(params, lr=self.tc.lr, weight_decay=self.tc.weight_decay)
+        moments = load_file(str(self.out / "train_state.safetensors"))
+        named = [(f"policy.{k}", p) for k, p in self.policy.named_parameters()]
+        named += [(f"fusion.{k}", p) for k, p in self.fusion.named_parameters()]
+        for name, p in named:
+            if f"{name}/exp_avg" in moments:
+                self.opt.state[p] = {
+                    "exp_avg": moments[f"{name}/exp_avg"],
+                    "exp_avg_sq": moments[f"{name}/exp_avg_sq"],
+                    "step": moments[f"{name}/step"][0].clone(),
+                }
+        self.step = int(state["step"])
+        self.wall_s = float(state.get("wall_s", 0.0))
+        self.losses = [tuple(x) for x in state["losses"]]
+        self.gen.set_state(torch.tensor(state["gen_state"], dtype=torch.uint8))
+
+
+def plot_losses(losses: list[tuple[int, float]], path: Path) -> None:
+    """Loss curve (raw and smoothed, log scale) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not losses:
+        return
+    steps = np.array([s for s, _ in losses])
+    vals = np.array([v for _, v in losses])
+    k = max(1, len(vals) // 50)
+    smooth = np.convolve(vals, np.ones(k) / k, mode="valid")
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    ax.plot(steps, vals, alpha=0.3, lw=0.8, label="batch loss")
+    ax.plot(steps[k - 1 :], smooth, lw=1.5, label=f"mean of {k}")
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("flow-matching loss")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -1,0 +1,85 @@
+"""`dualsys train --robot gr1 --data DIR --out CKPT_DIR`: train System 2's fusion head and
+System 1's policy together on demonstrations (resumes from CKPT_DIR when it holds a run)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from dualsys import config
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Cache encoder features, then train by flow matching with a progress bar."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    from rich.progress import TimeElapsedColumn, TimeRemainingColumn
+
+    from dualsys.behaviours.dataset import DatasetError
+    from dualsys.behaviours.features import FeatureSet, build_cache
+    from dualsys.behaviours.train import Trainer, TrainConfig
+
+    cfg = config.load_robot(args.robot)
+    t0 = time.monotonic()
+    cols = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), TimeRemainingColumn())  # fmt: skip
+    try:
+        with Progress(*cols) as bar:
+            task = bar.add_task("features", total=None)
+            path = build_cache(cfg, args.data, lambda i, n: bar.update(task, completed=i, total=n))
+    except DatasetError as exc:
+        print(f"dualsys train: error: {exc}", file=sys.stderr)
+        return 2
+    t_cache = time.monotonic() - t0
+    tc = TrainConfig(
+        steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed, width=args.width,
+        layers=args.layers, threads=args.threads, save_every=args.save_every,
+    )  # fmt: skip
+    trainer = Trainer(cfg, FeatureSet(path), Path(args.out), tc)
+    if trainer.step:
+        print(f"dualsys train: resuming {args.out} at step {trainer.step}")
+    with Progress(*cols, TextColumn("loss {task.fields[loss]:.4f}")) as bar:
+        task = bar.add_task("train", total=tc.steps, completed=trainer.step, loss=float("nan"))
+
+        def progress(step: int, loss: float) -> None:
+            if step % 10 == 0:
+                bar.update(task, completed=step, loss=loss)
+
+        trainer.run(progress)
+    trainer.save()
+    tail = [v for _, v in trainer.losses[-100:]]
+    summary = {
+        "data": str(args.data),
+        "samples": len(trainer.fs),
+        "episodes": int(trainer.fs.ep_len.numel()),
+        "phrasings": len(trainer.fs.texts),
+        "steps": trainer.step,
+        "batch": tc.batch,
+        "seed": tc.seed,
+        "feature_cache_s": round(t_cache, 1),
+        "train_wall_s": round(trainer.wall_s, 1),
+        "final_loss_mean100": sum(tail) / max(1, len(tail)),
+        "policy_spec": trainer.spec.__dict__,
+    }
+    (Path(args.out) / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the `train` subcommand."""
+    p = sub.add_parser("train", help="train the fusion head + flow-matching policy on demos")
+    p.add_argument("--robot", default="gr1", help="robot name or TOML path (default gr1)")
+    p.add_argument("--data", required=True, help="dataset directory (from dualsys demo)")
+    p.add_argument("--out", required=True, help="checkpoint directory (resumed when present)")
+    p.add_argument("--steps", type=int, default=6000)
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--width", type=int, default=0, help="policy width (0 = robot config)")
+    p.add_argument("--layers", type=int, default=0, help="policy layers (0 = robot config)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads (at most 2 here)")
+    p.add_argument("--save-every", type=int, default=500)
+    p.set_defaults(func=cmd_train)

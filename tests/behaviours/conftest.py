@@ -1,0 +1,32 @@
+"""Fixtures of the behaviour tests: GR-1 config, one simulation, the expert."""
+
+from __future__ import annotations
+
+import pytest
+
+import dualsys.robot  # noqa: F401  (sets MUJOCO_GL before mujoco is imported)
+from dualsys import config
+
+
+@pytest.fixture(scope="session")
+def cfg():
+    return config.load_robot("gr1")
+
+
+@pytest.fixture(scope="module")
+def sim(cfg):
+    from dualsys.robot.simulation import Simulation
+
+    s = Simulation(cfg)
+    s.configure()
+    s.activate()
+    yield s
+    s.deactivate()
+
+
+@pytest.fixture(scope="module")
+def expert(cfg, sim):
+    from dualsys.behaviours.expert import Expert
+    from dualsys.behaviours.kinematics import Kinematics
+
+    return Expert(cfg, Kinematics(cfg, sim.model, sim.jmap.qpos_adr))

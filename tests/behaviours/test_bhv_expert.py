@@ -1,0 +1,54 @@
+"""The scripted expert solves every behaviour by the scoring criteria, within the limits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dualsys.behaviours.dataset import EpisodeRecorder
+from dualsys.behaviours.expert import BEHAVIOURS
+from dualsys.behaviours.plan import SPEED
+from dualsys.behaviours.rollout import new_setup, run_expert
+from dualsys.behaviours.scoring import Scorer, Trajectory
+from dualsys.robot.model import OBJECTS
+
+
+def _trajectory(cfg, sim, expert, behaviour, seed):
+    setup = new_setup(sim, expert, behaviour, behaviour, seed)
+    frames, hands, objs = run_expert(sim, expert, cfg, setup)
+    ep = EpisodeRecorder(cfg).episode(frames, behaviour, seed, hands, objs)
+    objects = {n: ep.objects[:, i].astype(np.float64) for i, n in enumerate(OBJECTS)}
+    return ep, Trajectory(ep.t, ep.q, ep.hands.astype(np.float64), objects)
+
+
+@pytest.mark.parametrize("behaviour", BEHAVIOURS)
+def test_expert_solves(cfg, sim, expert, behaviour):
+    _, tr = _trajectory(cfg, sim, expert, behaviour, seed=7)
+    score = Scorer(cfg).score(behaviour, tr)
+    assert score.success, f"{behaviour}: {score.values}"
+
+
+def test_scoring_rejects_the_wrong_behaviour(cfg, sim, expert):
+    """Criteria discriminate: a wave is not a rest, raised arms are not a wave or a touch."""
+    scorer = Scorer(cfg)
+    _, wave = _trajectory(cfg, sim, expert, "wave_right_hand", seed=3)
+    _, up = _trajectory(cfg, sim, expert, "raise_both_arms", seed=3)
+    assert not scorer.score("return_to_rest", wave).success
+    assert not scorer.score("wave_left_hand", wave).success
+    assert not scorer.score("wave_right_hand", up).success
+    assert not scorer.score("touch_red_cup", up).success
+    assert not scorer.score("open_close_hands", up).success
+
+
+def test_plans_respect_velocity_and_acceleration_limits(cfg, sim, expert):
+    lim = cfg.limits()
+    dt = 1.0 / cfg.rates.control_hz
+    for i, b in enumerate(BEHAVIOURS):
+        setup = new_setup(sim, expert, b, b, seed=100 + i)
+        plan = expert.plan(b, setup.q_start, setup.objects)
+        q = plan.sample(np.arange(0.0, 4.0, dt))
+        v = np.diff(q, axis=0) / dt
+        a = np.diff(v, axis=0) / dt
+        assert np.all(np.abs(v) <= lim["velocity"] * SPEED * 1.3), b
+        assert np.all(np.abs(a) <= lim["accel"] * SPEED * 1.3 + 1e-6), b
+        assert np.all(q >= lim["min"] - 1e-9) and np.all(q <= lim["max"] + 1e-9), b
