@@ -61,8 +61,8 @@ def run_policy_episode(sim, brain: OfflineBrain, cfg: RobotConfig, setup, text: 
                        seconds: float = EPISODE_S) -> Trajectory:  # fmt: skip
     """One closed-loop episode from `setup` following instruction `text`."""
     from dualsys.robot.interface import RUN
-    from dualsys.system1.interp import MODE, MODE_CHUNK, N_ACT, T0, KernelState
     from dualsys.system1.interp import DT as I_DT
+    from dualsys.system1.interp import MODE, MODE_CHUNK, N_ACT, T0, KernelState
 
     apply_setup(sim, setup)
     r = cfg.rates

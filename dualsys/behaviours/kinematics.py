@@ -9,12 +9,10 @@ posture so the redundant arm stays natural.
 
 from __future__ import annotations
 
+import mujoco
 import numpy as np
 
-import dualsys.robot  # noqa: F401  (chooses the headless GL back end before mujoco loads)
 from dualsys.config import RobotConfig
-
-import mujoco  # noqa: E402, I001
 
 SIDES = ("left", "right")
 

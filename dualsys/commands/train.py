@@ -14,12 +14,18 @@ from dualsys import config
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Cache encoder features, then train by flow matching with a progress bar."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-    from rich.progress import TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     from dualsys.behaviours.dataset import DatasetError
     from dualsys.behaviours.features import FeatureSet, build_cache
-    from dualsys.behaviours.train import Trainer, TrainConfig
+    from dualsys.behaviours.train import TrainConfig, Trainer
 
     cfg = config.load_robot(args.robot)
     t0 = time.monotonic()

@@ -9,7 +9,7 @@ import torch
 from dualsys.behaviours.dataset import DatasetWriter, EpisodeRecorder
 from dualsys.behaviours.features import FeatureSet, build_cache
 from dualsys.behaviours.rollout import new_setup, run_expert
-from dualsys.behaviours.train import Trainer, TrainConfig
+from dualsys.behaviours.train import TrainConfig, Trainer
 from dualsys.system1.policy import PolicySpec, load_checkpoint
 from dualsys.system2.fusion import load_fusion
 
