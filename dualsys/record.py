@@ -31,7 +31,7 @@ import zmq
 from mcap.writer import CompressionType, Writer
 
 from dualsys import SCHEMA_VERSION
-from dualsys.bus.codec import DropError, decode
+from dualsys.bus.codec import MAX_BYTES, DropError, decode
 from dualsys.bus.messages import (
     ActionChunk,
     CameraFrame,
@@ -41,7 +41,7 @@ from dualsys.bus.messages import (
     RobotState,
     Stats,
 )
-from dualsys.bus.transport import Publisher, Subscriber
+from dualsys.bus.transport import Publisher
 from dualsys.config import RobotConfig
 
 ROLE = "recorder"
@@ -121,23 +121,33 @@ class McapLog:
         self.file.close()
 
 
+def raw_subscriber(ctx: zmq.Context, endpoint: str) -> zmq.Socket:
+    """A SUB socket keeping every message's raw bytes: no conflation, a large queue, and a
+    short reconnect interval so that a publisher binding after us is heard within ~10 ms."""
+    sock = ctx.socket(zmq.SUB)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.RCVTIMEO, 100)
+    sock.setsockopt(zmq.RCVHWM, RECV_HWM)
+    sock.setsockopt(zmq.MAXMSGSIZE, MAX_BYTES)
+    sock.setsockopt(zmq.RECONNECT_IVL, 10)
+    sock.setsockopt(zmq.SUBSCRIBE, b"")
+    sock.connect(endpoint)
+    return sock
+
+
 class Recorder:
     """Subscribes to every topic without conflation and writes what arrives to a McapLog."""
 
     def __init__(self, cfg: RobotConfig, ctx: zmq.Context, run_dir: Path, out: Path) -> None:
         self.cfg = cfg
-        self.subs: dict[str, Subscriber] = {}
         endpoints = {t: cfg.endpoint(t, run_dir) for t in TOPICS}
-        for topic, cls in TOPICS.items():
-            self.subs[topic] = Subscriber(
-                ctx, endpoints[topic], (cls,), latest=False, hwm=RECV_HWM, timeout_ms=100
-            )
+        self.socks = {t: raw_subscriber(ctx, ep) for t, ep in endpoints.items()}
         self.log = McapLog(out, cfg.name, endpoints)
         self.poller = zmq.Poller()
         self.by_sock = {}
-        for topic, sub in self.subs.items():
-            self.poller.register(sub.sock, zmq.POLLIN)
-            self.by_sock[sub.sock] = topic
+        for topic, sock in self.socks.items():
+            self.poller.register(sock, zmq.POLLIN)
+            self.by_sock[sock] = topic
         self.count: Counter[str] = Counter()
         self.bytes = 0
         self.dropped: Counter[str] = Counter()
@@ -159,7 +169,7 @@ class Recorder:
 
     def _record(self, topic: str, data: bytes, t_recv_wall: int) -> int:
         try:
-            msg = decode(data, (TOPICS[topic],), None, self.subs[topic].max_bytes)
+            msg = decode(data, (TOPICS[topic],), None, MAX_BYTES)
         except DropError as exc:
             self.dropped[f"{topic}:{exc.reason}"] += 1
             return 0
@@ -203,8 +213,8 @@ class Recorder:
     def close(self) -> None:
         """Finish the MCAP file and close the sockets."""
         self.log.close()
-        for sub in self.subs.values():
-            sub.close()
+        for sock in self.socks.values():
+            sock.close(0)
 
 
 def run_recorder(cfg: RobotConfig, run_dir: Path, out: Path, duration_s: float) -> int:

@@ -163,11 +163,16 @@ def test_live_run_recorded_to_mcap_and_replayed(tmp_path: Path) -> None:
         counts = s.statistics.channel_message_counts
     by_topic = {c.topic: counts.get(cid, 0) for cid, c in s.channels.items()}
     assert by_topic["/command"] == summary["messages"]["command"]
-    assert summary["dropped"] == {} and summary["sequence_gaps"] == {}
+    assert summary["dropped"] == {}
+    # Only the control's warm-up burst (400 commands at once, before the loop) may overflow
+    # its command PUB's queue; control_run below checks the loop's own commands are complete.
+    assert set(summary["sequence_gaps"]) <= {"command"}, summary
     rec = read_mcap(path)
     loop_cmds, ramp = control_run(rec)
     assert len(loop_cmds) == ctl["ticks"] and len(ramp) == 50
-    assert len(rec.topics["chunk"]) == pol["chunks"]  # every chunk the policy sent
+    # every chunk the policy sent (the very first may beat the recorder's connection)
+    seqs = [r.msg.header.seq for r in rec.topics["chunk"]]
+    assert seqs == list(range(seqs[0], pol["chunks"] + 1)) and seqs[0] <= 2, seqs
     result = replay(CFG, rec)
     print(json.dumps(result.summary()))
     assert result.mode_mismatches == 0 and result.ticks == ctl["ticks"]
