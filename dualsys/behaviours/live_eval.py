@@ -1,0 +1,208 @@
+"""Live evaluation: every behaviour through the full running system (`dualsys eval`).
+
+The supervisor brings up the simulation, System 2 and System 1 as real processes with real
+sockets (exactly `dualsys up`). Each episode: "return to rest" for a while, re-place the objects
+(SceneReset, seeded), then `say` the episode's phrasing and record the robot state stream. The
+recorded trajectory (joint positions at 200 Hz; palms and fingertips by forward kinematics of
+the recorded q; object positions as the simulation reports them) is scored by
+`dualsys.behaviours.scoring.Scorer` — the same criteria as the offline evaluation.
+
+Switch latency: time from sending the instruction to the first state in which any controlled
+joint moved more than `SWITCH_THRESHOLD_RAD` from where it was when the instruction was sent.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import zmq
+
+from dualsys.behaviours.kinematics import Kinematics
+from dualsys.behaviours.scoring import Scorer, Trajectory
+from dualsys.bus import Publisher, RobotState, SceneReset, Subscriber
+from dualsys.config import RobotConfig
+from dualsys.robot.model import OBJECTS, build_model
+from dualsys.supervisor import Supervisor, UpOptions
+from dualsys.system2.client import send_instruction
+
+SWITCH_THRESHOLD_RAD = 0.05
+REST_PHRASE = "return to rest"
+REST_S = 3.0
+EPISODE_S = 6.0
+SAMPLE_HZ = 50
+
+
+@dataclass
+class EpisodeResult:
+    """One live episode."""
+
+    behaviour: str
+    phrasing: str
+    seed: int
+    success: bool
+    switch_latency_s: float
+    values: dict[str, float] = field(default_factory=dict)
+    reason: str = ""
+
+
+class LiveEvaluator:
+    """Runs episodes against a supervised live system (call `start`, `episode`..., `stop`)."""
+
+    def __init__(self, cfg: RobotConfig, run_dir: Path, untrained: bool = False) -> None:
+        self.cfg, self.run_dir = cfg, Path(run_dir)
+        self.sup = Supervisor(cfg, self.run_dir, UpOptions(untrained=untrained))
+        model, jmap = build_model(cfg)
+        self.kin = Kinematics(cfg, model, jmap.qpos_adr)
+        self.scorer = Scorer(cfg)
+        self.ctrl = cfg.controlled_indices
+
+    def start(self) -> None:
+        """Bring the system up and open the evaluation links."""
+        self.sup.start()
+        self.ctx = zmq.Context()
+        self.scene = Publisher(self.ctx, f"ipc://{self.run_dir}/scene.sock", "eval", bind=False)
+        n = self.cfg.n_joints
+        self.states = Subscriber(
+            self.ctx,
+            self.cfg.endpoint("state", self.run_dir),
+            (RobotState,),
+            latest=False,
+            hwm=100_000,
+            shapes={"state": {"q": (n,), "dq": (n,), "tau": (n,)}},
+        )
+
+    def _wait(self, seconds: float, record: list | None = None) -> None:
+        """Keep the supervisor polled for `seconds`; optionally record (t, q) of every state."""
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            if not self.sup.poll():
+                raise RuntimeError(f"system failed during evaluation: {self.sup.failure}")
+            while (msg := self.states.recv_nowait()) is not None:
+                if record is not None:
+                    record.append((msg.header.t_mono_ns, msg.q.copy()))
+            time.sleep(0.01)
+
+    def _say(self, text: str) -> int:
+        ident, latent = send_instruction(self.cfg, self.run_dir, text, timeout_s=5.0)
+        if latent is None:
+            raise RuntimeError(f"System 2 did not adopt the instruction {text!r} within 5 s")
+        return ident
+
+    def _reset_scene(self, seed: int, episode: int) -> dict[str, np.ndarray]:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            self.scene.send(SceneReset(seed=seed, episode=episode))
+            self._wait(0.6)
+            ack = self.sup.extra_stats.get("scene", {})
+            if ack.get("episode") == episode:
+                return {o: np.array([ack[f"{o}.{a}"] for a in "xyz"]) for o in OBJECTS}
+        raise RuntimeError("the simulation did not acknowledge the scene reset (driver not sim?)")
+
+    def episode(self, behaviour: str, phrasing: str, seed: int, index: int) -> EpisodeResult:
+        """Rest, re-place objects, say the phrasing, record, score."""
+        self._say(REST_PHRASE)
+        self._wait(REST_S)
+        objects = self._reset_scene(seed, index)
+        self._wait(0.3)
+        record: list[tuple[int, np.ndarray]] = []
+        while self.states.recv_nowait() is not None:  # drop what came before the instruction
+            pass
+        t_say = time.monotonic_ns()
+        self._say(phrasing)
+        self._wait(EPISODE_S, record)
+        if len(record) < 10:
+            raise RuntimeError("no robot state received during the episode")
+        t = (np.array([r[0] for r in record]) - t_say) / 1e9
+        q = np.stack([r[1] for r in record])
+        latency = _switch_latency(t, q[:, self.ctrl], SWITCH_THRESHOLD_RAD)
+        keep = _subsample(t, SAMPLE_HZ)
+        t, q = t[keep], q[keep]
+        palms, tips = self.kin.hands_batch(q)
+        traj = Trajectory(
+            t=t,
+            q=q,
+            hands=np.concatenate([palms, tips], axis=1),
+            objects={o: np.repeat(p[None], len(t), axis=0) for o, p in objects.items()},
+        )
+        score = self.scorer.score(behaviour, traj)
+        return EpisodeResult(
+            behaviour, phrasing, seed, bool(score.success), latency, score.values, score.reason
+        )
+
+    def stop(self) -> dict[str, int | None]:
+        """Close the links and stop the system cleanly."""
+        self.scene.close()
+        self.states.close()
+        self.ctx.destroy(0)
+        return self.sup.stop()
+
+
+def _switch_latency(t: np.ndarray, q: np.ndarray, threshold: float) -> float:
+    """Seconds from t=0 to the first sample where any joint moved > threshold from its t=0 value."""
+    start = q[np.searchsorted(t, 0.0)] if t[-1] > 0 else q[0]
+    moved = np.abs(q - start).max(axis=1) > threshold
+    moved &= t >= 0
+    return float(t[np.argmax(moved)]) if moved.any() else float("nan")
+
+
+def _subsample(t: np.ndarray, hz: float) -> np.ndarray:
+    """Indices keeping about `hz` samples per second."""
+    bins = np.floor(t * hz).astype(np.int64)
+    return np.flatnonzero(np.r_[True, bins[1:] != bins[:-1]])
+
+
+def run_live_eval(
+    cfg: RobotConfig,
+    run_dir: Path,
+    phrasings: dict[str, list[str]],
+    episodes: int,
+    seed: int = 0,
+    untrained: bool = False,
+    progress: Callable[[EpisodeResult], None] | None = None,
+) -> tuple[list[EpisodeResult], dict[str, int | None], Supervisor]:
+    """All episodes of all behaviours in `phrasings`, through one live system."""
+    ev = LiveEvaluator(cfg, run_dir, untrained)
+    results: list[EpisodeResult] = []
+    try:
+        ev.start()
+        index = 0
+        for behaviour, texts in phrasings.items():
+            for k in range(episodes):
+                index += 1
+                res = ev.episode(behaviour, texts[k % len(texts)], seed + index, index)
+                results.append(res)
+                if progress is not None:
+                    progress(res)
+    finally:
+        codes = ev.stop()
+    return results, codes, ev.sup
+
+
+def summarise(results: list[EpisodeResult]) -> dict[str, object]:
+    """behaviours.<name>.{success_rate, episodes}, switch_latency_s.{p50, p99}."""
+    out: dict[str, object] = {"behaviours": {}}
+    for name in dict.fromkeys(r.behaviour for r in results):
+        rs = [r for r in results if r.behaviour == name]
+        out["behaviours"][name] = {
+            "success_rate": sum(r.success for r in rs) / len(rs),
+            "episodes": len(rs),
+            "switch_latency_s_p50": _pct([r.switch_latency_s for r in rs], 50),
+            "failures": [
+                {"phrasing": r.phrasing, "seed": r.seed, "reason": r.reason}
+                for r in rs
+                if not r.success
+            ],
+        }
+    lat = [r.switch_latency_s for r in results]
+    out["switch_latency_s"] = {"p50": _pct(lat, 50), "p99": _pct(lat, 99)}
+    out["switch_latency_missing"] = int(sum(1 for x in lat if x != x))
+    return out
+
+
+def _pct(xs: list[float], p: float) -> float | None:
+    vals = [x for x in xs if x == x]
+    return float(np.percentile(vals, p)) if vals else None

@@ -1,0 +1,141 @@
+"""`dualsys eval --robot gr1`: score every behaviour through the full live system."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from dualsys import config
+
+
+def _plot(summary: dict, results: list, png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(summary["behaviours"])
+    rates = [100 * summary["behaviours"][n]["success_rate"] for n in names]
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.2))
+    axes[0].barh(names, rates, color=["tab:green" if r >= 90 else "tab:red" for r in rates])
+    axes[0].axvline(90, ls="--", color="gray")
+    axes[0].set_xlim(0, 100)
+    axes[0].set_xlabel("success [%]")
+    axes[0].set_title("Live success per behaviour")
+    lat = [r.switch_latency_s for r in results if r.switch_latency_s == r.switch_latency_s]
+    axes[1].hist(lat, bins=20, color="tab:blue")
+    axes[1].axvline(0.5, ls="--", color="gray", label="target p50 0.5 s")
+    axes[1].set_xlabel("switch latency [s]")
+    axes[1].set_title("say -> robot motion follows")
+    axes[1].legend()
+    fig.tight_layout()
+    fig.savefig(png, dpi=90)
+    plt.close(fig)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Run the live evaluation; print a table; write --report JSON and a PNG beside it."""
+    from rich.console import Console
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from dualsys.behaviours.live_eval import run_live_eval, summarise
+    from dualsys.behaviours.phrasings import load_phrasings, training_phrasings
+    from dualsys.report import build_report
+    from dualsys.rundir import default_run_dir
+
+    cfg = config.load_robot(args.robot)
+    if args.phrasings:
+        phrasings = load_phrasings(args.phrasings, require_all=False)
+    else:
+        phrasings = training_phrasings(cfg)
+    if args.behaviours:
+        wanted = [b.strip() for b in args.behaviours.split(",") if b.strip()]
+        unknown = sorted(set(wanted) - set(phrasings))
+        if unknown:
+            print(f"dualsys eval: unknown behaviours {unknown}; known: {sorted(phrasings)}")
+            return 2
+        phrasings = {b: phrasings[b] for b in wanted}
+    untrained = args.untrained
+    if not untrained and (cfg.policy.checkpoint is None or cfg.system2.checkpoint is None):
+        print(
+            f"dualsys eval: {cfg.path} names no trained checkpoints; nothing to evaluate "
+            "(use --untrained to exercise the pipeline only)",
+            file=sys.stderr,
+        )
+        return 2
+    run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(cfg.name)
+    console = Console(stderr=True)
+    total = args.episodes * len(phrasings)
+    t0 = time.monotonic()
+    with Progress(console=console, transient=False) as bar:
+        task = bar.add_task(
+            f"live eval: {len(phrasings)} behaviours x {args.episodes}", total=total
+        )
+
+        def progress(r) -> None:
+            ok = "[green]ok[/]" if r.success else f"[red]FAIL[/] {r.reason}"
+            bar.console.print(
+                f"  {r.behaviour:22s} {r.phrasing!r:45s} {ok}  switch {r.switch_latency_s:.2f} s"
+            )
+            bar.advance(task)
+
+        results, codes, sup = run_live_eval(
+            cfg, run_dir, phrasings, args.episodes, args.seed, untrained, progress
+        )
+    summary = summarise(results)
+    table = Table(title=f"dualsys eval --robot {cfg.name} (live, {args.episodes} per behaviour)")
+    for col in ("behaviour", "success", "episodes", "switch p50 s"):
+        table.add_column(col)
+    for name, b in summary["behaviours"].items():
+        style = "green" if b["success_rate"] >= 0.9 else "red"
+        p50 = b["switch_latency_s_p50"]
+        table.add_row(
+            name,
+            f"[{style}]{100 * b['success_rate']:.0f}%[/]",
+            str(b["episodes"]),
+            "-" if p50 is None else f"{p50:.2f}",
+        )
+    console.print(table)
+    sl = summary["switch_latency_s"]
+    console.print(f"switch latency p50 {sl['p50']} s, p99 {sl['p99']} s")
+    system = build_report(
+        cfg,
+        run_dir,
+        time.monotonic() - t0,
+        all(c == 0 for c in codes.values()),
+        "ok",
+        [],
+        extra={"exit_codes": codes},
+    )
+    summary["system"] = {k: system[k] for k in ("system1", "system2", "robot", "budget", "bus")}
+    summary["phrasings_file"] = args.phrasings or "training phrasings"
+    summary["episodes"] = [r.__dict__ for r in results]
+    if args.report:
+        path = Path(args.report)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(summary, indent=1, default=float) + "\n")
+        _plot(summary, results, path.with_suffix(".png"))
+        console.print(f"report: {path} and {path.with_suffix('.png')}")
+    console.print(
+        "timing budgets during the evaluation: "
+        + ("all held" if system["budget"]["ok"] else f"BROKEN {system['budget']}")
+    )
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the `eval` subcommand."""
+    p = sub.add_parser("eval", help="score every behaviour through the full live system")
+    p.add_argument("--robot", default="gr1", help="robot name in robots/ or a TOML path")
+    p.add_argument("--episodes", type=int, default=20, help="episodes per behaviour")
+    p.add_argument("--behaviours", help="comma-separated subset (default: all)")
+    p.add_argument("--phrasings", help="TOML [behaviours] name = [phrasings] (default: training)")
+    p.add_argument("--seed", type=int, default=1000, help="first scene seed")
+    p.add_argument("--report", help="write JSON here (and a PNG beside it)")
+    p.add_argument("--run-dir", help="run directory for sockets and summaries")
+    p.add_argument("--untrained", action="store_true", help="pipeline check with random models")
+    p.set_defaults(func=cmd_eval)
