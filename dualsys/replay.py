@@ -12,8 +12,12 @@ Both come from a `TickTable`:
 - exact: given by whoever knows them (`--ticks FILE.npz`, as written by `TickTable.save`);
 - inferred (`infer_ticks`): the live Command carries `tick` and its header send time, not the
   scheduled time, so deadlines are put on the loop's fixed period grid through the earliest
-  send phase, and a message counts as arrived when its header send time + `transit_ns` is
-  before the deadline. Inferred tables reproduce closely, not bit for bit (see the report).
+  send phase (or `origin_ns`, the loop's first deadline, when known), and a message counts as
+  arrived by the later of its send time + `transit_ns` and the recorder's receive time.
+  Start-up and hold reproduce bit for bit; once chunks drive the joints the inferred times
+  (late by the loop's deadline-to-send time, tens of µs) and arrival ticks (may be off by one)
+  make the reproduction approximate. Exact live replay needs, per Command, the scheduled
+  tick time and the header seq of the chunk, latent and state the tick had taken.
 """
 
 from __future__ import annotations

@@ -297,6 +297,28 @@ _toml_scalars = st.one_of(
 )
 
 
+#: values that sit on the edges of what the loader checks (tiny, huge, NUL, empty, wrong sign)
+EDGE_VALUES = [
+    5e-324,
+    1e-320,
+    1e-300,
+    1e300,
+    2**63 - 1,
+    -(2**63),
+    0,
+    -1,
+    0.0,
+    -0.0,
+    math.nan,
+    math.inf,
+    "",
+    "a\x00b",
+    "../../etc",
+    "\x00",
+    True,
+    [],
+    {},
+]
 #: any TOML value (scalars, arrays, inline tables)
 TOML_VALUES = st.recursive(
     _toml_scalars,
@@ -334,11 +356,13 @@ def config_mutations(draw: st.DrawFn) -> str:
             parent[last]  # noqa: B018 - the path may have vanished after an earlier edit
         except (KeyError, IndexError, TypeError):
             continue
-        op = draw(st.sampled_from(["delete", "value", "value", "extra"]))
+        op = draw(st.sampled_from(["delete", "value", "value", "edge", "extra"]))
         if op == "delete":
             del parent[last]
         elif op == "value":
             parent[last] = draw(TOML_VALUES)
+        elif op == "edge":
+            parent[last] = draw(st.sampled_from(EDGE_VALUES))
         elif isinstance(parent, dict):
             parent[draw(st.text(min_size=1, max_size=8))] = draw(TOML_VALUES)
     return dump_toml(doc)
