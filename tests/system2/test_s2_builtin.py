@@ -49,10 +49,13 @@ def test_registry_names_and_errors() -> None:
 
 
 def test_configure_refuses_without_checkpoint_or_flag() -> None:
+    import dataclasses
+
     from dualsys.system2.fusion import FusionError
 
+    no_ckpt = dataclasses.replace(CFG, system2=dataclasses.replace(CFG.system2, checkpoint=None))
     with pytest.raises(FusionError, match="--untrained"):
-        encoders.create(CFG).configure()
+        encoders.create(no_ckpt).configure()
 
 
 def test_same_inputs_give_the_same_latent(enc, frame) -> None:

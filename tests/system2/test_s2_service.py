@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -197,7 +198,11 @@ def test_say_cli_then_standalone_sigint_is_a_clean_stop(tmp_path, capsys) -> Non
 
 
 def test_missing_fusion_checkpoint_without_flag_exits_2(tmp_path) -> None:
-    proc = start_system2(tmp_path)
+    # gr1.toml ships trained weights: a copy with the fusion checkpoint emptied
+    toml = tmp_path / "nockpt.toml"
+    text = config.load_robot("gr1").path.read_text()
+    toml.write_text(re.sub(r'(?m)^checkpoint = "[^"]*"', 'checkpoint = ""', text))
+    proc = start_system2(tmp_path, "--robot", str(toml))
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 2, out
     assert "no fusion checkpoint" in out and "--untrained" in out

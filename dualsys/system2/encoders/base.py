@@ -39,6 +39,11 @@ class Encoder(ABC):
         self.latent_dim = cfg.system2.latent_dim
         self.description = ""
 
+    @property
+    def fusion_checkpoint(self):
+        """The configured fusion checkpoint, or None under --untrained (which overrides it)."""
+        return None if self.untrained else self.cfg.system2.checkpoint
+
     @abstractmethod
     def configure(self) -> None:
         """Load models and weights; raise a clear error when something is missing or wrong."""

@@ -35,14 +35,14 @@ class BuiltinEncoder(Encoder):
 
     def configure(self) -> None:
         """Load MiniLM, MobileNetV2 and the fusion head (checkpoint or seeded init)."""
-        check_fusion_source(self.cfg.system2.checkpoint, self.untrained)
+        check_fusion_source(self.fusion_checkpoint, self.untrained)
         device = check_device(self.cfg.system2.device)
         self.device = torch.device(device)
         self.text = TextEncoder(device)
         self.vision = VisionEncoder(device)
         self.state = StateFeatures(self.cfg.limits())
         head, how = make_fusion(
-            self.cfg.system2.checkpoint,
+            self.fusion_checkpoint,
             self.untrained,
             self.text.dim,
             self.vision.dim,

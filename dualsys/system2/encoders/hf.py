@@ -67,7 +67,7 @@ class HFEncoder(Encoder):
     def configure(self) -> None:
         """Load the model, tokenizer and image statistics; size the fusion head by a probe."""
         path = self._model_dir()
-        check_fusion_source(self.cfg.system2.checkpoint, self.untrained)
+        check_fusion_source(self.fusion_checkpoint, self.untrained)
         device = check_device(self.cfg.system2.device)
         offline_hub()
         from transformers import AutoModel, AutoTokenizer
@@ -102,7 +102,7 @@ class HFEncoder(Encoder):
         text_dim = self._text(self.cfg.system2.default_instruction).shape[-1]
         vision_dim = self._image(np.zeros((cam.height, cam.width, 3), np.uint8)).shape[-1]
         head, how = make_fusion(
-            self.cfg.system2.checkpoint,
+            self.fusion_checkpoint,
             self.untrained,
             text_dim,
             vision_dim,

@@ -1,0 +1,33 @@
+"""The shipped GR-1 weights load through System 1's and System 2's own loaders."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from dualsys.behaviours.phrasings import load_phrasings, robot_dir, training_phrasings
+from dualsys.system1 import policy as P
+from dualsys.system2.fusion import load_fusion
+
+
+def test_shipped_checkpoints_load(cfg):
+    assert cfg.policy.checkpoint is not None and cfg.system2.checkpoint is not None
+    for path in (cfg.policy.checkpoint, cfg.system2.checkpoint):
+        assert path.stat().st_size < 50e6, f"{path}: shipped weights must stay small"
+    sampler, info = P.build(cfg)
+    assert info["weights"] == str(cfg.policy.checkpoint)
+    q = cfg.limits()["default"]
+    lat = np.random.default_rng(0).standard_normal(cfg.system2.latent_dim).astype(np.float32)
+    chunk = sampler.sample(lat, q, np.zeros_like(q))
+    assert chunk.shape == (cfg.policy.chunk_horizon, len(cfg.controlled_indices))
+    assert np.isfinite(chunk).all()
+    head = load_fusion(cfg.system2.checkpoint, 384, 1280, 2 * cfg.n_joints, cfg.system2.latent_dim)
+    assert head.dims["latent_dim"] == cfg.system2.latent_dim
+    assert json.loads(cfg.policy.checkpoint.with_suffix(".json").read_text())["horizon"] == 16
+
+
+def test_heldout_phrasings_are_unseen(cfg):
+    train = training_phrasings(cfg)  # raises on overlap
+    held = load_phrasings(robot_dir(cfg) / "phrasings_heldout.toml")
+    assert set(held) == set(train)
