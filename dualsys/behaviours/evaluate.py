@@ -159,7 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ckpt", default="", help="checkpoint dir (default: the robot config's)")
     p.add_argument("--phrasings", default="", help="TOML phrasings (default: training ones)")
     p.add_argument("--behaviours", default="")
-    p.add_argument("--report", default="")
+    p.add_argument("--report", default="", help="write the JSON report here")
+    p.add_argument("--markdown", default="", help="append the markdown table to this file")
+    p.add_argument("--seed", type=int, default=10_000)
     args = p.parse_args(argv)
     cfg = config.load_robot(args.robot)
     if args.ckpt:
@@ -173,12 +175,27 @@ def main(argv: list[str] | None = None) -> int:
     behaviours = tuple(args.behaviours.split(",")) if args.behaviours else BEHAVIOURS
     t0 = time.monotonic()
     report = evaluate(
-        cfg, OfflineBrain(cfg, pol, fus), args.episodes, phrasings, behaviours,
+        cfg, OfflineBrain(cfg, pol, fus), args.episodes, phrasings, behaviours, args.seed,
         progress=lambda b, e, s: print(f"{b} #{e}: {'ok' if s.success else 'FAIL'} {s.values}"),
     )  # fmt: skip
     report["wall_s"] = time.monotonic() - t0
     report["phrasings"] = ph
-    print(table(report, f"offline eval, {args.episodes} episodes each, phrasings {ph}"))
+    import datetime
+    import sys
+
+    cmd = "python -m dualsys.behaviours.evaluate " + " ".join(
+        sys.argv[1:] if argv is None else argv
+    )
+    header = (
+        f"### Offline closed-loop eval ({datetime.date.today()}, 2 vCPU, `{cmd}`)\n\n"
+        f"{args.episodes} episodes per behaviour, phrasings `{Path(ph).name}`, weights "
+        f"`{pol}`; wall {report['wall_s']:.0f} s"
+    )
+    md = table(report, header)
+    print(md)
+    if args.markdown:
+        with open(args.markdown, "a") as f:
+            f.write(md + "\n")
     if args.report:
         Path(args.report).write_text(json.dumps(report, indent=2, default=float) + "\n")
     return 0

@@ -7,7 +7,7 @@ import json
 import numpy as np
 
 from dualsys.behaviours.phrasings import load_phrasings, robot_dir, training_phrasings
-from dualsys.system1 import policy as P
+from dualsys.system1 import policy
 from dualsys.system2.fusion import load_fusion
 
 
@@ -15,7 +15,7 @@ def test_shipped_checkpoints_load(cfg):
     assert cfg.policy.checkpoint is not None and cfg.system2.checkpoint is not None
     for path in (cfg.policy.checkpoint, cfg.system2.checkpoint):
         assert path.stat().st_size < 50e6, f"{path}: shipped weights must stay small"
-    sampler, info = P.build(cfg)
+    sampler, info = policy.build(cfg)
     assert info["weights"] == str(cfg.policy.checkpoint)
     q = cfg.limits()["default"]
     lat = np.random.default_rng(0).standard_normal(cfg.system2.latent_dim).astype(np.float32)
