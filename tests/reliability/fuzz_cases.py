@@ -41,8 +41,20 @@ from dualsys.bus.messages import (
 from dualsys.config import ConfigError
 
 GR1 = config.ROBOTS_DIR / "gr1.toml"
-GR1_TEXT = GR1.read_text()
-GR1_DATA = tomllib.loads(GR1_TEXT)
+PATH_KEYS = ("checkpoint", "model_dir", "keys_dir")
+
+
+def _absolute_paths(doc: dict, base: Path) -> dict:
+    """File paths in the config made absolute, so a fuzzed copy loads from any directory."""
+    for table in doc.values():
+        if isinstance(table, dict):
+            for k in PATH_KEYS:
+                if isinstance(table.get(k), str) and table[k]:
+                    table[k] = str((base / table[k]).resolve())
+    return doc
+
+
+GR1_DATA = _absolute_paths(tomllib.loads(GR1.read_text()), GR1.parent)
 N = 44
 #: the shapes a System 1 receiver pins (as the control loop does)
 SHAPES = {
@@ -334,7 +346,7 @@ TOML_VALUES = st.recursive(
 def config_mutations(draw: st.DrawFn) -> str:
     """The text of a mutated gr1.toml (structured edits, or raw text damage)."""
     if draw(st.integers(0, 9)) == 0:
-        lines = GR1_TEXT.splitlines()
+        lines = dump_toml(GR1_DATA).splitlines()
         for _ in range(draw(st.integers(1, 3))):
             i = draw(st.integers(0, len(lines) - 1))
             op = draw(st.sampled_from(["drop", "dup", "cut"]))

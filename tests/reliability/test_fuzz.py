@@ -37,3 +37,11 @@ def test_decode_with_pinned_shapes_never_passes_a_bad_value(data: bytes) -> None
 @given(config_mutations())
 def test_any_config_mutation_loads_or_names_file_and_key(text: str) -> None:
     check_config(text, _TMP / "fuzzed.toml")
+
+
+def test_the_fuzzers_start_from_valid_inputs(tmp_path: Path) -> None:
+    """Guard the harness: unmutated inputs decode and load (else every case is refused)."""
+    from tests.reliability.fuzz_cases import GR1_DATA, SAMPLE_BYTES, dump_toml
+
+    assert check_config(dump_toml(GR1_DATA), tmp_path / "base.toml") == "ok"
+    assert all(check_codec(b, pin_shapes=True) == "ok" for b in SAMPLE_BYTES)
