@@ -299,7 +299,12 @@ def _checkpoint(t: _Table, name: str, base: Path) -> Path | None:
         return None
     path = _resolve(t, name, value, base)
     if not path.exists():
-        raise ConfigError(t.path, t.key(name), f"file {path} does not exist")
+        # a relative path not found beside the config falls back to the shipped robots/ dir,
+        # so a copy of robots/gr1.toml elsewhere still finds robots/gr1/*.safetensors
+        shipped = _resolve(t, name, value, ROBOTS_DIR)
+        if Path(value).is_absolute() or not shipped.exists():
+            raise ConfigError(t.path, t.key(name), f"file {path} does not exist")
+        return shipped
     return path
 
 

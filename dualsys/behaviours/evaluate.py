@@ -162,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--report", default="", help="write the JSON report here")
     p.add_argument("--markdown", default="", help="append the markdown table to this file")
     p.add_argument("--seed", type=int, default=10_000)
+    p.add_argument("--precision", default="", help="fp32 | bf16 | int8 (default: config)")
     args = p.parse_args(argv)
     cfg = config.load_robot(args.robot)
     if args.ckpt:
@@ -174,8 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     phrasings = load_phrasings(ph, require_all=False)
     behaviours = tuple(args.behaviours.split(",")) if args.behaviours else BEHAVIOURS
     t0 = time.monotonic()
+    brain = OfflineBrain(cfg, pol, fus, args.precision or None)
     report = evaluate(
-        cfg, OfflineBrain(cfg, pol, fus), args.episodes, phrasings, behaviours, args.seed,
+        cfg, brain, args.episodes, phrasings, behaviours, args.seed,
         progress=lambda b, e, s: print(f"{b} #{e}: {'ok' if s.success else 'FAIL'} {s.values}"),
     )  # fmt: skip
     report["wall_s"] = time.monotonic() - t0
