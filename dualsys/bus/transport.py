@@ -177,14 +177,9 @@ class Subscriber:
     def recv_latest(self) -> Message | None:
         """Drain what is waiting (never blocks) and return the newest valid message, or None."""
         newest = None
-        while True:
-            try:
-                data = self.sock.recv(zmq.NOBLOCK, copy=True)
-            except zmq.Again:
-                return newest
-            msg = self._accept(data)
-            if msg is not None:
-                newest = msg
+        while (msg := self.recv_nowait()) is not None:
+            newest = msg
+        return newest
 
     def recv_nowait(self) -> Message | None:
         """The next waiting valid message in order (bad ones dropped and counted), or None."""
