@@ -175,13 +175,15 @@ def test_security_table_drives_sockets(ctx, keys: Path) -> None:
 
 
 def test_security_section_in_robot_toml(tmp_path: Path, keys: Path) -> None:
-    base = config.ROBOTS_DIR / "gr1.toml"
-    assert config.load(base).security == SecurityConfig()  # optional table, off by default
+    from tests.reliability.fuzz_cases import GR1_DATA, dump_toml  # checkpoint paths absolute
+
+    assert config.load_robot("gr1").security == SecurityConfig()  # optional, off by default
+    base = dump_toml(GR1_DATA)
     path = tmp_path / "gr1_secure.toml"
-    path.write_text(base.read_text() + f'\n[security]\ncurve = true\nkeys_dir = "{keys}"\n')
+    path.write_text(base + f'[security]\ncurve = true\nkeys_dir = "{keys}"\n')
     sec = config.load(path).security
     assert sec.curve and sec.keys_dir == keys and sec.server_key == "server"
-    path.write_text(base.read_text() + "\n[security]\ncurve = true\n")
+    path.write_text(base + "[security]\ncurve = true\n")
     with pytest.raises(config.ConfigError, match=r"gr1_secure.toml: security.keys_dir: required"):
         config.load(path)
 
