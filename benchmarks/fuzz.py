@@ -101,7 +101,10 @@ def main() -> int:
         "|---|---|---|---|---|---|\n"
     )
     for r in results:
-        oc = ", ".join(f"{k} {v}" for k, v in r["outcomes"].most_common(8))
+        top = r["outcomes"].most_common(8)
+        if "ok" not in dict(top):  # always show how many cases were valid
+            top.append(("ok", r["outcomes"]["ok"]))
+        oc = ", ".join(f"{k} {v}" for k, v in top)
         out += (
             f"| {r['name']} | {r['cases']} | {r['wall']:.1f} | {r['cases'] / r['wall']:.0f} | "
             f"{r['outcomes'].get('FAILURE', 0)} | {oc} |\n"
