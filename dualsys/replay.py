@@ -4,20 +4,30 @@ The recorded states, latents and chunks (the exact bytes from the MCAP file) are
 tick, into a real `dualsys.system1.control.ControlLoop` over in-process ZeroMQ sockets, and
 `ControlLoop.update(t_ns)` computes each command exactly as the live process did (same safe
 state logic, same numba kernel, same warm-up and start-up state, same stop ramp). The commands
-it sends are compared with the recorded ones.
+it sends are compared with the recorded ones, bit for bit.
 
-A tick's command depends on its scheduled time t_ns and on which messages had arrived by then.
-Both come from a `TickTable`:
+A tick's command depends on its scheduled time t_ns, on which messages it had taken by then,
+and on whether a deadline-miss streak held it. All three travel in the control loop's own
+Command (`t_ns`, `state_seq` / `latent_seq` / `chunk_seq`, `flags`; see
+`dualsys.bus.messages.Command`), so the tick table of a live recording comes from the recording
+itself (`ticks_from_commands`) and the replay is exact: `dualsys replay run.mcap` reproduces
+every recorded command of a live `dualsys up --record run.mcap` run with a max abs difference
+of 0.0. The loop's warm-up commands (FLAG_WARMUP) are skipped and the stop ramp (FLAG_RAMP) is
+replayed through `ControlLoop.deactivate`.
 
-- exact: given by whoever knows them (`--ticks FILE.npz`, as written by `TickTable.save`);
-- inferred (`infer_ticks`): the live Command carries `tick` and its header send time, not the
-  scheduled time, so deadlines are put on the loop's fixed period grid through the earliest
-  send phase (or `origin_ns`, the loop's first deadline, when known), and a message counts as
-  arrived by the later of its send time + `transit_ns` and the recorder's receive time.
-  Start-up and hold reproduce bit for bit; once chunks drive the joints the inferred times
-  (late by the loop's deadline-to-send time, tens of µs) and arrival ticks (may be off by one)
-  make the reproduction approximate. Exact live replay needs, per Command, the scheduled
-  tick time and the header seq of the chunk, latent and state the tick had taken.
+The seq numbers name messages per publisher; when a publisher restarted (System 2 or the
+policy after a crash) a seq can occur twice in the recording: the replay takes the occurrence
+the recorder received last before the command (within `SEQ_SLACK_NS`). A message the loop took
+but the recorder did not get (it subscribes at start; PUB drops on a full queue) cannot be fed:
+the replay stops with a ReplayError naming the tick, topic and seq.
+
+Recordings whose Commands carry no tick data (producers other than the control loop, which
+leave the fields 0) can still be replayed with a tick table given as `--ticks FILE.npz`
+(`TickTable.save`) or estimated by `infer_ticks` (`--infer`): deadlines put on the loop's
+fixed period grid from the send times, a message counted as arrived by the later of its send
+time + `transit_ns` and the recorder's receive time. Inferred tables reproduce start-up and
+hold bit for bit; once chunks drive the joints they are only approximate (0.3-1.4 rad off on
+live runs), which is why the loop now records its inputs.
 """
 
 from __future__ import annotations
@@ -111,45 +121,82 @@ def ramp_ticks() -> int:
     return inspect.signature(ControlLoop.deactivate).parameters["ramp_ticks"].default
 
 
+def carries_ticks(cmds: list[Command]) -> bool:
+    """True when the commands carry their tick data (sent by the control loop: t_ns > 0)."""
+    return bool(cmds) and all(c.t_ns > 0 for c in cmds)
+
+
+def _control_items(rec: Recording) -> tuple[list[Recorded], list[Recorded]]:
+    items = rec.topics.get("command", [])
+    if not items:
+        raise ReplayError(f"{rec.path}: no commands recorded")
+    exact = carries_ticks([r.msg for r in items])
+    if exact:  # the loop's warm-up commands say so; they are not part of the run
+        items = [r for r in items if not r.msg.flags & Command.FLAG_WARMUP]
+    starts = [i for i, r in enumerate(items) if r.msg.tick == 0]
+    if not starts:
+        raise ReplayError(f"{rec.path}: the recording starts mid-run (no command with tick 0)")
+    run = items[starts[-1] :]
+    if any(b.msg.tick != a.msg.tick + 1 for a, b in itertools.pairwise(run)):
+        raise ReplayError(f"{rec.path}: commands missing from the recording (tick gaps)")
+    if exact:
+        ramp = [i for i, r in enumerate(run) if r.msg.flags & Command.FLAG_RAMP]
+        if ramp and ramp != list(range(ramp[0], len(run))):
+            raise ReplayError(f"{rec.path}: stop-ramp commands in the middle of the run")
+        cut = ramp[0] if ramp else len(run)
+        return run[:cut], run[cut:]
+    n = ramp_ticks()  # no flags: a trailing run of n holds after "run" is the stop ramp
+    cmds = [r.msg for r in run]
+    if len(run) > n and all(c.mode == "hold" for c in cmds[-n:]) and cmds[-n - 1].mode == "run":
+        return run[:-n], run[-n:]
+    return run, []
+
+
 def control_run(rec: Recording) -> tuple[list[Command], list[Command]]:
     """The last control run in the recording: (loop-tick commands, stop-ramp commands).
 
-    Warm-up commands (sent before the loop starts, ticks counted from 0 too) are skipped: the
-    run starts at the last point where `tick` restarts at 0.
+    Warm-up commands (sent before the loop starts, ticks counted from 0 too) are skipped: by
+    their flag when the commands carry tick data, else the run starts at the last point where
+    `tick` restarts at 0.
     """
-    cmds = [r.msg for r in rec.topics.get("command", [])]
-    if not cmds:
-        raise ReplayError(f"{rec.path}: no commands recorded")
-    starts = [i for i, c in enumerate(cmds) if c.tick == 0]
-    if not starts:
-        raise ReplayError(f"{rec.path}: the recording starts mid-run (no command with tick 0)")
-    run = cmds[starts[-1] :]
-    if any(b.tick != a.tick + 1 for a, b in itertools.pairwise(run)):
-        raise ReplayError(f"{rec.path}: commands missing from the recording (tick gaps)")
-    n = ramp_ticks()
-    if len(run) > n and all(c.mode == "hold" for c in run[-n:]) and run[-n - 1].mode == "run":
-        return run[:-n], run[-n:]
-    return run, []
+    loop, ramp = _control_items(rec)
+    return [r.msg for r in loop], [r.msg for r in ramp]
 
 
 @dataclass
 class TickTable:
     """Per loop tick: its scheduled time and, per input topic, the header seq of the newest
-    message that had arrived by then (0 = none yet)."""
+    message that had arrived by then (0 = none yet); optionally the Command flags (for the
+    miss-streak hold). `source`: "recorded", "file", "inferred" or "given"."""
 
     t_ns: np.ndarray
     seq: dict[str, np.ndarray]
     exact: bool
+    flags: np.ndarray | None = None
+    source: str = "given"
 
     def save(self, path: str | Path) -> None:
-        """Write the table as .npz (t_ns, state_seq, latent_seq, chunk_seq)."""
-        np.savez(path, t_ns=self.t_ns, **{f"{k}_seq": v for k, v in self.seq.items()})
+        """Write the table as .npz (t_ns, state_seq, latent_seq, chunk_seq[, flags])."""
+        extra = {} if self.flags is None else {"flags": self.flags}
+        np.savez(path, t_ns=self.t_ns, **{f"{k}_seq": v for k, v in self.seq.items()}, **extra)
 
     @classmethod
     def load(cls, path: str | Path) -> TickTable:
         """Read a table written by `save` (an exact table)."""
         with np.load(path) as z:
-            return cls(z["t_ns"].copy(), {k: z[f"{k}_seq"].copy() for k in INPUTS}, True)
+            flags = z["flags"].copy() if "flags" in z.files else None
+            seq = {k: z[f"{k}_seq"].copy() for k in INPUTS}
+            return cls(z["t_ns"].copy(), seq, True, flags, "file")
+
+
+def ticks_from_commands(loop_cmds: list[Command]) -> TickTable:
+    """The exact tick table carried by the control loop's own Commands."""
+    if not carries_ticks(loop_cmds):
+        raise ReplayError("the recorded commands carry no tick data (t_ns = 0): use --infer")
+    t_ns = np.array([c.t_ns for c in loop_cmds], np.int64)
+    seq = {t: np.array([getattr(c, f"{t}_seq") for c in loop_cmds], np.int64) for t in INPUTS}
+    flags = np.array([c.flags for c in loop_cmds], np.int64)
+    return TickTable(t_ns, seq, True, flags, "recorded")
 
 
 def infer_ticks(
@@ -185,7 +232,7 @@ def infer_ticks(
         times, seqs = times[order], seqs[order]
         idx = np.searchsorted(times, t_ns, side="right") - 1
         seq[topic] = np.where(idx >= 0, seqs[np.maximum(idx, 0)], 0)
-    return TickTable(t_ns, seq, exact=False)
+    return TickTable(t_ns, seq, exact=False, source="inferred")
 
 
 @dataclass
@@ -201,30 +248,63 @@ class ReplayResult:
     first_mismatch_tick: int | None
     bit_identical: bool
     replayed_q: np.ndarray = field(repr=False)
+    inputs: str = ""
+    tick_field_mismatches: int = 0
 
     def summary(self) -> dict:
         """JSON-ready numbers."""
         return {
             "ticks": self.ticks,
             "ramp_ticks": self.ramp,
-            "tick_inputs": "exact" if self.exact_inputs else "inferred",
+            "tick_inputs": self.inputs or ("exact" if self.exact_inputs else "inferred"),
             "q_max_abs_diff": self.q_max_abs,
             "dq_max_abs_diff": self.dq_max_abs,
             "mode_mismatches": self.mode_mismatches,
+            "tick_field_mismatches": self.tick_field_mismatches,
             "first_mismatch_tick": self.first_mismatch_tick,
             "bit_identical": self.bit_identical,
         }
 
 
-def _by_seq(rec: Recording, topic: str) -> dict[int, bytes]:
-    return {r.msg.header.seq: r.data for r in rec.topics.get(topic, [])}
+#: a seq that occurs twice (the publisher restarted) resolves to the occurrence the recorder
+#: received last before the command, allowing for this much receive-order skew
+SEQ_SLACK_NS = 200_000_000
+
+
+class _Inputs:
+    """The recorded messages of one input topic, looked up by header seq."""
+
+    def __init__(self, rec: Recording, topic: str) -> None:
+        self.topic = topic
+        self.by_seq: dict[int, list[Recorded]] = {}
+        for r in sorted(rec.topics.get(topic, []), key=lambda r: r.log_time):
+            self.by_seq.setdefault(r.msg.header.seq, []).append(r)
+
+    def pick(self, seq: int, cmd_log_time: int | None) -> Recorded | None:
+        """The message with this seq the loop took before the command logged at cmd_log_time."""
+        found = self.by_seq.get(seq)
+        if not found:
+            return None
+        if len(found) == 1 or cmd_log_time is None:
+            return found[-1]
+        before = [r for r in found if r.log_time <= cmd_log_time + SEQ_SLACK_NS]
+        return before[-1] if before else found[0]
 
 
 def replay(cfg: RobotConfig, rec: Recording, table: TickTable | None = None) -> ReplayResult:
-    """Re-run the recorded control run through a real ControlLoop and compare the commands."""
-    loop_cmds, ramp_cmds = control_run(rec)
+    """Re-run the recorded control run through a real ControlLoop and compare the commands.
+
+    table: the per-tick inputs; by default the ones the recorded Commands carry, or inferred
+    from send times when they carry none (see the module docstring).
+    """
+    loop_items, ramp_items = _control_items(rec)
+    loop_cmds = [r.msg for r in loop_items]
+    ramp_cmds = [r.msg for r in ramp_items]
     if table is None:
-        table = infer_ticks(rec, loop_cmds, cfg.rates.control_period_ns)
+        if carries_ticks(loop_cmds):
+            table = ticks_from_commands(loop_cmds)
+        else:
+            table = infer_ticks(rec, loop_cmds, cfg.rates.control_period_ns)
     if len(table.t_ns) != len(loop_cmds):
         raise ReplayError(
             f"tick table has {len(table.t_ns)} ticks, the recorded run {len(loop_cmds)}"
@@ -245,19 +325,29 @@ def replay(cfg: RobotConfig, rec: Recording, table: TickTable | None = None) -> 
         loop.warm()  # as the live process: leaves the kernel in the same state
         while out.poll(0):
             out.recv()
-        data = {t: _by_seq(rec, t) for t in INPUTS}
+        data = {t: _Inputs(rec, t) for t in INPUTS}
         loop.activate(int(table.t_ns[0]) - loop.period_ns)
-        last = dict.fromkeys(INPUTS, 0)
+        last: dict[str, Recorded | None] = dict.fromkeys(INPUTS)
         got: list[Command] = []
         for k in range(len(loop_cmds)):
+            t_k = int(table.t_ns[k])
             for t in INPUTS:
                 s = int(table.seq[t][k])
-                if s and s != last[t]:
-                    if s not in data[t]:
-                        raise ReplayError(f"tick {k}: {t} message seq {s} is not in the recording")
-                    feeds[t].send(data[t][s])
-                    last[t] = s
-            loop.update(int(table.t_ns[k]))
+                if not s:
+                    continue
+                item = data[t].pick(s, loop_items[k].log_time)
+                if item is None:
+                    raise ReplayError(
+                        f"tick {loop_cmds[k].tick}: the loop took {t} seq {s}, which is not in "
+                        "the recording"
+                    )
+                if item is not last[t]:
+                    feeds[t].send(item.data)
+                    last[t] = item
+            if table.flags is not None:  # a miss streak held this tick (its timing is not replayed)
+                miss = int(table.flags[k]) & Command.FLAG_MISS_HOLD
+                loop.miss_hold_until = t_k + 1 if miss else 0
+            loop.update(t_k)
             got.append(decode(out.recv(zmq.NOBLOCK), (Command,)))
         if ramp_cmds:
             loop.deactivate(len(ramp_cmds))
@@ -268,26 +358,40 @@ def replay(cfg: RobotConfig, rec: Recording, table: TickTable | None = None) -> 
         for sock in feeds.values():
             sock.close(0)
         ctx.term()
-    return _compare(loop_cmds + ramp_cmds, got, len(ramp_cmds), table.exact)
+    return _compare(loop_cmds + ramp_cmds, got, len(ramp_cmds), table)
 
 
-def _compare(want: list[Command], got: list[Command], ramp: int, exact: bool) -> ReplayResult:
+_TICK_FIELDS = ("t_ns", "state_seq", "latent_seq", "chunk_seq", "flags")
+
+
+def _compare(want: list[Command], got: list[Command], ramp: int, table: TickTable) -> ReplayResult:
     qw = np.array([c.q for c in want])
     qg = np.array([c.q for c in got])
     dw = np.array([c.dq for c in want])
     dg = np.array([c.dq for c in got])
     modes = [a.mode != b.mode or a.tick != b.tick for a, b in zip(want, got, strict=True)]
+    # with recorded tick data the replayed loop must also have taken the same inputs
+    check = table.source == "recorded"
+    fields = [
+        check and any(getattr(a, f) != getattr(b, f) for f in _TICK_FIELDS)
+        for a, b in zip(want, got, strict=True)
+    ]
     differ = np.flatnonzero(
-        np.any(qw != qg, axis=1) | np.any(dw != dg, axis=1) | np.array(modes, bool)
+        np.any(qw != qg, axis=1)
+        | np.any(dw != dg, axis=1)
+        | np.array(modes, bool)
+        | np.array(fields, bool)
     )
     return ReplayResult(
         ticks=len(want) - ramp,
         ramp=ramp,
-        exact_inputs=exact,
+        exact_inputs=table.exact,
         q_max_abs=float(np.abs(qw - qg).max()),
         dq_max_abs=float(np.abs(dw - dg).max()),
         mode_mismatches=int(sum(modes)),
         first_mismatch_tick=int(want[differ[0]].tick) if len(differ) else None,
         bit_identical=len(differ) == 0,
         replayed_q=qg,
+        inputs=table.source,
+        tick_field_mismatches=int(sum(fields)),
     )

@@ -122,6 +122,14 @@ class Command(Message):
     """Joint position targets (and feed-forward velocities) for the robot, full joint order.
 
     mode: "run" (track q), "hold" (hold the current pose, damped) or "damp" (damping only).
+
+    The control loop also says what the command was computed from, so that a recording can be
+    replayed exactly (`dualsys replay`): `t_ns`, the tick's scheduled deadline (monotonic ns,
+    the time passed to `ControlLoop.update`); `state_seq`, `latent_seq`, `chunk_seq`, the header
+    sequence numbers of the newest state, latent and chunk the loop had taken by then (0: none
+    yet); `flags`, a bit set of FLAG_MISS_HOLD (held because of a deadline-miss streak),
+    FLAG_WARMUP (a warm-up command before the loop starts) and FLAG_RAMP (the stop ramp).
+    Other producers leave them 0.
     """
 
     TYPE: ClassVar[str] = "command"
@@ -130,11 +138,24 @@ class Command(Message):
         "dq": Field("array", "f", 1),
         "mode": Field("str", max_len=16),
         "tick": Field("int"),
+        "t_ns": Field("int"),
+        "state_seq": Field("int"),
+        "latent_seq": Field("int"),
+        "chunk_seq": Field("int"),
+        "flags": Field("int"),
     }
+    FLAG_MISS_HOLD: ClassVar[int] = 1
+    FLAG_WARMUP: ClassVar[int] = 2
+    FLAG_RAMP: ClassVar[int] = 4
     q: np.ndarray = field(default_factory=_f64)
     dq: np.ndarray = field(default_factory=_f64)
     mode: str = "run"
     tick: int = 0
+    t_ns: int = 0
+    state_seq: int = 0
+    latent_seq: int = 0
+    chunk_seq: int = 0
+    flags: int = 0
     header: Header | None = None
 
 

@@ -8,6 +8,10 @@ Each tick reads the newest robot state, chunk and latent without blocking, picks
 state from the latent age (fresh: follow the chunk; older than latent_stale_ms: hold; older
 than latent_dead_ms: return smoothly to the default pose; no chunk yet: hold the measured
 pose), computes the command in one numba call and sends it from a preallocated frame.
+
+Every Command also carries what it was computed from: the tick's scheduled time, the header
+seq of the newest state, latent and chunk taken, and flags (miss-streak hold, warm-up, stop
+ramp), so `dualsys replay` can recompute a live run exactly (dualsys/replay.py).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import numpy as np
 import zmq
 
 from dualsys.bus.codec import encode
-from dualsys.bus.messages import ActionChunk, Hello, Latent, RobotState, Stats
+from dualsys.bus.messages import ActionChunk, Command, Hello, Latent, RobotState, Stats
 from dualsys.bus.transport import Publisher, Subscriber
 from dualsys.config import RobotConfig
 from dualsys.system1 import interp
@@ -39,6 +43,7 @@ MISS_HOLD_NS = 1_000_000_000
 SAFE_NAMES = ("run", "hold", "default_pose")
 RUN, HOLD, DEFAULT = 0, 1, 2
 _KERNEL_MODE = (interp.MODE_CHUNK, interp.MODE_HOLD, interp.MODE_DEFAULT)
+MISS_HOLD, WARMUP, RAMP = Command.FLAG_MISS_HOLD, Command.FLAG_WARMUP, Command.FLAG_RAMP
 
 
 class ControlLoop:
@@ -99,6 +104,9 @@ class ControlLoop:
         self.miss_hold_until = 0
         self.last_t_ns = now_ns
         self.tick = 0
+        self.latent_seq = 0  # header seqs of the newest latent / chunk taken (0: none)
+        self.chunk_seq = 0
+        self.state_frame.seq = 0
         self.chunks = 0
         self.start_ns = now_ns
         self.events: list[dict] = []
@@ -140,6 +148,8 @@ class ControlLoop:
 
     def update(self, t_ns: int) -> None:
         """One control tick for the scheduled time t_ns: read, decide, compute, send."""
+        if self.tick == 0:  # before the first command there is no last one: one period back
+            self.last_t_ns = t_ns - self.period_ns
         # The state is received every tick (raw, no allocation) but decoded only when the
         # controller uses it: to start holding the measured pose.
         if self.state_frame.poll() and not self.have_state:
@@ -153,15 +163,18 @@ class ControlLoop:
             if lat is not None:
                 self.latent_t_ns = lat.header.t_mono_ns
                 self.instruction_id = lat.instruction_id
+                self.latent_seq = lat.header.seq
         if self.chunk_sub.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
             ch = self.chunk_sub.recv_latest()
             if ch is not None:
+                self.chunk_seq = ch.header.seq
                 self._take_chunk(ch, t_ns)
         if self.latent_t_ns >= 0:
             age = t_ns - self.latent_t_ns
             self.mon.latent_age_us.record(age // 1000)
         else:
             age = -1
+        miss_hold = t_ns < self.miss_hold_until
         if self.have_state:
             if age > self.dead_ns:
                 want, why = DEFAULT, "latent dead"
@@ -171,13 +184,24 @@ class ControlLoop:
                 want, why = HOLD, "no chunk"
             else:
                 want, why = RUN, "ok"
-            if want == RUN and t_ns < self.miss_hold_until:
+            if want == RUN and miss_hold:
                 want, why = HOLD, "deadline misses"
             if want != self.safe:
                 self._set_safe(want, t_ns, why)
         self.k.step(t_ns)
         mode = "hold" if self.warming else self.mode_str
-        self.encoder.send(self.k.S[interp.S_Q], self.k.S[interp.S_V], mode, self.tick)
+        flags = (MISS_HOLD if miss_hold else 0) | (WARMUP if self.warming else 0)
+        self.encoder.send(
+            self.k.S[interp.S_Q],
+            self.k.S[interp.S_V],
+            mode,
+            self.tick,
+            t_ns,
+            self.state_frame.seq,
+            self.latent_seq,
+            self.chunk_seq,
+            flags,
+        )
         self.last_t_ns = t_ns
         self.tick += 1
 
@@ -336,7 +360,17 @@ class ControlLoop:
             t += self.period_ns
             next_wake += self.period_ns
             k.step(t)
-            self.encoder.send(k.S[interp.S_Q], k.S[interp.S_V], "hold", self.tick)
+            self.encoder.send(
+                k.S[interp.S_Q],
+                k.S[interp.S_V],
+                "hold",
+                self.tick,
+                t,
+                self.state_frame.seq,
+                self.latent_seq,
+                self.chunk_seq,
+                RAMP,
+            )
             self.tick += 1
             delay = next_wake - time.monotonic_ns()
             if delay > 0:
