@@ -28,6 +28,9 @@ from dualsys.config import RobotConfig
 from dualsys.robot.model import OBJECTS
 
 BLEND_NS = 80_000_000
+#: Inference delay the offline eval plans for (the live policy's int8 chunk latency is a few
+#: ms; its DelayEstimator starts at two action periods): two 50 Hz action periods.
+LIVE_DELAY_NS = 40_000_000
 
 
 class OfflineBrain:
@@ -58,9 +61,16 @@ class OfflineBrain:
 
 
 def run_policy_episode(sim, brain: OfflineBrain, cfg: RobotConfig, setup, text: str,
-                       seconds: float = EPISODE_S) -> Trajectory:  # fmt: skip
-    """One closed-loop episode from `setup` following instruction `text`."""
+                       seconds: float = EPISODE_S, rtc: bool = True,
+                       delay_ns: int = LIVE_DELAY_NS) -> Trajectory:  # fmt: skip
+    """One closed-loop episode from `setup` following instruction `text`.
+
+    rtc: plan each new chunk as the live policy process does (`chunks.plan_next`: same grid,
+    the actions due within `delay_ns` frozen, the rest of the old chunk as soft guidance for
+    the inpainting sampler); False: every chunk sampled fresh from noise, starting now.
+    """
     from dualsys.robot.interface import RUN
+    from dualsys.system1.chunks import Chunk, needs_replan, plan_next
     from dualsys.system1.interp import DT as I_DT
     from dualsys.system1.interp import MODE, MODE_CHUNK, N_ACT, T0, KernelState
 
@@ -74,7 +84,8 @@ def run_policy_episode(sim, brain: OfflineBrain, cfg: RobotConfig, setup, text: 
     k = KernelState(cfg.limits(), cfg.controlled_indices, H, tick_ns)
     k.reset(setup.q_start)
     cam = cfg.cameras[0].name
-    latent, chunk_t0 = None, None
+    latent, chunk_t0, current = None, None, None
+    ctrl = cfg.controlled_indices
     ts, qs, hands, objs = [], [], [], []
     for tick in range(round(seconds * r.control_hz)):
         t_ns = tick * tick_ns
@@ -87,10 +98,20 @@ def run_policy_episode(sim, brain: OfflineBrain, cfg: RobotConfig, setup, text: 
             qs.append(s.q.copy())
             hands.append(h)
             objs.append(o)
-            left = H if chunk_t0 is None else H - (t_ns - chunk_t0) // act_ns
-            if chunk_t0 is None or left < cfg.policy.replan_below:
-                k.actions[:] = brain.sampler.sample(latent, s.q, s.dq)
-                k.I[N_ACT], k.I[T0], k.I[I_DT] = H, t_ns, act_ns
+            if rtc and needs_replan(current, t_ns, cfg.policy.replan_below):
+                plan = plan_next(current, t_ns, delay_ns, act_ns, hold=s.q[ctrl])
+                prefix = plan.prefix if plan.frozen else None
+                acts = brain.sampler.sample(latent, s.q, s.dq, prefix, plan.weights)
+                current = Chunk(acts, plan.t0_ns, act_ns)
+                new_t0 = plan.t0_ns
+            elif not rtc and (chunk_t0 is None or H - (t_ns - chunk_t0) // act_ns
+                              < cfg.policy.replan_below):  # fmt: skip
+                acts, new_t0 = brain.sampler.sample(latent, s.q, s.dq), t_ns
+            else:
+                acts = None
+            if acts is not None:
+                k.actions[:] = acts
+                k.I[N_ACT], k.I[T0], k.I[I_DT] = H, new_t0, act_ns
                 k.I[MODE] = MODE_CHUNK
                 k.blend(t_ns - tick_ns, BLEND_NS)
                 chunk_t0 = t_ns
@@ -112,6 +133,7 @@ def evaluate(
     behaviours=BEHAVIOURS,
     seed: int = 10_000,
     progress=None,
+    rtc: bool = True,
 ) -> dict:
     """Success per behaviour over `episodes` randomised episodes each (report dict)."""
     from dualsys.behaviours.kinematics import Kinematics
@@ -129,7 +151,7 @@ def evaluate(
         for e in range(episodes):
             text = texts[e % len(texts)]
             setup = new_setup(sim, expert, b, text, seed + 1000 * BEHAVIOURS.index(b) + e)
-            sc: Score = scorer.score(b, run_policy_episode(sim, brain, cfg, setup, text))
+            sc: Score = scorer.score(b, run_policy_episode(sim, brain, cfg, setup, text, rtc=rtc))
             rows.append({"instruction": text, "success": sc.success, **sc.values})
             if progress:
                 progress(b, e, sc)
@@ -163,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--markdown", default="", help="append the markdown table to this file")
     p.add_argument("--seed", type=int, default=10_000)
     p.add_argument("--precision", default="", help="fp32 | bf16 | int8 (default: config)")
+    p.add_argument("--no-rtc", action="store_true",
+                   help="sample every chunk fresh (no real-time-chunking inpainting)")  # fmt: skip
     args = p.parse_args(argv)
     cfg = config.load_robot(args.robot)
     if args.ckpt:
@@ -179,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     report = evaluate(
         cfg, brain, args.episodes, phrasings, behaviours, args.seed,
         progress=lambda b, e, s: print(f"{b} #{e}: {'ok' if s.success else 'FAIL'} {s.values}"),
+        rtc=not args.no_rtc,
     )  # fmt: skip
     report["wall_s"] = time.monotonic() - t0
     report["phrasings"] = ph
@@ -191,7 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     header = (
         f"### Offline closed-loop eval ({datetime.date.today()}, 2 vCPU, `{cmd}`)\n\n"
         f"{args.episodes} episodes per behaviour, phrasings `{Path(ph).name}`, weights "
-        f"`{pol}`; wall {report['wall_s']:.0f} s"
+        f"`{pol}`; {'fresh chunks' if args.no_rtc else 'RTC inpainting as live'}; "
+        f"wall {report['wall_s']:.0f} s"
     )
     md = table(report, header)
     print(md)

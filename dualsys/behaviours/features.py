@@ -101,3 +101,27 @@ class FeatureSet:
 
     def __len__(self) -> int:
         return len(self.q)
+
+    @classmethod
+    def merged(cls, paths: list[str | Path]) -> FeatureSet:
+        """One FeatureSet over several caches (datasets), indices offset, phrasings shared."""
+        sets = [cls(p) for p in paths]
+        out = sets[0]
+        for fs in sets[1:]:
+            n_rows, n_img, n_ep = len(out), len(out.vision), len(out.ep_len)
+            remap = []
+            for t in fs.texts:
+                if t not in out.texts:
+                    out.texts.append(t)
+                    out.text_emb = torch.cat([out.text_emb, fs.text_emb[len(remap)][None]])
+                remap.append(out.texts.index(t))
+            out.ep_text = torch.cat([out.ep_text, torch.as_tensor(remap)[fs.ep_text]])
+            out.behaviours = out.behaviours + fs.behaviours
+            out.ep_start = torch.cat([out.ep_start, fs.ep_start + n_rows])
+            out.vision = torch.cat([out.vision, fs.vision])
+            for k in ("q", "dq", "act", "step"):
+                setattr(out, k, torch.cat([getattr(out, k), getattr(fs, k)]))
+            out.img = torch.cat([out.img, fs.img + n_img])
+            out.ep = torch.cat([out.ep, fs.ep + n_ep])
+        out.ep_len = torch.bincount(out.ep)
+        return out

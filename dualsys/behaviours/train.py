@@ -13,12 +13,15 @@ One training sample is one action step k of one episode:
 Loss: conditional flow matching with the linear path x_tau = (1 - tau) noise + tau x1 and
 velocity target x1 - noise, the path `ChunkSampler.sample` integrates with Euler steps.
 Checkpoints: `policy.safetensors` + `policy.json` (dualsys.system1.policy format),
-`fusion.safetensors` (dualsys.system2.fusion format), `train_state.safetensors` (AdamW
-moments) + `train_state.json` (step, losses, seeds) for resuming, `loss.png`.
+`fusion.safetensors` (dualsys.system2.fusion format) hold the exponential moving average of
+the weights (decay `TrainConfig.ema`, warmed up as (1 + step) / (10 + step)), the weights
+that are shipped and evaluated; `train_state.safetensors` (AdamW moments and the raw
+weights) + `train_state.json` (step, losses, seeds) for resuming, `loss.png`.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from collections.abc import Callable
@@ -50,6 +53,7 @@ class TrainConfig:
     width: int = 0  # 0 = the robot config's policy.width
     layers: int = 0
     threads: int = 2
+    ema: float = 0.999  # decay of the weight average that is saved (0 = save the raw weights)
 
 
 class Trainer:
@@ -85,6 +89,27 @@ class Trainer:
         self.gen = torch.Generator().manual_seed(tc.seed)
         self.wall_s = 0.0
         self._resume()
+        if self.ema_policy is None:
+            self.ema_policy = copy.deepcopy(self.policy).eval()
+            self.ema_fusion = copy.deepcopy(self.fusion).eval()
+        for p in (*self.ema_policy.parameters(), *self.ema_fusion.parameters()):
+            p.requires_grad_(False)
+
+    def _params(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """(trained parameters, their running averages), in matching order."""
+        raw = [*self.policy.parameters(), *self.fusion.parameters()]
+        ema = [*self.ema_policy.parameters(), *self.ema_fusion.parameters()]
+        return raw, ema
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        """Move the weight average towards the current weights."""
+        raw, ema = self._params()
+        if self.tc.ema <= 0:
+            torch._foreach_copy_(ema, raw)
+            return
+        decay = min(self.tc.ema, (1 + self.step) / (10 + self.step))
+        torch._foreach_lerp_(ema, raw, 1.0 - decay)
 
     # ------------------------------------------------------------------ data
     def _state(self, q: torch.Tensor, dq: torch.Tensor) -> torch.Tensor:
@@ -149,6 +174,7 @@ class Trainer:
             )
             self.opt.step()
             self.step += 1
+            self.update_ema()
             self.losses.append((self.step, loss.item()))
             now = time.monotonic()
             self.wall_s += now - t_last
@@ -163,11 +189,13 @@ class Trainer:
         """Write the policy, fusion, optimiser state, history and loss curve."""
         from safetensors.torch import save_file
 
-        self.policy.eval()
-        save_checkpoint(self.policy, self.out / "policy.safetensors")
-        save_fusion(self.fusion, self.out / "fusion.safetensors")
-        self.policy.train()
-        moments = {}
+        save_checkpoint(self.ema_policy, self.out / "policy.safetensors")
+        save_fusion(self.ema_fusion, self.out / "fusion.safetensors")
+        moments = {
+            f"raw/{name}.{k}": v.detach().contiguous()
+            for name, model in (("policy", self.policy), ("fusion", self.fusion))
+            for k, v in model.state_dict().items()
+        }
         names = {id(p): f"policy.{k}" for k, p in self.policy.named_parameters()}
         names.update({id(p): f"fusion.{k}" for k, p in self.fusion.named_parameters()})
         for group in self.opt.param_groups:
@@ -196,6 +224,7 @@ class Trainer:
         from dualsys.system1.policy import load_checkpoint
         from dualsys.system2.fusion import load_fusion
 
+        self.ema_policy = self.ema_fusion = None
         js = self.out / "train_state.json"
         if not js.exists():
             return
@@ -206,9 +235,16 @@ class Trainer:
             self.out / "fusion.safetensors", d["text_dim"], d["vision_dim"], d["state_dim"],
             d["latent_dim"],
         ).train()  # fmt: skip
+        moments = load_file(str(self.out / "train_state.safetensors"))
+        if any(k.startswith("raw/") for k in moments):  # saved weights are the average
+            self.ema_policy = copy.deepcopy(self.policy).eval()
+            self.ema_fusion = copy.deepcopy(self.fusion).eval()
+            for prefix, model in (("raw/policy.", self.policy), ("raw/fusion.", self.fusion)):
+                model.load_state_dict(
+                    {k[len(prefix) :]: v for k, v in moments.items() if k.startswith(prefix)}
+                )
         params = list(self.policy.parameters()) + list(self.fusion.parameters())
         self.opt = torch.optim.AdamW(params, lr=self.tc.lr, weight_decay=self.tc.weight_decay)
-        moments = load_file(str(self.out / "train_state.safetensors"))
         named = [(f"policy.{k}", p) for k, p in self.policy.named_parameters()]
         named += [(f"fusion.{k}", p) for k, p in self.fusion.named_parameters()]
         for name, p in named:

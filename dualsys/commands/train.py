@@ -33,8 +33,12 @@ def cmd_train(args: argparse.Namespace) -> int:
             TimeElapsedColumn(), TimeRemainingColumn())  # fmt: skip
     try:
         with Progress(*cols) as bar:
-            task = bar.add_task("features", total=None)
-            path = build_cache(cfg, args.data, lambda i, n: bar.update(task, completed=i, total=n))
+            paths = []
+            for data in args.data.split(","):
+                task = bar.add_task(f"features {Path(data).name}", total=None)
+                paths.append(
+                    build_cache(cfg, data, lambda i, n, t=task: bar.update(t, completed=i, total=n))
+                )
     except DatasetError as exc:
         print(f"dualsys train: error: {exc}", file=sys.stderr)
         return 2
@@ -43,7 +47,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed, width=args.width,
         layers=args.layers, threads=args.threads, save_every=args.save_every,
     )  # fmt: skip
-    trainer = Trainer(cfg, FeatureSet(path), Path(args.out), tc)
+    trainer = Trainer(cfg, FeatureSet.merged(paths), Path(args.out), tc)
     if trainer.step:
         print(f"dualsys train: resuming {args.out} at step {trainer.step}")
     with Progress(*cols, TextColumn("loss {task.fields[loss]:.4f}")) as bar:
@@ -78,7 +82,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the `train` subcommand."""
     p = sub.add_parser("train", help="train the fusion head + flow-matching policy on demos")
     p.add_argument("--robot", default="gr1", help="robot name or TOML path (default gr1)")
-    p.add_argument("--data", required=True, help="dataset directory (from dualsys demo)")
+    p.add_argument(
+        "--data", required=True, help="dataset directory (from dualsys demo); several: a,b"
+    )
     p.add_argument("--out", required=True, help="checkpoint directory (resumed when present)")
     p.add_argument("--steps", type=int, default=6000)
     p.add_argument("--batch", type=int, default=128)

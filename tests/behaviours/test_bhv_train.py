@@ -34,12 +34,22 @@ def test_tiny_training_run(cfg, sim, expert, tmp_path):
     w.close()
     fs = FeatureSet(build_cache(cfg, tmp_path / "data"))
     assert fs.vision.shape == (20, 1280) and fs.text_emb.shape == (2, 384)
+    # several datasets train as one: indices offset, shared phrasings not duplicated
+    two = FeatureSet.merged([tmp_path / "data" / "features.npz"] * 2)
+    one = FeatureSet(tmp_path / "data" / "features.npz")
+    assert len(two) == 2 * len(one) and two.text_emb.shape == (2, 384)
+    assert two.ep_len.tolist() == one.ep_len.tolist() * 2
+    assert torch.equal(two.vision[two.img[len(one) :]], one.vision[one.img])
+    assert torch.equal(two.ep_text[2:], one.ep_text)
+    assert torch.equal(two.act[two.ep_start[3] :], one.act[one.ep_start[1] :])
     tc = TrainConfig(steps=60, batch=32, lr=2e-3, warmup=5, width=32, layers=1, save_every=30)
     tr = Trainer(cfg, fs, tmp_path / "ck", tc)
     before = _eval_loss(tr)
     tr.run()
     after = _eval_loss(tr)
     assert after < 0.7 * before, (before, after)
+    # the saved weights are the running average, not the last step's
+    assert not torch.equal(tr.ema_policy.out.weight, tr.policy.out.weight)
     # the checkpoints are exactly what System 1 and System 2 load
     model = load_checkpoint(tmp_path / "ck" / "policy.safetensors", PolicySpec.for_robot(cfg))
     assert model.spec.width == 32
