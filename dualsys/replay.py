@@ -17,9 +17,11 @@ replayed through `ControlLoop.deactivate`.
 
 The seq numbers name messages per publisher; when a publisher restarted (System 2 or the
 policy after a crash) a seq can occur twice in the recording: the replay takes the occurrence
-the recorder received last before the command (within `SEQ_SLACK_NS`). A message the loop took
-but the recorder did not get (it subscribes at start; PUB drops on a full queue) cannot be fed:
-the replay stops with a ReplayError naming the tick, topic and seq.
+the recorder received last before the command (within `SEQ_SLACK_NS`). A latent or chunk the loop
+took but the recorder did not get (PUB drops on a full queue when the recorder is starved of
+CPU for seconds) cannot be fed: the replay stops with a ReplayError naming the tick, topic and
+seq. States are different: the loop uses only the first one (to hold the measured pose), so a
+later state missing from the recording is skipped and counted (`unrecorded_states`).
 
 Recordings whose Commands carry no tick data (producers other than the control loop, which
 leave the fields 0) can still be replayed with a tick table given as `--ticks FILE.npz`
@@ -250,6 +252,7 @@ class ReplayResult:
     replayed_q: np.ndarray = field(repr=False)
     inputs: str = ""
     tick_field_mismatches: int = 0
+    unrecorded_states: int = 0
 
     def summary(self) -> dict:
         """JSON-ready numbers."""
@@ -261,6 +264,7 @@ class ReplayResult:
             "dq_max_abs_diff": self.dq_max_abs,
             "mode_mismatches": self.mode_mismatches,
             "tick_field_mismatches": self.tick_field_mismatches,
+            "unrecorded_states": self.unrecorded_states,
             "first_mismatch_tick": self.first_mismatch_tick,
             "bit_identical": self.bit_identical,
         }
@@ -329,6 +333,8 @@ def replay(cfg: RobotConfig, rec: Recording, table: TickTable | None = None) -> 
         loop.activate(int(table.t_ns[0]) - loop.period_ns)
         last: dict[str, Recorded | None] = dict.fromkeys(INPUTS)
         got: list[Command] = []
+        unfed = np.zeros(len(loop_cmds) + len(ramp_cmds), bool)  # newest state not fed
+        missing: set[int] = set()
         for k in range(len(loop_cmds)):
             t_k = int(table.t_ns[k])
             for t in INPUTS:
@@ -336,6 +342,10 @@ def replay(cfg: RobotConfig, rec: Recording, table: TickTable | None = None) -> 
                 if not s:
                     continue
                 item = data[t].pick(s, loop_items[k].log_time)
+                if item is None and t == "state" and loop.have_state:
+                    unfed[k] = True  # only the first state is used: an unused one may be missing
+                    missing.add(s)
+                    continue
                 if item is None:
                     raise ReplayError(
                         f"tick {loop_cmds[k].tick}: the loop took {t} seq {s}, which is not in "
@@ -358,23 +368,39 @@ def replay(cfg: RobotConfig, rec: Recording, table: TickTable | None = None) -> 
         for sock in feeds.values():
             sock.close(0)
         ctx.term()
-    return _compare(loop_cmds + ramp_cmds, got, len(ramp_cmds), table)
+    if len(unfed) and unfed[len(loop_cmds) - 1]:
+        unfed[len(loop_cmds) :] = True
+    result = _compare(loop_cmds + ramp_cmds, got, len(ramp_cmds), table, unfed)
+    result.unrecorded_states = len(missing)
+    return result
 
 
 _TICK_FIELDS = ("t_ns", "state_seq", "latent_seq", "chunk_seq", "flags")
 
 
-def _compare(want: list[Command], got: list[Command], ramp: int, table: TickTable) -> ReplayResult:
+def _compare(
+    want: list[Command],
+    got: list[Command],
+    ramp: int,
+    table: TickTable,
+    unfed_state: np.ndarray | None = None,
+) -> ReplayResult:
     qw = np.array([c.q for c in want])
     qg = np.array([c.q for c in got])
     dw = np.array([c.dq for c in want])
     dg = np.array([c.dq for c in got])
     modes = [a.mode != b.mode or a.tick != b.tick for a, b in zip(want, got, strict=True)]
     # with recorded tick data the replayed loop must also have taken the same inputs
+    # (except state_seq while the newest state taken is one the recorder missed)
     check = table.source == "recorded"
+    if unfed_state is None:
+        unfed_state = np.zeros(len(want), bool)
     fields = [
-        check and any(getattr(a, f) != getattr(b, f) for f in _TICK_FIELDS)
-        for a, b in zip(want, got, strict=True)
+        check
+        and any(
+            getattr(a, f) != getattr(b, f) for f in _TICK_FIELDS if not (u and f == "state_seq")
+        )
+        for a, b, u in zip(want, got, unfed_state, strict=True)
     ]
     differ = np.flatnonzero(
         np.any(qw != qg, axis=1)

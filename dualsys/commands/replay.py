@@ -24,9 +24,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
     try:
         rec = read_mcap(args.file)
         cfg = config.load_robot(args.robot or rec.robot or "gr1")
+        table = None  # default: the tick inputs the recorded Commands carry
         if args.ticks:
             table = TickTable.load(args.ticks)
-        else:
+        elif args.infer:
             loop_cmds, _ = control_run(rec)
             transit = int(args.transit_us * 1000) if args.transit_us is not None else None
             table = infer_ticks(
@@ -56,14 +57,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "replay", help="feed a recorded run's chunks/latents/states through System 1 offline"
     )
-    p.add_argument("file", help="MCAP file written by `dualsys record`")
+    p.add_argument("file", help="MCAP file written by `dualsys record` / `dualsys up --record`")
     p.add_argument("--robot", default=None, help="robot config (default: the one recorded)")
-    p.add_argument("--ticks", default=None, help="exact per-tick inputs (.npz, TickTable.save)")
     p.add_argument(
-        "--origin-ns", type=int, default=None, help="the control loop's first deadline, if known"
+        "--ticks", default=None, help="per-tick inputs from a file (.npz, TickTable.save)"
     )
     p.add_argument(
-        "--transit-us", type=float, default=None, help="assumed bus transit time (default 200)"
+        "--infer",
+        action="store_true",
+        help="estimate the tick inputs from send times instead of the recorded ones "
+        "(approximate; for recordings whose commands carry no tick data)",
+    )
+    p.add_argument(
+        "--origin-ns", type=int, default=None, help="--infer: the loop's first deadline, if known"
+    )
+    p.add_argument(
+        "--transit-us", type=float, default=None, help="--infer: bus transit time (default 200)"
     )
     p.add_argument("--require-identical", action="store_true", help="exit 1 unless bit-identical")
     p.set_defaults(func=cmd_replay)

@@ -44,6 +44,9 @@ SAFE_NAMES = ("run", "hold", "default_pose")
 RUN, HOLD, DEFAULT = 0, 1, 2
 _KERNEL_MODE = (interp.MODE_CHUNK, interp.MODE_HOLD, interp.MODE_DEFAULT)
 MISS_HOLD, WARMUP, RAMP = Command.FLAG_MISS_HOLD, Command.FLAG_WARMUP, Command.FLAG_RAMP
+#: command PUB queue per subscriber: the warm-up burst and ~10 s of a stalled recorder (the
+#: robot's SUB conflates on arrival, so a queue never delays its newest command)
+COMMAND_HWM = 2000
 
 
 class ControlLoop:
@@ -79,7 +82,9 @@ class ControlLoop:
             self.ctx, ep("chunk", self.run_dir), (ActionChunk,), shapes=shapes
         )
         self.latent_sub = Subscriber(self.ctx, ep("latent", self.run_dir), (Latent,), shapes=shapes)
-        self.cmd_pub = Publisher(self.ctx, ep("command", self.run_dir), ROLE, bind=True)
+        self.cmd_pub = Publisher(
+            self.ctx, ep("command", self.run_dir), ROLE, bind=True, hwm=COMMAND_HWM
+        )
         self.stats_pub = Publisher(self.ctx, ep("stats", self.run_dir), ROLE, bind=False)
         self.encoder = CommandEncoder(self.cmd_pub.sock, n, ROLE)
         self.state_frame = LatestFrame(self.state_sub)
