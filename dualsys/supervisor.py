@@ -35,7 +35,12 @@ ROLES = ("robot", "system2", "policy", "control")
 #: Roles whose death is survivable: restarted with backoff.
 RESTARTABLE = ("system2", "policy")
 #: Shutdown stages and the share of the remaining time each may take.
-STOP_STAGES = ((("recorder", "system2"), 0.35), (("control", "policy"), 0.6), (("robot",), 1.0))
+STOP_STAGES = (
+    (("system2",), 0.3),
+    (("control", "policy"), 0.5),
+    (("robot",), 0.8),
+    (("recorder",), 1.0),  # last: it records the hold ramp and the robot's last states
+)
 STATUS_SOCKET = "status.sock"
 _PR_SET_PDEATHSIG = 1
 
@@ -89,6 +94,7 @@ class Supervisor:
         self.events: list[str] = []
         self.instruction = ""
         self.latent_age_ms = float("nan")
+        self.latent_age_max_ms = 0.0  # worst age seen since the last status()
         self.history: list[dict[str, float]] = []
         self.extra_stats: dict[str, dict[str, float]] = {}
         self.t_start = 0.0
@@ -161,8 +167,12 @@ class Supervisor:
         for role in roles:
             self.children[role] = Child(role, self._argv(role))
         self.t_start = time.monotonic()
-        # Dependency order: the robot (state, frames), then System 2 until its latents flow,
-        # then System 1 — so the control loop never starts on a gap in its inputs.
+        # Dependency order: the recorder first (it records from the first message), the robot
+        # (state, frames), System 2 until its latents flow, then System 1 — so the control loop
+        # never starts on a gap in its inputs.
+        if "recorder" in self.children:
+            self._spawn(self.children["recorder"])
+            self._wait_ready(("recorder",))
         self._spawn(self.children["robot"])
         self._wait_ready(("robot",))
         self._spawn(self.children["system2"])
@@ -242,6 +252,7 @@ class Supervisor:
         last = self.latent.last
         if last is not None:
             self.latent_age_ms = (time.monotonic_ns() - last.header.t_mono_ns) / 1e6
+            self.latent_age_max_ms = max(self.latent_age_max_ms, self.latent_age_ms)
         now = time.monotonic()
         for role, c in self.children.items():
             if c.alive or c.proc is None:
@@ -262,16 +273,18 @@ class Supervisor:
         return not self.failure
 
     def status(self) -> dict[str, object]:
-        """A snapshot for the live view and the report's time series."""
+        """A snapshot for the live view and the report's time series (resets the window max)."""
         snap = {
             "t": time.monotonic() - self.t_start,
             "robot": self.cfg.name,
             "instruction": self.instruction,
             "latent_age_ms": self.latent_age_ms,
+            "latent_age_max_ms": self.latent_age_max_ms,
             "events": self.events[-3:],
         }
         for role, c in self.children.items():
             snap[role] = dict(c.stats, alive=float(c.alive), restarts=float(c.restarts))
+        self.latent_age_max_ms = 0.0
         return snap
 
     def publish_status(self, snap: dict[str, object]) -> None:

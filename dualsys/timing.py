@@ -135,3 +135,24 @@ def current_cpus() -> list[int]:
 def warn_once(message: str) -> None:
     """Print a one-line warning to stderr (used for start-up fallbacks, never per tick)."""
     print(f"dualsys: warning: {message}", file=sys.stderr, flush=True)
+
+
+#: Niceness of the non-real-time dualsys processes (System 2, policy, robot) when permitted:
+#: ahead of unrelated background work on the robot computer, behind the SCHED_FIFO loops.
+PROCESS_NICE = -5
+
+
+def raise_priority(nice: int = PROCESS_NICE) -> str:
+    """Lower this process's niceness to `nice` (root only); returns a note when refused."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, nice)
+    except OSError as exc:
+        return f"cannot raise priority to nice {nice} ({exc.strerror}); running at nice 0"
+    return ""
+
+
+def prioritise_process() -> None:
+    """`raise_priority`, warning once when refused (non-root users)."""
+    note = raise_priority()
+    if note:
+        warn_once(note)

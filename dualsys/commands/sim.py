@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 from dualsys import config
-from dualsys.rundir import default_run_dir, make_run_dir
+from dualsys.rundir import default_run_dir, exit_now, make_run_dir
+from dualsys.timing import prioritise_process
 
 
 def cmd_sim(args: argparse.Namespace) -> int:
@@ -24,6 +25,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
     from dualsys.robot.process import run_robot
 
     run_dir = make_run_dir(Path(args.run_dir) if args.run_dir else default_run_dir(cfg.name))
+    prioritise_process()
     try:
         summary = run_robot(
             cfg,
@@ -38,7 +40,9 @@ def cmd_sim(args: argparse.Namespace) -> int:
         return 2
     keys = ("realtime_factor", "physics_steps", "frames", "render_ms", "commands")
     print(json.dumps({k: summary[k] for k in keys}), file=sys.stderr)
-    return 1 if summary["error"] else 0
+    # skip interpreter teardown (EGL/llvmpipe render threads): the summary is written
+    exit_now(1 if summary["error"] else 0)
+    return 1  # not reached
 
 
 def register(sub: argparse._SubParsersAction) -> None:

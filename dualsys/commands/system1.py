@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 
 from dualsys import config
-from dualsys.rundir import default_run_dir, make_run_dir
+from dualsys.rundir import default_run_dir, exit_now, make_run_dir
+from dualsys.timing import prioritise_process
 
 
 def _common(args: argparse.Namespace) -> tuple[config.RobotConfig, Path]:
@@ -20,7 +21,8 @@ def cmd_control(args: argparse.Namespace) -> int:
     from dualsys.system1.control_proc import run_control
 
     cfg, run_dir = _common(args)
-    return run_control(cfg, run_dir, args.duration, fifo=not args.no_fifo)
+    exit_now(run_control(cfg, run_dir, args.duration, fifo=not args.no_fifo))
+    return 1  # not reached
 
 
 def cmd_policy(args: argparse.Namespace) -> int:
@@ -28,7 +30,9 @@ def cmd_policy(args: argparse.Namespace) -> int:
     from dualsys.system1.policy_proc import run_policy
 
     cfg, run_dir = _common(args)
-    return run_policy(cfg, run_dir, args.duration, untrained=args.untrained_policy)
+    prioritise_process()
+    exit_now(run_policy(cfg, run_dir, args.duration, untrained=args.untrained_policy))
+    return 1  # not reached
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 
 from dualsys import config
-from dualsys.rundir import default_run_dir
+from dualsys.rundir import default_run_dir, exit_now
+from dualsys.timing import prioritise_process
 
 
 def cmd_system2(args: argparse.Namespace) -> int:
@@ -15,7 +16,9 @@ def cmd_system2(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(cfg.name)
     from dualsys.system2.main import serve
 
-    return serve(cfg, run_dir, args.duration, args.untrained, args.encoder)
+    prioritise_process()
+    exit_now(serve(cfg, run_dir, args.duration, args.untrained, args.encoder))
+    return 1  # not reached
 
 
 def register(sub: argparse._SubParsersAction) -> None:

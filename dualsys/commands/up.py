@@ -29,9 +29,10 @@ def _history_point(snap: dict) -> dict[str, float]:
     return {
         "t": round(snap["t"], 2),
         "control_hz": c.get("rate_hz", nan),
-        "system2_hz_x20": s2.get("rate_hz", nan) * 20,
-        "rtf_x200": rb.get("realtime_factor", nan) * 200,
+        "system2_hz": s2.get("rate_hz", nan),
+        "realtime_factor": rb.get("realtime_factor", nan),
         "latent_age_ms": snap.get("latent_age_ms", nan),
+        "latent_age_max_ms": snap.get("latent_age_max_ms", nan),
         "misses": c.get("misses", nan),
     }
 
