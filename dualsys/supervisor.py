@@ -28,6 +28,7 @@ from pathlib import Path
 import zmq
 
 from dualsys.bus import Hello, Latent, Publisher, Stats, Subscriber
+from dualsys.bus.curve import BusSecurity
 from dualsys.config import RobotConfig
 from dualsys.rundir import make_run_dir
 
@@ -151,15 +152,20 @@ class Supervisor:
         for stale in self.run_dir.glob("*.json"):
             stale.unlink()
         self.ctx = zmq.Context()
+        self.sec = BusSecurity(self.ctx, self.cfg)  # CURVE on tcp:// links when configured
+        ep_stats, ep_latent = (self.cfg.endpoint(n, self.run_dir) for n in ("stats", "latent"))
         self.stats = Subscriber(
             self.ctx,
-            self.cfg.endpoint("stats", self.run_dir),
+            ep_stats,
             (Hello, Stats),
             bind=True,
             latest=False,
             hwm=10_000,
+            curve=self.sec.curve(ep_stats, bind=True),
         )
-        self.latent = Subscriber(self.ctx, self.cfg.endpoint("latent", self.run_dir), (Latent,))
+        self.latent = Subscriber(
+            self.ctx, ep_latent, (Latent,), curve=self.sec.curve(ep_latent, bind=False)
+        )
         self.status_pub = Publisher(
             self.ctx, f"ipc://{self.run_dir}/{STATUS_SOCKET}", "supervisor", hwm=8
         )
@@ -323,6 +329,7 @@ class Supervisor:
         for sub in (self.stats, self.latent):
             sub.close()
         self.status_pub.close()
+        self.sec.close()
         self.ctx.destroy(0)
         for sock in self.run_dir.glob("*.sock"):
             sock.unlink(missing_ok=True)
