@@ -15,6 +15,7 @@ MCAP layout (readable by Foxglove-style tools, which list the topics and their s
 Only messages that pass the codec's validation are written; drops are counted per reason.
 Instructions are not recorded as their own topic: System 2 binds a SUB for them, which a
 subscriber cannot listen to; every Latent carries the instruction text and id it came from.
+On off-board tcp:// links it is a CURVE client like any other process (`[security]`).
 The recorder runs at normal priority on the robot core, with large receive queues (HWM), so
 publishers never wait for it (ZeroMQ PUB drops rather than blocks when a queue is full).
 """
@@ -32,6 +33,7 @@ from mcap.writer import CompressionType, Writer
 
 from dualsys import SCHEMA_VERSION
 from dualsys.bus.codec import MAX_BYTES, DropError, decode
+from dualsys.bus.curve import BusSecurity, CurveConfig
 from dualsys.bus.messages import (
     ActionChunk,
     CameraFrame,
@@ -121,9 +123,10 @@ class McapLog:
         self.file.close()
 
 
-def raw_subscriber(ctx: zmq.Context, endpoint: str) -> zmq.Socket:
+def raw_subscriber(ctx: zmq.Context, endpoint: str, curve: CurveConfig | None = None) -> zmq.Socket:
     """A SUB socket keeping every message's raw bytes: no conflation, a large queue, and a
-    short reconnect interval so that a publisher binding after us is heard within ~10 ms."""
+    short reconnect interval so that a publisher binding after us is heard within ~10 ms.
+    `curve`: CURVE client options for an off-board tcp:// link (dualsys/bus/curve.py)."""
     sock = ctx.socket(zmq.SUB)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.RCVTIMEO, 100)
@@ -131,6 +134,8 @@ def raw_subscriber(ctx: zmq.Context, endpoint: str) -> zmq.Socket:
     sock.setsockopt(zmq.MAXMSGSIZE, MAX_BYTES)
     sock.setsockopt(zmq.RECONNECT_IVL, 10)
     sock.setsockopt(zmq.SUBSCRIBE, b"")
+    if curve is not None:
+        curve.apply(sock, bind=False)
     sock.connect(endpoint)
     return sock
 
@@ -138,10 +143,20 @@ def raw_subscriber(ctx: zmq.Context, endpoint: str) -> zmq.Socket:
 class Recorder:
     """Subscribes to every topic without conflation and writes what arrives to a McapLog."""
 
-    def __init__(self, cfg: RobotConfig, ctx: zmq.Context, run_dir: Path, out: Path) -> None:
+    def __init__(
+        self,
+        cfg: RobotConfig,
+        ctx: zmq.Context,
+        run_dir: Path,
+        out: Path,
+        sec: BusSecurity | None = None,
+    ) -> None:
         self.cfg = cfg
         endpoints = {t: cfg.endpoint(t, run_dir) for t in TOPICS}
-        self.socks = {t: raw_subscriber(ctx, ep) for t, ep in endpoints.items()}
+        sec = sec or BusSecurity(ctx, cfg, binds=False)  # it only connects
+        self.socks = {
+            t: raw_subscriber(ctx, ep, sec.curve(ep, bind=False)) for t, ep in endpoints.items()
+        }
         self.log = McapLog(out, cfg.name, endpoints)
         self.poller = zmq.Poller()
         self.by_sock = {}
@@ -230,8 +245,10 @@ def run_recorder(cfg: RobotConfig, run_dir: Path, out: Path, duration_s: float) 
     note = pin_to_core(cfg.cores.robot)  # normal priority, beside the robot / System 2
     if note:
         warn_once(note)
-    rec = Recorder(cfg, ctx, run_dir, out)
-    stats_pub = Publisher(ctx, cfg.endpoint("stats", run_dir), ROLE, bind=False)
+    sec = BusSecurity(ctx, cfg, binds=False)  # CURVE client keys for tcp:// links, if set
+    rec = Recorder(cfg, ctx, run_dir, out, sec)
+    stats_ep = cfg.endpoint("stats", run_dir)
+    stats_pub = Publisher(ctx, stats_ep, ROLE, bind=False, curve=sec.curve(stats_ep, bind=False))
     hello = Hello(ROLE, cfg.name, cfg.system2.latent_dim, cfg.n_joints, os.getpid())
     stats_period = int(1e9 / cfg.rates.stats_hz)
     start = time.monotonic_ns()

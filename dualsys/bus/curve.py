@@ -12,11 +12,13 @@ client whose public key is not in the allowed set, so a peer without the right k
 heard, in either direction (PUB or SUB may be the binding side).
 
 Only tcp:// links use CURVE (`curve_for`): ipc:// sockets are local files in an owner-only
-run directory. Imports only pyzmq.
+run directory. Every process applies it through one `BusSecurity` per ZeroMQ context:
+``Publisher(ctx, ep, ROLE, curve=sec.curve(ep, bind=True))``. Imports only pyzmq.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,6 +161,71 @@ def authenticator_for(ctx: zmq.Context, security) -> ThreadAuthenticator | None:
     return start_authenticator(ctx, keys=[client.public])
 
 
+class BusSecurity:
+    """CURVE for one process's sockets, from its robot config's `[security]` table.
+
+    `curve(endpoint, bind=...)` is the `curve=` argument of Publisher / Subscriber (or for
+    `CurveConfig.apply` on a raw socket): None for ipc:// and inproc:// links and when CURVE is
+    off. The first CURVE socket that binds starts the authenticator (ZAP) on the context, so a
+    client whose key is not allowed is never heard; `close()` stops it: call it after closing
+    the sockets and before terminating the context.
+
+    Construct it before any socket: the keys are loaded and checked here (those for binding
+    when `binds`, for connecting when `connects`), so a missing, malformed or unprotected key
+    stops the process at start-up with a `dualsys.config.ConfigError` naming the config and
+    the key file, and no socket left open.
+    """
+
+    def __init__(self, ctx: zmq.Context, cfg, *, binds: bool = True, connects: bool = True):
+        self.ctx, self.security, self.path = ctx, cfg.security, cfg.path
+        self.auth: ThreadAuthenticator | None = None
+        self._configs: dict[bool, CurveConfig] = {}
+        if not self.security.curve:
+            return
+        with self._named():
+            if binds:
+                self._configs[True] = curve_for(self.security, "tcp://", bind=True)
+                _allowed(self.security)
+            if connects:
+                self._configs[False] = curve_for(self.security, "tcp://", bind=False)
+
+    @contextlib.contextmanager
+    def _named(self):
+        try:
+            yield
+        except CurveError as exc:
+            from dualsys.config import ConfigError  # lazy: the bus needs no config to load
+
+            raise ConfigError(self.path, "security", str(exc)) from None
+
+    def curve(self, endpoint: str, *, bind: bool) -> CurveConfig | None:
+        """The CURVE options for a socket on `endpoint` that binds (server) or connects."""
+        if not self.security.curve or not endpoint.startswith("tcp://"):
+            return None
+        if bind not in self._configs:
+            raise CurveError(f"BusSecurity made without {'binds' if bind else 'connects'}=True")
+        if bind and self.auth is None:
+            with self._named():
+                self.auth = authenticator_for(self.ctx, self.security)
+        return self._configs[bind]
+
+    def close(self) -> None:
+        """Stop the authenticator, if one was started (before the context is terminated)."""
+        if self.auth is not None:
+            self.auth.stop()
+            self.auth = None
+
+
+def _allowed(security) -> None:
+    """Check that the clients a binding process allows can be read (raises CurveError)."""
+    if security.authorized_dir:
+        d = Path(security.keys_dir) / security.authorized_dir
+        if not d.is_dir():
+            raise CurveError(f"{d}: allowed-clients directory does not exist")
+    else:
+        load_pair(security.keys_dir, security.client_key, secret=False)
+
+
 def start_authenticator(
     ctx: zmq.Context, *, allowed: str | Path | None = None, keys: list[bytes] | None = None
 ) -> ThreadAuthenticator:
@@ -191,6 +258,7 @@ class _KeySet:
 
 
 __all__ = [
+    "BusSecurity",
     "CurveConfig",
     "CurveError",
     "KeyPair",

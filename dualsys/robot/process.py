@@ -29,6 +29,7 @@ from dualsys.bus import (
     Stats,
     Subscriber,
 )
+from dualsys.bus.curve import BusSecurity
 from dualsys.config import RobotConfig
 from dualsys.robot.interface import MODE_NAMES, make_driver
 from dualsys.robot.safety import RobotSafety, SafetySettings
@@ -75,24 +76,38 @@ def run_robot(
     if note:
         warn_once(note)
     ctx = zmq.Context()
+    sec = BusSecurity(ctx, cfg)  # CURVE on tcp:// links when configured; keys checked here
+    ep = {name: cfg.endpoint(name, run_dir) for name in ("state", "command", "stats", "camera")}
     driver = make_driver(cfg, driver_name, run_dir=run_dir)
     driver.configure()
     n, source = cfg.n_joints, ROLE
-    state_pub = Publisher(ctx, cfg.endpoint("state", run_dir), source=source, bind=True)
+    state_pub = Publisher(
+        ctx, ep["state"], source=source, bind=True, curve=sec.curve(ep["state"], bind=True)
+    )
     cmd_sub = Subscriber(
         ctx,
-        cfg.endpoint("command", run_dir),
+        ep["command"],
         (Command,),
         latest=True,
         shapes={"command": {"q": (n,), "dq": (-1,)}},
+        curve=sec.curve(ep["command"], bind=False),
     )
-    stats_pub = Publisher(ctx, cfg.endpoint("stats", run_dir), source=source, bind=False)
+    stats_pub = Publisher(
+        ctx, ep["stats"], source=source, bind=False, curve=sec.curve(ep["stats"], bind=False)
+    )
     scene = _SceneControl(ctx, run_dir, driver, stats_pub)
     frames = None
     if driver.info.cameras and getattr(driver, "model", None) is not None:
         from dualsys.robot.render import FrameThread
 
-        cam_pub = Publisher(ctx, cfg.endpoint("camera", run_dir), source=source, bind=True, hwm=4)
+        cam_pub = Publisher(
+            ctx,
+            ep["camera"],
+            source=source,
+            bind=True,
+            hwm=4,
+            curve=sec.curve(ep["camera"], bind=True),
+        )
 
         def publish(name, image, sim_time):
             cam_pub.send(CameraFrame(camera=name, image=image, sim_time=sim_time))
@@ -228,6 +243,7 @@ def run_robot(
     }
     for sock in (state_pub, cmd_sub, stats_pub, scene.sub):
         sock.close()
+    sec.close()
     ctx.term()
     (Path(run_dir) / f"{ROLE}.json").write_text(json.dumps(summary, indent=2))
     return summary

@@ -25,6 +25,7 @@ import numpy as np
 import zmq
 
 from dualsys.bus.codec import encode
+from dualsys.bus.curve import BusSecurity
 from dualsys.bus.messages import ActionChunk, Command, Hello, Latent, RobotState, Stats
 from dualsys.bus.transport import Publisher, Subscriber
 from dualsys.config import RobotConfig
@@ -75,17 +76,28 @@ class ControlLoop:
             "chunk": {"actions": (H, nc)},
             "latent": {"vector": (cfg.system2.latent_dim,)},
         }
-        self.state_sub = Subscriber(
-            self.ctx, ep("state", self.run_dir), (RobotState,), shapes=shapes
-        )
-        self.chunk_sub = Subscriber(
-            self.ctx, ep("chunk", self.run_dir), (ActionChunk,), shapes=shapes
-        )
-        self.latent_sub = Subscriber(self.ctx, ep("latent", self.run_dir), (Latent,), shapes=shapes)
+        self.sec = sec = BusSecurity(self.ctx, cfg)  # CURVE on tcp:// links when configured
+        names = ("state", "chunk", "latent", "command", "stats")
+        eps = {name: ep(name, self.run_dir) for name in names}
+
+        def sub(name: str, cls: type) -> Subscriber:
+            curve = sec.curve(eps[name], bind=False)
+            return Subscriber(self.ctx, eps[name], (cls,), shapes=shapes, curve=curve)
+
+        self.state_sub = sub("state", RobotState)
+        self.chunk_sub = sub("chunk", ActionChunk)
+        self.latent_sub = sub("latent", Latent)
         self.cmd_pub = Publisher(
-            self.ctx, ep("command", self.run_dir), ROLE, bind=True, hwm=COMMAND_HWM
+            self.ctx,
+            eps["command"],
+            ROLE,
+            bind=True,
+            hwm=COMMAND_HWM,
+            curve=sec.curve(eps["command"], bind=True),
         )
-        self.stats_pub = Publisher(self.ctx, ep("stats", self.run_dir), ROLE, bind=False)
+        self.stats_pub = Publisher(
+            self.ctx, eps["stats"], ROLE, bind=False, curve=sec.curve(eps["stats"], bind=False)
+        )
         self.encoder = CommandEncoder(self.cmd_pub.sock, n, ROLE)
         self.state_frame = LatestFrame(self.state_sub)
         self.k = KernelState(cfg.limits(), cfg.controlled_indices, H, self.period_ns)
@@ -382,6 +394,7 @@ class ControlLoop:
                 time.sleep(delay / 1e9)
 
     def close(self) -> None:
-        """Close every socket."""
+        """Close every socket and stop the CURVE authenticator (before the context ends)."""
         for s in (self.state_sub, self.chunk_sub, self.latent_sub, self.cmd_pub, self.stats_pub):
             s.close()
+        self.sec.close()

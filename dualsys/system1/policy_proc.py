@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import zmq
 
+from dualsys.bus.curve import BusSecurity
 from dualsys.bus.messages import ActionChunk, Hello, Latent, RobotState, Stats
 from dualsys.bus.transport import Publisher, Subscriber
 from dualsys.config import RobotConfig
@@ -41,10 +42,21 @@ class PolicyLoop:
             "state": {"q": (n,), "dq": (n,), "tau": (n,)},
             "latent": {"vector": (cfg.system2.latent_dim,)},
         }
-        self.state_sub = Subscriber(ctx, ep("state", run_dir), (RobotState,), shapes=shapes)
-        self.latent_sub = Subscriber(ctx, ep("latent", run_dir), (Latent,), shapes=shapes)
-        self.chunk_pub = Publisher(ctx, ep("chunk", run_dir), ROLE, bind=True)
-        self.stats_pub = Publisher(ctx, ep("stats", run_dir), ROLE, bind=False)
+        self.sec = sec = BusSecurity(ctx, cfg)  # CURVE on tcp:// links when configured
+        eps = {name: ep(name, run_dir) for name in ("state", "latent", "chunk", "stats")}
+
+        def sub(name: str, cls: type) -> Subscriber:
+            curve = sec.curve(eps[name], bind=False)
+            return Subscriber(ctx, eps[name], (cls,), shapes=shapes, curve=curve)
+
+        self.state_sub = sub("state", RobotState)
+        self.latent_sub = sub("latent", Latent)
+        self.chunk_pub = Publisher(
+            ctx, eps["chunk"], ROLE, bind=True, curve=sec.curve(eps["chunk"], bind=True)
+        )
+        self.stats_pub = Publisher(
+            ctx, eps["stats"], ROLE, bind=False, curve=sec.curve(eps["stats"], bind=False)
+        )
         self.dt_ns = 1_000_000_000 // cfg.rates.action_hz
         self.ctrl = cfg.controlled_indices
         self.current: Chunk | None = None
@@ -133,9 +145,10 @@ class PolicyLoop:
         }
 
     def close(self) -> None:
-        """Close every socket."""
+        """Close every socket and stop the CURVE authenticator (before the context ends)."""
         for s in (self.state_sub, self.latent_sub, self.chunk_pub, self.stats_pub):
             s.close()
+        self.sec.close()
 
 
 def run_policy(cfg: RobotConfig, run_dir: Path, duration_s: float, untrained: bool) -> int:

@@ -14,6 +14,7 @@ from pathlib import Path
 import zmq
 
 from dualsys.bus import Instruction, Latent, Publisher, Subscriber
+from dualsys.bus.curve import BusSecurity
 from dualsys.config import RobotConfig
 from dualsys.system2.instruction import validate_instruction
 
@@ -39,8 +40,14 @@ def send_instruction(
     clean = validate_instruction(text, cfg.system2.max_instruction_chars)
     ident = new_instruction_id()
     ctx = zmq.Context()
-    pub = Publisher(ctx, cfg.endpoint("instruction", run_dir), source, bind=False)
-    sub = Subscriber(ctx, cfg.endpoint("latent", run_dir), (Latent,), latest=True)
+    try:  # CURVE client keys on tcp:// links when configured (checked before any socket)
+        sec = BusSecurity(ctx, cfg, binds=False)
+    except Exception:
+        ctx.term()
+        raise
+    ep_in, ep_lat = cfg.endpoint("instruction", run_dir), cfg.endpoint("latent", run_dir)
+    pub = Publisher(ctx, ep_in, source, bind=False, curve=sec.curve(ep_in, bind=False))
+    sub = Subscriber(ctx, ep_lat, (Latent,), latest=True, curve=sec.curve(ep_lat, bind=False))
     try:
         deadline = time.monotonic() + timeout_s
         next_send = 0.0

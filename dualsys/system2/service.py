@@ -35,6 +35,7 @@ from dualsys.bus import (
     Stats,
     Subscriber,
 )
+from dualsys.bus.curve import BusSecurity
 from dualsys.config import RobotConfig
 from dualsys.system2.encoders.base import Encoder
 from dualsys.system2.instruction import InstructionError, validate_instruction
@@ -72,31 +73,46 @@ class System2Service:
 
     def open(self) -> None:
         """Bind the latent PUB and instruction SUB; connect the frame, state and stats sockets."""
-        cfg, ep, n = self.cfg, self.cfg.endpoint, self.cfg.n_joints
+        cfg, n = self.cfg, self.cfg.n_joints
         cam = self.camera
+        names = ("camera", "state", "instruction", "latent", "stats")
+        ep = {name: cfg.endpoint(name, self.run_dir) for name in names}
+        self.sec = sec = BusSecurity(self.ctx, cfg)  # CURVE on tcp:// links when configured
         self.frames = Subscriber(
             self.ctx,
-            ep("camera", self.run_dir),
+            ep["camera"],
             (CameraFrame,),
             shapes={"frame": {"image": (cam.height, cam.width, 3)}},
+            curve=sec.curve(ep["camera"], bind=False),
         )
         self.states = Subscriber(
             self.ctx,
-            ep("state", self.run_dir),
+            ep["state"],
             (RobotState,),
             shapes={"state": {"q": (n,), "dq": (n,), "tau": (n,)}},
+            curve=sec.curve(ep["state"], bind=False),
         )
         self.instructions = Subscriber(
-            self.ctx, ep("instruction", self.run_dir), (Instruction,), bind=True, latest=False
+            self.ctx,
+            ep["instruction"],
+            (Instruction,),
+            bind=True,
+            latest=False,
+            curve=sec.curve(ep["instruction"], bind=True),
         )
-        self.latents = Publisher(self.ctx, ep("latent", self.run_dir), ROLE, hwm=4)
-        self.stats = Publisher(self.ctx, ep("stats", self.run_dir), ROLE, bind=False)
+        self.latents = Publisher(
+            self.ctx, ep["latent"], ROLE, hwm=4, curve=sec.curve(ep["latent"], bind=True)
+        )
+        self.stats = Publisher(
+            self.ctx, ep["stats"], ROLE, bind=False, curve=sec.curve(ep["stats"], bind=False)
+        )
         self.hello = Hello(ROLE, cfg.name, cfg.system2.latent_dim, n, os.getpid())
 
     def close(self) -> None:
-        """Close every socket (LINGER 0)."""
+        """Close every socket (LINGER 0) and stop the CURVE authenticator."""
         for s in (self.frames, self.states, self.instructions, self.latents, self.stats):
             s.close()
+        self.sec.close()
 
     # ----------------------------------------------------------------- bus bookkeeping
 
