@@ -7,8 +7,9 @@ recorded trajectory (joint positions at 200 Hz; palms and fingertips by forward 
 the recorded q; object positions as the simulation reports them) is scored by
 `dualsys.behaviours.scoring.Scorer` — the same criteria as the offline evaluation.
 
-Switch latency: time from sending the instruction to the first state in which any controlled
-joint moved more than `SWITCH_THRESHOLD_RAD` from where it was when the instruction was sent.
+Switch latency: time from sending the instruction until the robot is `SWITCH_PROGRESS_RAD`
+closer (joint space, controlled joints) to the pose it ends the episode in than it was at that
+moment (so motion that was already going on elsewhere does not count as following).
 """
 
 from __future__ import annotations
@@ -23,13 +24,15 @@ import zmq
 
 from dualsys.behaviours.kinematics import Kinematics
 from dualsys.behaviours.scoring import Scorer, Trajectory
-from dualsys.bus import Publisher, RobotState, SceneReset, Subscriber
+from dualsys.bus import Instruction, Latent, Publisher, RobotState, SceneReset, Subscriber
 from dualsys.config import RobotConfig
 from dualsys.robot.model import OBJECTS, build_model
 from dualsys.supervisor import Supervisor, UpOptions
-from dualsys.system2.client import send_instruction
+from dualsys.system2.client import new_instruction_id
+from dualsys.system2.instruction import validate_instruction
 
-SWITCH_THRESHOLD_RAD = 0.05
+SWITCH_PROGRESS_RAD = 0.05
+SWITCH_MIN_RAD = 0.1
 REST_PHRASE = "return to rest"
 REST_S = 3.0
 EPISODE_S = 6.0
@@ -65,6 +68,11 @@ class LiveEvaluator:
         self.sup.start()
         self.ctx = zmq.Context()
         self.scene = Publisher(self.ctx, f"ipc://{self.run_dir}/scene.sock", "eval", bind=False)
+        # a persistent instruction link: no connect (slow-joiner) delay inside the measurement
+        self.instr = Publisher(
+            self.ctx, self.cfg.endpoint("instruction", self.run_dir), "eval", bind=False
+        )
+        self.latent = Subscriber(self.ctx, self.cfg.endpoint("latent", self.run_dir), (Latent,))
         n = self.cfg.n_joints
         self.states = Subscriber(
             self.ctx,
@@ -86,11 +94,21 @@ class LiveEvaluator:
                     record.append((msg.header.t_mono_ns, msg.q.copy()))
             time.sleep(0.01)
 
-    def _say(self, text: str) -> int:
-        ident, latent = send_instruction(self.cfg, self.run_dir, text, timeout_s=5.0)
-        if latent is None:
-            raise RuntimeError(f"System 2 did not adopt the instruction {text!r} within 5 s")
-        return ident
+    def _say(self, text: str) -> float:
+        """Send an instruction on the already-connected link; return the seconds System 2
+        took to publish the first latent computed with it."""
+        clean = validate_instruction(text, self.cfg.system2.max_instruction_chars)
+        ident = new_instruction_id()
+        t0 = time.monotonic()
+        next_send = 0.0
+        while (now := time.monotonic()) < t0 + 5.0:
+            if now >= next_send:
+                self.instr.send(Instruction(text=clean, id=ident))
+                next_send = now + 0.25
+            msg = self.latent.recv(timeout_ms=20)
+            if msg is not None and msg.instruction_id == ident:
+                return time.monotonic() - t0
+        raise RuntimeError(f"System 2 did not adopt the instruction {text!r} within 5 s")
 
     def _reset_scene(self, seed: int, episode: int) -> dict[str, np.ndarray]:
         deadline = time.monotonic() + 10
@@ -112,13 +130,13 @@ class LiveEvaluator:
         while self.states.recv_nowait() is not None:  # drop what came before the instruction
             pass
         t_say = time.monotonic_ns()
-        self._say(phrasing)
+        adopt_s = self._say(phrasing)
         self._wait(EPISODE_S, record)
         if len(record) < 10:
             raise RuntimeError("no robot state received during the episode")
         t = (np.array([r[0] for r in record]) - t_say) / 1e9
         q = np.stack([r[1] for r in record])
-        latency = _switch_latency(t, q[:, self.ctrl], SWITCH_THRESHOLD_RAD)
+        latency = _switch_latency(t, q[:, self.ctrl])
         keep = _subsample(t, SAMPLE_HZ)
         t, q = t[keep], q[keep]
         palms, tips = self.kin.hands_batch(q)
@@ -129,24 +147,32 @@ class LiveEvaluator:
             objects={o: np.repeat(p[None], len(t), axis=0) for o, p in objects.items()},
         )
         score = self.scorer.score(behaviour, traj)
+        values = dict(score.values, system2_adopt_s=adopt_s)
         return EpisodeResult(
-            behaviour, phrasing, seed, bool(score.success), latency, score.values, score.reason
+            behaviour, phrasing, seed, bool(score.success), latency, values, score.reason
         )
 
     def stop(self) -> dict[str, int | None]:
         """Close the links and stop the system cleanly."""
-        self.scene.close()
-        self.states.close()
+        for sock in (self.scene, self.states, self.instr, self.latent):
+            sock.close()
         self.ctx.destroy(0)
         return self.sup.stop()
 
 
-def _switch_latency(t: np.ndarray, q: np.ndarray, threshold: float) -> float:
-    """Seconds from t=0 to the first sample where any joint moved > threshold from its t=0 value."""
-    start = q[np.searchsorted(t, 0.0)] if t[-1] > 0 else q[0]
-    moved = np.abs(q - start).max(axis=1) > threshold
-    moved &= t >= 0
-    return float(t[np.argmax(moved)]) if moved.any() else float("nan")
+def _switch_latency(t: np.ndarray, q: np.ndarray) -> float:
+    """Seconds from the instruction (t=0) until the robot is SWITCH_PROGRESS_RAD closer (L2
+    over the controlled joints) to where the episode ends (the mean of its last 0.5 s) than it
+    was at t=0. NaN when the two poses are closer than SWITCH_MIN_RAD (nothing to follow) or
+    the robot never gets there."""
+    i0 = min(int(np.searchsorted(t, 0.0)), len(t) - 1)
+    start, final = q[i0], q[t >= t[-1] - 0.5].mean(axis=0)
+    total = float(np.linalg.norm(final - start))
+    if total < SWITCH_MIN_RAD:
+        return float("nan")
+    progress = total - np.linalg.norm(q[i0:] - final, axis=1)
+    hit = np.flatnonzero(progress >= SWITCH_PROGRESS_RAD)
+    return float(t[i0 + hit[0]]) if len(hit) else float("nan")
 
 
 def _subsample(t: np.ndarray, hz: float) -> np.ndarray:

@@ -1,0 +1,37 @@
+"""The shipped brain, live: a short `dualsys eval` through real processes and sockets.
+
+Fails when the trained policy + fusion head stop doing the two most reliable behaviours (or
+when the live pipeline — supervisor, scene reset, say, recording, scoring — breaks).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dualsys import config
+from dualsys.behaviours.live_eval import run_live_eval, summarise
+from dualsys.behaviours.phrasings import load_phrasings
+
+pytestmark = [pytest.mark.slow]
+CFG = config.load_robot("gr1")
+BEHAVIOURS = ("raise_both_arms", "point_forward")
+
+
+@pytest.mark.skipif(
+    CFG.policy.checkpoint is None or CFG.system2.checkpoint is None,
+    reason="robots/gr1.toml ships no trained checkpoints",
+)
+def test_trained_brain_does_two_behaviours_live(tmp_path: Path) -> None:
+    held_out = load_phrasings(CFG.path.parent / "gr1" / "phrasings_heldout.toml")
+    phrasings = {b: held_out[b] for b in BEHAVIOURS}  # wordings never seen in training
+    results, codes, sup = run_live_eval(CFG, tmp_path / "run", phrasings, episodes=2, seed=7)
+    summary = summarise(results)
+    assert set(codes.values()) == {0}, codes
+    for b in BEHAVIOURS:
+        assert summary["behaviours"][b]["episodes"] == 2
+        assert summary["behaviours"][b]["success_rate"] >= 0.5, summary["behaviours"][b]
+    latencies = [r.switch_latency_s for r in results if np.isfinite(r.switch_latency_s)]
+    assert latencies and min(latencies) < 2.0
