@@ -1,27 +1,8 @@
-"""Fixtures of the behaviour tests: GR-1 config, one simulation, the expert."""
+"""Fixtures of the behaviour tests: the expert (cfg and sim come from tests/conftest.py)."""
 
 from __future__ import annotations
 
 import pytest
-
-import dualsys.robot  # noqa: F401  (sets MUJOCO_GL before mujoco is imported)
-from dualsys import config
-
-
-@pytest.fixture(scope="session")
-def cfg():
-    return config.load_robot("gr1")
-
-
-@pytest.fixture(scope="module")
-def sim(cfg):
-    from dualsys.robot.simulation import Simulation
-
-    s = Simulation(cfg)
-    s.configure()
-    s.activate()
-    yield s
-    s.deactivate()
 
 
 @pytest.fixture(scope="module")

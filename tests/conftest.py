@@ -1,4 +1,4 @@
-"""Shared fixtures of the robot tests: the GR-1 config and one compiled simulation."""
+"""Fixtures shared by the test packages: the GR-1 config and one compiled simulation."""
 
 from __future__ import annotations
 
