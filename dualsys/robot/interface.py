@@ -12,13 +12,13 @@ Drivers register with `@register_driver("name")`; third-party packages add their
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 
 from dualsys.config import RobotConfig
+from dualsys.registry import Registry
 
 #: Command modes, as numbers (Stats values) and as the strings on the bus.
 RUN, HOLD, DAMP = 0, 1, 2
@@ -95,36 +95,17 @@ class RobotDriver:
         self.active = False
 
 
-DRIVERS: dict[str, type[RobotDriver]] = {}
-
-
-def register_driver(name: str):
-    """Class decorator: register a RobotDriver subclass under `name`."""
-
-    def deco(cls: type[RobotDriver]) -> type[RobotDriver]:
-        if name in DRIVERS and DRIVERS[name] is not cls:
-            raise ValueError(f"robot driver {name!r} registered twice ({DRIVERS[name]}, {cls})")
-        cls.NAME = name
-        DRIVERS[name] = cls
-        return cls
-
-    return deco
-
-
-def _load_builtin_and_plugins() -> None:
-    from dualsys.robot import bridge, ideal, simulation  # noqa: F401  (registration)
-
-    for ep in entry_points(group="dualsys.robot_drivers"):
-        if ep.name not in DRIVERS:
-            ep.load()
-
-
-def driver_class(name: str) -> type[RobotDriver]:
-    """The driver class registered under `name` (built-ins and entry points)."""
-    _load_builtin_and_plugins()
-    if name not in DRIVERS:
-        raise KeyError(f"no robot driver named {name!r} (known: {', '.join(sorted(DRIVERS))})")
-    return DRIVERS[name]
+#: Robot drivers by name; add one with @register_driver("name") or the entry-point group
+#: `dualsys.robot_drivers`.
+DRIVERS: Registry[type[RobotDriver]] = Registry(
+    "robot driver",
+    RobotDriver,
+    ("dualsys.robot.bridge", "dualsys.robot.ideal", "dualsys.robot.simulation"),
+    "dualsys.robot_drivers",
+    "NAME",
+)
+register_driver = DRIVERS.register
+driver_class = DRIVERS.get
 
 
 def make_driver(cfg: RobotConfig, name: str | None = None, **kwargs) -> RobotDriver:
