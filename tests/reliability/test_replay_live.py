@@ -92,7 +92,7 @@ def test_live_up_run_replays_bit_identically(tmp_path: Path, capsys) -> None:
     # the run exercised what makes live replay hard: many chunk hand-overs driving the joints,
     # fresh latents, and a miss-streak hold after the freeze
     table = ticks_from_commands(loop_cmds)
-    assert len(np.unique(table.seq["chunk"])) > 20
+    assert len(np.unique(table.seq["chunk"])) > 10
     assert len(np.unique(table.seq["latent"])) > 20
     held = (table.flags & Command.FLAG_MISS_HOLD) != 0
     assert held.sum() >= 150, "the freeze did not latch the miss hold"
