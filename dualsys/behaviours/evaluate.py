@@ -185,6 +185,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--markdown", default="", help="append the markdown table to this file")
     p.add_argument("--seed", type=int, default=10_000)
     p.add_argument("--precision", default="", help="fp32 | bf16 | int8 (default: config)")
+    p.add_argument(
+        "--noise-scale",
+        type=float,
+        default=-1.0,
+        help="override the policy's sampling noise scale (default: policy.json)",
+    )
     p.add_argument("--no-rtc", action="store_true",
                    help="sample every chunk fresh (no real-time-chunking inpainting)")  # fmt: skip
     args = p.parse_args(argv)
@@ -200,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     behaviours = tuple(args.behaviours.split(",")) if args.behaviours else BEHAVIOURS
     t0 = time.monotonic()
     brain = OfflineBrain(cfg, pol, fus, args.precision or None)
+    if args.noise_scale >= 0:
+        brain.sampler.noise_scale = args.noise_scale
     report = evaluate(
         cfg, brain, args.episodes, phrasings, behaviours, args.seed,
         progress=lambda b, e, s: print(f"{b} #{e}: {'ok' if s.success else 'FAIL'} {s.values}"),
@@ -217,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         f"### Offline closed-loop eval ({datetime.date.today()}, 2 vCPU, `{cmd}`)\n\n"
         f"{args.episodes} episodes per behaviour, phrasings `{Path(ph).name}`, weights "
         f"`{pol}`; {'fresh chunks' if args.no_rtc else 'RTC inpainting as live'}; "
+        f"noise scale {brain.sampler.noise_scale:g}; "
         f"wall {report['wall_s']:.0f} s"
     )
     md = table(report, header)

@@ -53,6 +53,7 @@ class TrainConfig:
     width: int = 0  # 0 = the robot config's policy.width
     layers: int = 0
     threads: int = 2
+    max_minutes: float = 0.0  # > 0: cut `steps` so training ends within this wall time
     ema: float = 0.999  # decay of the weight average that is saved (0 = save the raw weights)
 
 
@@ -161,8 +162,11 @@ class Trainer:
         n = len(self.fs)
         self.policy.train()
         self.fusion.train()
-        t_last = time.monotonic()
+        t_last = t_first = time.monotonic()
+        first, wanted = self.step, self.tc.steps
         while self.step < self.tc.steps:
+            if self.tc.max_minutes > 0 and self.step - first >= 50 and self.step % 50 == 0:
+                self._fit_budget(first, t_first, wanted)
             for g in self.opt.param_groups:
                 g["lr"] = self.lr_at(self.step)
             rows = torch.randint(0, n, (self.tc.batch,), generator=self.gen)
@@ -183,6 +187,13 @@ class Trainer:
                 progress(self.step, self.losses[-1][1])
             if self.step % self.tc.save_every == 0 or self.step == self.tc.steps:
                 self.save()
+
+    def _fit_budget(self, first: int, t_first: float, wanted: int) -> None:
+        """Lower tc.steps to what fits in max_minutes at the measured step rate (the cosine
+        schedule follows the new end)."""
+        rate = (self.step - first) / max(time.monotonic() - t_first, 1e-6)
+        left_s = self.tc.max_minutes * 60 - self.wall_s
+        self.tc.steps = max(self.step + 1, min(wanted, self.step + int(left_s * rate)))
 
     # ------------------------------------------------------------------ checkpoints
     def save(self) -> None:

@@ -46,6 +46,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     tc = TrainConfig(
         steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed, width=args.width,
         layers=args.layers, threads=args.threads, save_every=args.save_every,
+        max_minutes=args.max_minutes, ema=args.ema,
     )  # fmt: skip
     trainer = Trainer(cfg, FeatureSet.merged(paths), Path(args.out), tc)
     if trainer.step:
@@ -55,7 +56,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         def progress(step: int, loss: float) -> None:
             if step % 10 == 0:
-                bar.update(task, completed=step, loss=loss)
+                bar.update(task, completed=step, total=trainer.tc.steps, loss=loss)
 
         trainer.run(progress)
     trainer.save()
@@ -94,4 +95,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--layers", type=int, default=0, help="policy layers (0 = robot config)")
     p.add_argument("--threads", type=int, default=2, help="torch threads (at most 2 here)")
     p.add_argument("--save-every", type=int, default=500)
+    p.add_argument(
+        "--max-minutes",
+        type=float,
+        default=0.0,
+        help="wall-time budget: fewer steps if --steps would not fit (0 = off)",
+    )
+    p.add_argument("--ema", type=float, default=0.999,
+                   help="decay of the saved weight average (0 = save the raw weights)")  # fmt: skip
     p.set_defaults(func=cmd_train)

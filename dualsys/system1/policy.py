@@ -46,6 +46,9 @@ class PolicySpec:
     width: int
     layers: int
     heads: int
+    #: scale of the starting noise when sampling (1 = the trained distribution; < 1 samples
+    #: closer to the mode: less jitter, more precise holds). Optional in the JSON (default 1).
+    noise_scale: float = 1.0
 
     @classmethod
     def for_robot(cls, cfg: RobotConfig) -> PolicySpec:
@@ -189,6 +192,7 @@ class ChunkSampler:
         self.q_half = np.maximum((lim["max"] - lim["min"]) / 2, 1e-6)
         self.vel = lim["velocity"]
         self.gen = torch.Generator().manual_seed(0)
+        self.noise_scale = float(getattr(spec, "noise_scale", 1.0))
 
     def seed(self, seed: int) -> None:
         """Re-seed the noise generator (reproducible benchmarks)."""
@@ -216,7 +220,7 @@ class ChunkSampler:
         dt = self.dtype
         lat = torch.as_tensor(np.array(latent, np.float32))[None].to(dt)
         st = torch.as_tensor(self.state_vector(q, dq))[None].to(dt)
-        noise = torch.randn(1, H, A, generator=self.gen).to(dt)
+        noise = (torch.randn(1, H, A, generator=self.gen) * self.noise_scale).to(dt)
         x = noise.clone()
         w = target = None
         if prefix is not None and len(prefix):
