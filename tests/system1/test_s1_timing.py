@@ -84,7 +84,9 @@ def test_system1_holds_budgets_under_load(tmp_path) -> None:
     b = CFG.budgets
     print(json.dumps({k: v for k, v in ctl.items() if k != "lateness_hist"}))
     print(json.dumps(pol))
-    assert ctl["ticks"] >= DURATION * CFG.rates.control_hz * 0.95
+    # the loop ran the whole window (its Hello may precede the first tick by the warm-up)
+    assert ctl["ticks"] >= DURATION * CFG.rates.control_hz * 0.9
+    assert abs(ctl["rate_hz"] - CFG.rates.control_hz) <= 0.01 * CFG.rates.control_hz
     assert ctl["miss_rate"] <= b.miss_rate, ctl
     assert ctl["max_consecutive_misses"] <= b.max_consecutive_misses
     assert ctl["latent_age_ms"]["p99"] <= b.latent_age_p99_ms
