@@ -33,6 +33,7 @@ from dualsys.system1 import interp
 from dualsys.system1.interp import KernelState
 from dualsys.system1.monitor import LoopMonitor
 from dualsys.system1.wire import CommandEncoder, LatestFrame
+from dualsys.timing import Histogram
 
 ROLE = "control"
 #: seam blend duration (position and velocity offsets decay to zero over it)
@@ -111,6 +112,7 @@ class ControlLoop:
         """Reset buffers and counters: hold, no chunk, no latent, fresh histograms."""
         self.k.reset(self.k.L[interp.L_DEFAULT])
         self.mon = LoopMonitor(self.period_ns)
+        self.tick_total_us = Histogram()  # wake to end of bookkeeping (work + Stats share)
         self.have_state = False
         self.have_chunk = False
         self.chunk_end_ns = 0

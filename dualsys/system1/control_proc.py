@@ -45,6 +45,7 @@ def run_loop(loop: ControlLoop, stop: StopFlag, duration_s: float, margin_ns: in
     end = start + int(duration_s * 1e9) if duration_s > 0 else 1 << 62
     loop.activate(start - period)
     mon = loop.mon
+    tick_total = loop.tick_total_us
     deadline = start
     while not stop.set and deadline < end:
         wake = sleep_until(deadline, margin_ns)
@@ -60,7 +61,10 @@ def run_loop(loop: ControlLoop, stop: StopFlag, duration_s: float, margin_ns: in
         loop.stats_step(sent)
         done = time.monotonic_ns()
         missed = sent > deadline + period
-        mon.tick(late, done - wake, missed)
+        # work = wake to command sent (receive, kernel, send: what the deadline sees);
+        # tick_total adds the bookkeeping after the send (Stats, spread over a few ticks)
+        mon.tick(late, sent - wake, missed)
+        tick_total.record((done - wake) // 1000)
         if missed:
             loop.on_misses(done)
         deadline += period
@@ -83,6 +87,7 @@ def run_control(cfg: RobotConfig, run_dir: Path, duration_s: float, fifo: bool =
     loop.deactivate()
     drop_realtime()
     summary = loop.summary(rt.scheduler, rt.cpus, end_ns)
+    summary["tick_total_us"] = loop.tick_total_us.summary()
     summary["rt_notes"] = rt.notes
     summary["mlocked"] = rt.mlocked
     path = Path(run_dir) / f"{ROLE}.json"
