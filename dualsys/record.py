@@ -45,6 +45,7 @@ from dualsys.bus.messages import (
 )
 from dualsys.bus.transport import Publisher
 from dualsys.config import RobotConfig
+from dualsys.rundir import write_summary
 
 ROLE = "recorder"
 MESSAGE_ENCODING = "msgpack"
@@ -267,8 +268,7 @@ def run_recorder(cfg: RobotConfig, run_dir: Path, out: Path, duration_s: float) 
     elapsed = (time.monotonic_ns() - start) / 1e9
     rec.close()
     summary = rec.summary(elapsed)
-    path = Path(run_dir) / f"{ROLE}.json"
-    path.write_text(json.dumps(summary, indent=1) + "\n")
+    path = write_summary(run_dir, ROLE, summary)
     stats_pub.close()
     ctx.term()
     print(

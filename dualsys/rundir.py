@@ -39,3 +39,12 @@ def exit_now(code: int) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def write_summary(run_dir: str | Path, role: str, summary: dict) -> Path:
+    """Write a process's end-of-run summary to {run_dir}/{role}.json (read by the report)."""
+    import json
+
+    path = Path(run_dir) / f"{role}.json"
+    path.write_text(json.dumps(summary, indent=1) + "\n")
+    return path

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -12,6 +11,7 @@ from pathlib import Path
 import zmq
 
 from dualsys.config import RobotConfig
+from dualsys.rundir import write_summary
 from dualsys.system1.control import ROLE, ControlLoop
 from dualsys.system1.rt import drop_realtime, freeze_gc, setup_realtime, sleep_until
 from dualsys.timing import pin_to_core
@@ -90,8 +90,7 @@ def run_control(cfg: RobotConfig, run_dir: Path, duration_s: float, fifo: bool =
     summary["tick_total_us"] = loop.tick_total_us.summary()
     summary["rt_notes"] = rt.notes
     summary["mlocked"] = rt.mlocked
-    path = Path(run_dir) / f"{ROLE}.json"
-    path.write_text(json.dumps(summary, indent=1) + "\n")
+    path = write_summary(run_dir, ROLE, summary)
     loop.close()
     ctx.term()
     print(

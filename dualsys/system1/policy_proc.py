@@ -10,7 +10,6 @@ inpaints the rest. Normal scheduling on System 1's core: the FIFO control loop p
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -23,6 +22,7 @@ from dualsys.bus.curve import BusSecurity
 from dualsys.bus.messages import ActionChunk, Hello, Latent, RobotState, Stats
 from dualsys.bus.transport import Publisher, Subscriber
 from dualsys.config import RobotConfig
+from dualsys.rundir import write_summary
 from dualsys.system1.chunks import Chunk, DelayEstimator, needs_replan, plan_next
 from dualsys.system1.control_proc import StopFlag
 from dualsys.system1.monitor import Percentiles
@@ -186,8 +186,7 @@ def run_policy(cfg: RobotConfig, run_dir: Path, duration_s: float, untrained: bo
             loop.send_stats()
             next_stats = now + stats_period
     summary = loop.summary()
-    path = Path(run_dir) / f"{ROLE}.json"
-    path.write_text(json.dumps(summary, indent=1) + "\n")
+    path = write_summary(run_dir, ROLE, summary)
     loop.close()
     ctx.term()
     print(

@@ -36,6 +36,11 @@ def _up(tmp_path: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "dualsys.cli", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+
+
 def _wait_pids(tmp_path: Path, roles: tuple[str, ...], timeout: float = 120) -> dict[str, int]:
     path = tmp_path / "run" / "pids.json"
     deadline = time.monotonic() + timeout
@@ -104,20 +109,10 @@ def test_system2_killed_is_restarted_and_control_death_stops_all(tmp_path: Path)
         _wait_ready(proc, lines)
         pids = _wait_pids(tmp_path, ("system2", "control"))
         run = ["--robot", "gr1", "--run-dir", str(tmp_path / "run")]
-        said = subprocess.run(
-            [sys.executable, "-m", "dualsys.cli", "say", "raise both arms", *run],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        said = _cli("say", "raise both arms", *run)
         assert said.returncode == 0, said.stderr
         time.sleep(1.0)
-        status = subprocess.run(
-            [sys.executable, "-m", "dualsys.cli", "status", "--once", *run],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        status = _cli("status", "--once", *run)
         assert status.returncode == 0, status.stderr
         assert "S1 " in status.stdout and '"raise both arms"' in status.stdout
         os.kill(pids["system2"], signal.SIGKILL)
