@@ -22,8 +22,8 @@ import torch
 
 from dualsys import config
 from dualsys.behaviours.expert import BEHAVIOURS, Expert
-from dualsys.behaviours.rollout import EPISODE_S, apply_setup, ground_truth, new_setup
-from dualsys.behaviours.scoring import Score, Scorer, Trajectory
+from dualsys.behaviours.rollout import apply_setup, ground_truth, new_setup
+from dualsys.behaviours.scoring import EVAL_EPISODE_S, Score, Scorer, Trajectory
 from dualsys.config import RobotConfig
 from dualsys.robot.model import OBJECTS
 
@@ -55,13 +55,18 @@ class OfflineBrain:
     @torch.inference_mode()
     def latent(self, image: np.ndarray, q: np.ndarray, dq: np.ndarray, text: str) -> np.ndarray:
         """One System 2 step."""
+        from dualsys.system2.vision import to_pixels
+
         emb = torch.tensor(self.text.embed(text)[0])
         s = torch.from_numpy(self.state(q, dq))
-        return self.fusion(emb, self.vision.features(image), s).numpy()
+        px = None
+        if self.fusion.wants_pixels:
+            px = torch.from_numpy(to_pixels(image, self.fusion.dims["pixels"]))
+        return self.fusion(emb, self.vision.features(image), s, px).numpy()
 
 
 def run_policy_episode(sim, brain: OfflineBrain, cfg: RobotConfig, setup, text: str,
-                       seconds: float = EPISODE_S, rtc: bool = True,
+                       seconds: float = EVAL_EPISODE_S, rtc: bool = True,
                        delay_ns: int = LIVE_DELAY_NS) -> Trajectory:  # fmt: skip
     """One closed-loop episode from `setup` following instruction `text`.
 

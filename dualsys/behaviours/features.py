@@ -5,6 +5,9 @@ frozen encoders: the MiniLM embedding of each instruction and the MobileNetV2 po
 of each camera frame. `build_cache` computes them with the very encoder classes the System 2
 service runs (`TextEncoder`, `VisionEncoder`) and stores them with the tabular arrays in one
 npz file (`features.npz` in the dataset directory), so training never touches images.
+`build_pixel_cache` stores the frames area-downsampled for the fusion head's spatial pathway
+(`pixels.npz`, uint8, same frame order) in a file of its own, so adding it never recomputes
+the MobileNet features.
 """
 
 from __future__ import annotations
@@ -21,6 +24,28 @@ from dualsys.config import RobotConfig
 
 CACHE_NAME = "features.npz"
 CACHE_VERSION = 1
+PIXEL_CACHE_NAME = "pixels.npz"
+
+
+def build_pixel_cache(
+    data: str | Path, side: int, progress: Callable[[int, int], None] | None = None
+) -> Path:
+    """Every camera frame of the dataset as (3, side, side) uint8 (`to_pixels`), cached."""
+    from dualsys.system2.vision import to_pixels
+
+    reader = DatasetReader(data)
+    path = Path(data) / PIXEL_CACHE_NAME
+    if path.exists():
+        with np.load(path) as z:
+            if int(z["episodes"]) == len(reader) and z["pixels"].shape[-1] == side:
+                return path
+    out = []
+    for i in range(len(reader)):
+        out.extend(to_pixels(im, side) for im in reader.load(i).images)
+        if progress:
+            progress(i + 1, len(reader))
+    np.savez(path, episodes=len(reader), pixels=np.stack(out))
+    return path
 
 
 def build_cache(
@@ -98,6 +123,19 @@ class FeatureSet:
             self.ep = torch.from_numpy(z["ep"])
             self.step = torch.from_numpy(z["step"])
         self.ep_len = torch.bincount(self.ep)
+        px = Path(path).parent / PIXEL_CACHE_NAME
+        self.pixels: torch.Tensor | None = None
+        if px.exists():
+            with np.load(px) as z:
+                if int(z["episodes"]) == len(self.ep_len) and len(z["pixels"]) == len(self.vision):
+                    self.pixels = torch.from_numpy(z["pixels"])
+
+    def behaviour_of_text(self) -> list[str]:
+        """The behaviour each phrasing (index into `texts`) was demonstrated for."""
+        out = [""] * len(self.texts)
+        for ep, t in enumerate(self.ep_text.tolist()):
+            out[t] = self.behaviours[ep]
+        return out
 
     def __len__(self) -> int:
         return len(self.q)
@@ -119,6 +157,10 @@ class FeatureSet:
             out.behaviours = out.behaviours + fs.behaviours
             out.ep_start = torch.cat([out.ep_start, fs.ep_start + n_rows])
             out.vision = torch.cat([out.vision, fs.vision])
+            if out.pixels is not None and fs.pixels is not None:
+                out.pixels = torch.cat([out.pixels, fs.pixels])
+            else:
+                out.pixels = None
             for k in ("q", "dq", "act", "step"):
                 setattr(out, k, torch.cat([getattr(out, k), getattr(fs, k)]))
             out.img = torch.cat([out.img, fs.img + n_img])

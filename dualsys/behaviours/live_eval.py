@@ -23,7 +23,7 @@ import numpy as np
 import zmq
 
 from dualsys.behaviours.kinematics import Kinematics
-from dualsys.behaviours.scoring import Scorer, Trajectory
+from dualsys.behaviours.scoring import EVAL_EPISODE_S, Scorer, Trajectory
 from dualsys.bus import Instruction, Latent, Publisher, RobotState, SceneReset, Subscriber
 from dualsys.config import RobotConfig
 from dualsys.robot.model import OBJECTS, build_model
@@ -35,7 +35,7 @@ SWITCH_PROGRESS_RAD = 0.05
 SWITCH_MIN_RAD = 0.1
 REST_PHRASE = "return to rest"
 REST_S = 3.0
-EPISODE_S = 6.0
+EPISODE_S = EVAL_EPISODE_S
 SAMPLE_HZ = 50
 
 

@@ -2,12 +2,13 @@
 
 `new_setup` draws an episode: random object placement and a start pose (the default pose,
 slightly perturbed, or a pose taken from the middle of another behaviour, so the data also
-shows switching). `run_expert` executes the expert's plan with 200 Hz PD commands and emits
-every sample as a wire frame of dualsys's own bus (`Instruction`, `RobotState`, `Command`,
-`CameraFrame`, encoded by `dualsys.bus.codec` with the simulation time as the header's
-monotonic time); the dataset writer only ever sees those frames, decoded and validated by the
-same codec the live processes use. Palm and object positions (ground truth, for scoring)
-travel beside them.
+shows switching). return_to_rest also starts near the default pose 40% of the time, so the
+data shows "already at rest: stay still" as well as the way back. `run_expert` executes the
+expert's plan with 200 Hz PD commands and emits every sample as a wire frame of dualsys's
+own bus (`Instruction`, `RobotState`, `Command`, `CameraFrame`, encoded by
+`dualsys.bus.codec` with the simulation time as the header's monotonic time); the dataset
+writer only ever sees those frames, decoded and validated by the same codec the live
+processes use. Palm and object positions (ground truth, for scoring) travel beside them.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def new_setup(sim, expert: Expert, behaviour: str, instruction: str, seed: int) 
     sim.reset()
     objects = sim.randomise_objects(rng)
     d = expert.default
-    if behaviour != "return_to_rest" and rng.random() < 0.4:
+    if rng.random() < 0.4:
         q = d + rng.normal(0.0, 0.03, d.shape) * (np.arange(len(d)) < 14)
     else:
         others = [b for b in BEHAVIOURS if b not in (behaviour, "return_to_rest")]

@@ -34,6 +34,9 @@ import numpy as np
 from dualsys.behaviours.expert import OBJECT_HALF_HEIGHT, TOUCH_OBJECT
 from dualsys.config import RobotConfig
 
+#: Length of an evaluated episode (s), offline and live: long enough for the gestures to show
+#: several periods after the robot has got there (demonstrations may be shorter).
+EVAL_EPISODE_S = 6.0
 TOUCH_RADIUS = 0.05
 TOUCH_HOLD_S = 0.3
 GESTURE_WINDOW_S = 2.5

@@ -6,6 +6,12 @@ One training sample is one action step k of one episode:
   features of the newest camera frame at step k, or with probability 1/2 one or two frames
   older (the latent System 1 uses is up to ~0.25 s old), and the state features at that
   frame's time; the fusion head turns them into the latent (gradients flow into it).
+  With the spatial pathway (`spatial_k` > 0) the fusion head also sees that frame
+  downsampled (`pixels.npz`, see `dualsys.behaviours.features.build_pixel_cache`).
+- Instruction augmentation, so phrasings never seen in training land where the demonstrated
+  ones do: with probability `text_mix` the embedding is a random blend of two phrasings of
+  the same behaviour, then Gaussian noise of expected norm `text_noise` is added and the
+  vector is re-normalised to unit length (MiniLM embeddings are unit vectors).
 - System 1 input: the latent, the normalised state (q, dq) at step k, with a little noise.
 - Target: the expert's next H commanded positions (controlled joints), normalised by the
   joint limits exactly as `ChunkSampler` does, padded with the last action at episode end.
@@ -55,6 +61,10 @@ class TrainConfig:
     threads: int = 2
     max_minutes: float = 0.0  # > 0: cut `steps` so training ends within this wall time
     ema: float = 0.999  # decay of the weight average that is saved (0 = save the raw weights)
+    spatial_k: int = 16  # keypoints of the fusion head's spatial pathway (0 = none)
+    latent_tokens: bool = True  # policy: latent added to every action token too
+    text_mix: float = 0.5  # probability of blending two phrasings of the same behaviour
+    text_noise: float = 0.3  # expected norm of the noise added to the instruction embedding
 
 
 class Trainer:
@@ -66,8 +76,19 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         base = PolicySpec.for_robot(cfg)
         self.spec = PolicySpec(
-            **{**asdict(base), "width": tc.width or base.width, "layers": tc.layers or base.layers}
+            **{
+                **asdict(base),
+                "width": tc.width or base.width,
+                "layers": tc.layers or base.layers,
+                "latent_tokens": tc.latent_tokens,
+            }
         )
+        if tc.spatial_k > 0 and features.pixels is None:
+            raise ValueError(
+                "spatial_k > 0 needs the pixel cache (pixels.npz) of every dataset; "
+                "build it with dualsys.behaviours.features.build_pixel_cache"
+            )
+        self._text_groups()
         torch.manual_seed(tc.seed)
         self.policy = FlowPolicy(self.spec)
         lim = cfg.limits()
@@ -81,7 +102,7 @@ class Trainer:
         n = cfg.n_joints
         self.fusion = FusionHead(
             self.fs.text_emb.shape[1], self.fs.vision.shape[1], 2 * n, cfg.system2.latent_dim,
-            DEFAULT_WIDTH,
+            DEFAULT_WIDTH, tc.spatial_k,
         ).seeded_init(tc.seed + 1)  # fmt: skip
         params = list(self.policy.parameters()) + list(self.fusion.parameters())
         self.opt = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
@@ -113,12 +134,37 @@ class Trainer:
         torch._foreach_lerp_(ema, raw, 1.0 - decay)
 
     # ------------------------------------------------------------------ data
+    def _text_groups(self) -> None:
+        """Per phrasing: the phrasings of the same behaviour (padded by repetition)."""
+        beh = self.fs.behaviour_of_text()
+        groups = [[j for j, b in enumerate(beh) if b == beh[i]] for i in range(len(beh))]
+        width = max(len(g) for g in groups)
+        self.text_group = torch.tensor([(g * width)[:width] for g in groups])
+        self.text_group_n = torch.tensor([len(g) for g in groups])
+
+    def texts(self, ids: torch.Tensor) -> torch.Tensor:
+        """Augmented instruction embeddings for phrasing ids (see the module docstring)."""
+        emb = self.fs.text_emb
+        e = emb[ids]
+        n = len(ids)
+        if self.tc.text_mix > 0:
+            pick = torch.randint(0, 1 << 30, (n,), generator=self.gen) % self.text_group_n[ids]
+            other = emb[self.text_group[ids, pick]]
+            lam = torch.rand(n, 1, generator=self.gen)
+            mix = (torch.rand(n, 1, generator=self.gen) < self.tc.text_mix).float()
+            e = e + mix * (1 - lam) * (other - e)
+        if self.tc.text_noise > 0:
+            scale = self.tc.text_noise / np.sqrt(e.shape[1])
+            e = e + torch.randn(e.shape, generator=self.gen) * scale
+        return e / e.norm(dim=1, keepdim=True).clamp_min(1e-6)
+
     def _state(self, q: torch.Tensor, dq: torch.Tensor) -> torch.Tensor:
         """The normalisation of `ChunkSampler.state_vector` / `StateFeatures` (clipped +-4)."""
         return torch.cat([(q - self.q_mid) / self.q_half, dq / self.vel], -1).clamp(-4, 4)
 
-    def batch(self, rows: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """(text, vision, fusion state, policy state, normalised action chunk) for rows."""
+    def batch(self, rows: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        """(text, vision, fusion state, policy state, normalised action chunk, pixels or
+        None) for rows."""
         fs, H = self.fs, self.spec.horizon
         ep = fs.ep[rows]
         start = fs.ep_start[ep]
@@ -129,19 +175,20 @@ class Trainer:
         img = torch.maximum(fs.img[rows] - lag, fs.img[start])
         per = self.cfg.rates.action_hz // self.cfg.rates.camera_hz
         frame_row = torch.minimum(start + (img - fs.img[start]) * per, rows)
-        text = fs.text_emb[fs.ep_text[ep]]
+        text = self.texts(fs.ep_text[ep])
         vision = fs.vision[img]
+        pixels = fs.pixels[img] if self.fusion.wants_pixels else None
         s2_state = self._state(fs.q[frame_row], fs.dq[frame_row])
         q = fs.q[rows] + torch.randn(fs.q[rows].shape, generator=self.gen) * self.tc.state_noise
         policy_state = self._state(q, fs.dq[rows])
         idx = torch.minimum(rows[:, None] + torch.arange(H)[None], last[:, None])
         act = (fs.act[idx] - self.a_mid) / self.a_half
-        return text, vision, s2_state, policy_state, act
+        return text, vision, s2_state, policy_state, act, pixels
 
     def loss(self, rows: torch.Tensor) -> torch.Tensor:
         """Flow-matching loss on a batch of rows."""
-        text, vision, s2_state, state, x1 = self.batch(rows)
-        latent = self.fusion(text, vision, s2_state)
+        text, vision, s2_state, state, x1, pixels = self.batch(rows)
+        latent = self.fusion(text, vision, s2_state, pixels)
         noise = torch.randn(x1.shape, generator=self.gen)
         tau = torch.rand(len(rows), generator=self.gen)
         xt = (1 - tau[:, None, None]) * noise + tau[:, None, None] * x1

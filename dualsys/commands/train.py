@@ -24,8 +24,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
 
     from dualsys.behaviours.dataset import DatasetError
-    from dualsys.behaviours.features import FeatureSet, build_cache
+    from dualsys.behaviours.features import FeatureSet, build_cache, build_pixel_cache
     from dualsys.behaviours.train import TrainConfig, Trainer
+    from dualsys.system2.fusion import DEFAULT_PIXELS
 
     cfg = config.load_robot(args.robot)
     t0 = time.monotonic()
@@ -39,6 +40,12 @@ def cmd_train(args: argparse.Namespace) -> int:
                 paths.append(
                     build_cache(cfg, data, lambda i, n, t=task: bar.update(t, completed=i, total=n))
                 )
+                if args.spatial_k > 0:
+                    task = bar.add_task(f"pixels {Path(data).name}", total=None)
+                    build_pixel_cache(
+                        data, DEFAULT_PIXELS,
+                        lambda i, n, t=task: bar.update(t, completed=i, total=n),
+                    )  # fmt: skip
     except DatasetError as exc:
         print(f"dualsys train: error: {exc}", file=sys.stderr)
         return 2
@@ -46,7 +53,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     tc = TrainConfig(
         steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed, width=args.width,
         layers=args.layers, threads=args.threads, save_every=args.save_every,
-        max_minutes=args.max_minutes, ema=args.ema,
+        max_minutes=args.max_minutes, ema=args.ema, spatial_k=args.spatial_k,
+        latent_tokens=not args.no_latent_tokens, text_mix=args.text_mix,
+        text_noise=args.text_noise,
     )  # fmt: skip
     trainer = Trainer(cfg, FeatureSet.merged(paths), Path(args.out), tc)
     if trainer.step:
@@ -103,4 +112,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--ema", type=float, default=0.999,
                    help="decay of the saved weight average (0 = save the raw weights)")  # fmt: skip
+    p.add_argument(
+        "--spatial-k",
+        type=int,
+        default=16,
+        help="keypoints of the fusion head's spatial image pathway (0 = none)",
+    )
+    p.add_argument(
+        "--no-latent-tokens",
+        action="store_true",
+        help="policy: latent as a prefix token only (not added to action tokens)",
+    )
+    p.add_argument(
+        "--text-mix",
+        type=float,
+        default=0.5,
+        help="probability of blending two phrasings of one behaviour",
+    )
+    p.add_argument("--text-noise", type=float, default=0.3,
+                   help="norm of the noise added to instruction embeddings")  # fmt: skip
     p.set_defaults(func=cmd_train)

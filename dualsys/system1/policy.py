@@ -49,6 +49,9 @@ class PolicySpec:
     #: scale of the starting noise when sampling (1 = the trained distribution; < 1 samples
     #: closer to the mode: less jitter, more precise holds). Optional in the JSON (default 1).
     noise_scale: float = 1.0
+    #: add the projected latent to every action token as well as giving it its own prefix
+    #: token (a stronger, FiLM-like conditioning path; optional in the JSON, default off).
+    latent_tokens: bool = False
 
     @classmethod
     def for_robot(cls, cfg: RobotConfig) -> PolicySpec:
@@ -111,8 +114,11 @@ class FlowPolicy(nn.Module):
         """x: (B, H, A) noisy actions; tau: (B,) flow time in [0, 1]; returns (B, H, A)."""
         ang = tau[:, None].float() * 1000.0 * self.freqs[None]
         temb = self.time_mlp(torch.cat([ang.sin(), ang.cos()], -1).to(x.dtype))[:, None]
+        lat = self.latent_in(latent)
         tokens = self.act_in(x) + self.pos + temb
-        cond = torch.stack([self.latent_in(latent), self.state_in(state)], 1) + temb
+        if self.spec.latent_tokens:
+            tokens = tokens + lat[:, None]
+        cond = torch.stack([lat, self.state_in(state)], 1) + temb
         h = torch.cat([cond, tokens], 1)
         for blk in self.blocks:
             h = blk(h)

@@ -6,11 +6,19 @@ Architecture (small, ~0.6M parameters at the defaults): each modality is project
 two-layer GELU MLP to `latent_dim`, and a final non-affine LayerNorm fixes the latent's scale
 (zero mean, unit variance per element), a contract System 1 can rely on.
 
+Optional spatial pathway (`spatial_k` > 0): the pooled MobileNet vector says *what* is in the
+frame but hardly *where*, and reaching for an object needs where. A small convolutional net
+trained with the head looks at the frame area-downsampled to `pixels` x `pixels` (see
+`dualsys.system2.vision.to_pixels`) and ends in `spatial_k` heat maps; a spatial softmax turns
+each into the expected (x, y) image coordinate of a learned keypoint (Levine et al. 2016),
+which becomes a fourth token. Its cost is ~1 ms per frame on one CPU thread.
+
 Weights come from a safetensors checkpoint (`system2.checkpoint` in the robot config,
 trained in the behaviour issue). Checkpoint format: the head's `state_dict` tensors, with
 metadata `format = "dualsys.system2.fusion"`, `version = "1"` and the integer dims
-`text_dim`, `vision_dim`, `state_dim`, `latent_dim`, `width` (as strings, safetensors metadata
-is str -> str). Write one with `save_fusion`.
+`text_dim`, `vision_dim`, `state_dim`, `latent_dim`, `width`, `spatial_k`, `pixels` (as
+strings, safetensors metadata is str -> str; version "1" files have no spatial pathway). Write
+one with `save_fusion`.
 
 Without a checkpoint the service refuses to start unless asked for `--untrained`: then every
 Linear weight is drawn from N(0, 1/fan_in) with a `torch.Generator` seeded with
@@ -28,20 +36,52 @@ import torch
 from torch import nn
 
 FORMAT = "dualsys.system2.fusion"
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"
+#: Versions `load_fusion` reads ("1": written before the spatial pathway existed).
+READ_VERSIONS = ("1", "2")
 UNTRAINED_SEED = 20250201
 DEFAULT_WIDTH = 256
+#: Side of the downsampled frame the spatial pathway sees.
+DEFAULT_PIXELS = 64
 
 
 class FusionError(ValueError):
     """The fusion weights are missing or do not fit this encoder/robot; names file and reason."""
 
 
+class SpatialKeypoints(nn.Module):
+    """(B, 3, P, P) uint8 frames -> (B, 2k) expected (x, y) in [-1, 1] of k learned keypoints."""
+
+    def __init__(self, k: int, pixels: int, channels: int = 16) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(3, channels, 5, 2, 2), nn.GELU(),
+            nn.Conv2d(channels, channels, 3, 1, 1), nn.GELU(),
+            nn.Conv2d(channels, k, 1),
+        )  # fmt: skip
+        side = (pixels + 1) // 2
+        lin = torch.linspace(-1.0, 1.0, side)
+        self.register_buffer("xs", lin.repeat(side), persistent=False)
+        self.register_buffer("ys", lin.repeat_interleave(side), persistent=False)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = pixels.to(self.xs.dtype) / 127.5 - 1.0
+        attn = torch.softmax(self.net(x).flatten(2), dim=-1)  # (B, k, side*side)
+        return torch.cat([attn @ self.xs, attn @ self.ys], dim=-1)
+
+
 class FusionHead(nn.Module):
-    """(text, vision, state) feature vectors -> latent (zero mean, unit variance per element)."""
+    """(text, vision, state[, pixels]) features -> latent (zero mean, unit variance each)."""
 
     def __init__(
-        self, text_dim: int, vision_dim: int, state_dim: int, latent_dim: int, width: int = 256
+        self,
+        text_dim: int,
+        vision_dim: int,
+        state_dim: int,
+        latent_dim: int,
+        width: int = 256,
+        spatial_k: int = 0,
+        pixels: int = DEFAULT_PIXELS,
     ) -> None:
         super().__init__()
         self.dims = {
@@ -50,25 +90,57 @@ class FusionHead(nn.Module):
             "state_dim": state_dim,
             "latent_dim": latent_dim,
             "width": width,
+            "spatial_k": spatial_k,
+            "pixels": pixels,
         }
         self.text = nn.Sequential(nn.Linear(text_dim, width), nn.LayerNorm(width))
         self.vision = nn.Sequential(nn.Linear(vision_dim, width), nn.LayerNorm(width))
         self.state = nn.Sequential(nn.Linear(state_dim, width), nn.LayerNorm(width))
+        tokens = 3
+        if spatial_k > 0:
+            self.spatial = SpatialKeypoints(spatial_k, pixels)
+            self.spatial_proj = nn.Sequential(nn.Linear(2 * spatial_k, width), nn.LayerNorm(width))
+            tokens = 4
         self.mlp = nn.Sequential(
-            nn.Linear(3 * width, 2 * width), nn.GELU(), nn.Linear(2 * width, latent_dim)
+            nn.Linear(tokens * width, 2 * width), nn.GELU(), nn.Linear(2 * width, latent_dim)
         )
         self.out = nn.LayerNorm(latent_dim, elementwise_affine=False)
 
-    def forward(self, text: torch.Tensor, vision: torch.Tensor, state: torch.Tensor):
-        x = torch.cat([self.text(text), self.vision(vision), self.state(state)], dim=-1)
-        return self.out(self.mlp(x))
+    @property
+    def wants_pixels(self) -> bool:
+        """True when the head has the spatial pathway (callers must pass `pixels`)."""
+        return self.dims["spatial_k"] > 0
+
+    def forward(
+        self,
+        text: torch.Tensor,
+        vision: torch.Tensor,
+        state: torch.Tensor,
+        pixels: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Batched (B, dim) inputs, or single unbatched vectors (then pixels is (3, P, P))."""
+        single = text.dim() == 1
+        if single:
+            text, vision, state = text[None], vision[None], state[None]
+            pixels = None if pixels is None else pixels[None]
+        parts = [self.text(text), self.vision(vision), self.state(state)]
+        if self.wants_pixels:
+            if pixels is None:
+                raise ValueError("this fusion head has a spatial pathway: pass the pixels")
+            parts.append(self.spatial_proj(self.spatial(pixels)))
+        out = self.out(self.mlp(torch.cat(parts, dim=-1)))
+        return out[0] if single else out
 
     def seeded_init(self, seed: int = UNTRAINED_SEED) -> FusionHead:
         """The documented deterministic random init (see module docstring)."""
         gen = torch.Generator().manual_seed(seed)
         with torch.no_grad():
             for module in self.modules():
-                if isinstance(module, nn.Linear):
+                if isinstance(module, nn.Conv2d):
+                    std = 1.0 / math.sqrt(module.weight[0].numel())
+                    module.weight.copy_(torch.randn(module.weight.shape, generator=gen) * std)
+                    module.bias.zero_()
+                elif isinstance(module, nn.Linear):
                     std = 1.0 / math.sqrt(module.in_features)
                     module.weight.copy_(torch.randn(module.weight.shape, generator=gen) * std)
                     module.bias.zero_()
@@ -100,10 +172,10 @@ def load_fusion(path: str | Path, text_dim: int, vision_dim: int, state_dim: int
         tensors = load_file(str(path))
     except Exception as exc:  # safetensors raises its own types for bad files
         raise FusionError(f"{path}: not a readable safetensors file ({exc})") from None
-    if meta.get("format") != FORMAT or meta.get("version") != FORMAT_VERSION:
+    if meta.get("format") != FORMAT or meta.get("version") not in READ_VERSIONS:
         raise FusionError(
             f"{path}: metadata format/version is {meta.get('format')!r}/{meta.get('version')!r}, "
-            f"expected {FORMAT!r}/{FORMAT_VERSION!r}"
+            f"expected {FORMAT!r}/one of {READ_VERSIONS}"
         )
     want = {
         "text_dim": text_dim,
@@ -113,6 +185,8 @@ def load_fusion(path: str | Path, text_dim: int, vision_dim: int, state_dim: int
     }
     try:
         got = {k: int(meta[k]) for k in (*want, "width")}
+        got["spatial_k"] = int(meta.get("spatial_k", "0"))
+        got["pixels"] = int(meta.get("pixels", str(DEFAULT_PIXELS)))
     except (KeyError, ValueError) as exc:
         raise FusionError(f"{path}: metadata lacks integer dim {exc}") from None
     for key, value in want.items():
@@ -120,7 +194,7 @@ def load_fusion(path: str | Path, text_dim: int, vision_dim: int, state_dim: int
             raise FusionError(
                 f"{path}: checkpoint has {key} = {got[key]}, this setup needs {value}"
             )
-    head = FusionHead(**{k: got[k] for k in (*want, "width")})
+    head = FusionHead(**got)
     missing, unexpected = head.load_state_dict(tensors, strict=False)
     if missing or unexpected:
         raise FusionError(f"{path}: tensors missing {missing} / unexpected {unexpected}")

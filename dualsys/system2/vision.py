@@ -109,6 +109,21 @@ def load_mobilenet_v2(path: Path | None = None) -> MobileNetV2:
     return model.eval()
 
 
+def to_pixels(image: np.ndarray, side: int = 64) -> np.ndarray:
+    """H x W x 3 uint8 RGB -> (3, side, side) uint8, area-averaged (the fusion head's spatial
+    pathway input; the same function runs in training, in the offline eval and live)."""
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"expected an H x W x 3 uint8 image, got {image.dtype} {image.shape}")
+    h, w = image.shape[:2]
+    if h % side == 0 and w % side == 0:
+        fh, fw = h // side, w // side
+        x = image.reshape(side, fh, side, fw, 3).mean(axis=(1, 3), dtype=np.float32)
+        return np.ascontiguousarray((x + 0.5).astype(np.uint8).transpose(2, 0, 1))
+    t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
+    x = torch.nn.functional.interpolate(t, size=(side, side), mode="area")[0]
+    return (x + 0.5).clamp_(0, 255).to(torch.uint8).numpy()
+
+
 class VisionEncoder:
     """Camera frame -> 1280-d MobileNetV2 features (pretrained, frozen, eval mode)."""
 

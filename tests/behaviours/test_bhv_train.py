@@ -7,7 +7,7 @@ import json
 import torch
 
 from dualsys.behaviours.dataset import DatasetWriter, EpisodeRecorder
-from dualsys.behaviours.features import FeatureSet, build_cache
+from dualsys.behaviours.features import FeatureSet, build_cache, build_pixel_cache
 from dualsys.behaviours.rollout import new_setup, run_expert
 from dualsys.behaviours.train import TrainConfig, Trainer
 from dualsys.system1.policy import PolicySpec, load_checkpoint
@@ -32,8 +32,11 @@ def test_tiny_training_run(cfg, sim, expert, tmp_path):
         frames, hands, objs = run_expert(sim, expert, cfg, setup, seconds=1.0)
         w.add(rec.episode(frames, b, i, hands, objs))
     w.close()
+    build_pixel_cache(tmp_path / "data", 64)
     fs = FeatureSet(build_cache(cfg, tmp_path / "data"))
     assert fs.vision.shape == (20, 1280) and fs.text_emb.shape == (2, 384)
+    assert fs.pixels is not None and fs.pixels.shape == (20, 3, 64, 64)
+    assert fs.pixels.dtype == torch.uint8 and fs.pixels.float().std() > 5
     # several datasets train as one: indices offset, shared phrasings not duplicated
     two = FeatureSet.merged([tmp_path / "data" / "features.npz"] * 2)
     one = FeatureSet(tmp_path / "data" / "features.npz")
@@ -53,7 +56,9 @@ def test_tiny_training_run(cfg, sim, expert, tmp_path):
     # the checkpoints are exactly what System 1 and System 2 load
     model = load_checkpoint(tmp_path / "ck" / "policy.safetensors", PolicySpec.for_robot(cfg))
     assert model.spec.width == 32
-    load_fusion(tmp_path / "ck" / "fusion.safetensors", 384, 1280, 2 * cfg.n_joints, 512)
+    head = load_fusion(tmp_path / "ck" / "fusion.safetensors", 384, 1280, 2 * cfg.n_joints, 512)
+    assert head.wants_pixels and head.dims["spatial_k"] == tc.spatial_k
+    assert model.spec.latent_tokens
     assert (tmp_path / "ck" / "loss.png").stat().st_size > 1000
     # resume: a new trainer continues from step 60 with the same weights
     tc2 = TrainConfig(**{**tc.__dict__, "steps": 70})
@@ -62,3 +67,30 @@ def test_tiny_training_run(cfg, sim, expert, tmp_path):
     assert abs(_eval_loss(tr2) - after) < 1e-4
     tr2.run()
     assert json.loads((tmp_path / "ck" / "train_state.json").read_text())["step"] == 70
+
+
+def test_instruction_augmentation_stays_within_the_behaviour(cfg, tmp_path):
+    """Blended embeddings are unit vectors between phrasings of one behaviour, never across."""
+    fs = FeatureSet.__new__(FeatureSet)
+    gen = torch.Generator().manual_seed(0)
+    emb = torch.nn.functional.normalize(torch.randn(4, 384, generator=gen), dim=1)
+    fs.text_emb, fs.texts = emb, ["a1", "a2", "b1", "b2"]
+    fs.ep_text = torch.tensor([0, 1, 2, 3])
+    fs.behaviours = ["a", "a", "b", "b"]
+    tr = Trainer.__new__(Trainer)
+    tr.fs, tr.gen = fs, gen
+    tr.tc = TrainConfig(text_mix=1.0, text_noise=0.0)
+    tr._text_groups()
+    out = tr.texts(torch.tensor([0] * 200 + [2] * 200))
+    assert torch.allclose(out.norm(dim=1), torch.ones(400), atol=1e-5)
+    # every blend of phrasing 0 lies in the span of phrasings 0 and 1 (behaviour a) ...
+    coef = torch.linalg.lstsq(emb[[0, 1]].T, out[:200].T).solution
+    assert torch.allclose(emb[[0, 1]].T @ coef, out[:200].T, atol=1e-4)
+    # ... and really moves towards phrasing 1 for some samples
+    assert (coef[1] > 0.2).sum() > 20
+    coef_b = torch.linalg.lstsq(emb[[2, 3]].T, out[200:].T).solution
+    assert torch.allclose(emb[[2, 3]].T @ coef_b, out[200:].T, atol=1e-4)
+    tr.tc = TrainConfig(text_mix=0.0, text_noise=0.3)
+    noisy = tr.texts(torch.tensor([0] * 200))
+    dist = (noisy - emb[0]).norm(dim=1)
+    assert 0.15 < float(dist.mean()) < 0.45

@@ -90,3 +90,54 @@ def test_state_features_are_scaled_by_the_limits() -> None:
     np.testing.assert_allclose(sf(lim["min"], -lim["velocity"]), -1.0, atol=1e-5)
     with pytest.raises(ValueError, match="state must be"):
         sf(np.zeros(3), np.zeros(3))
+
+
+def test_spatial_pathway_locates_a_dot_and_round_trips(tmp_path) -> None:
+    """The spatial keypoints follow where things are in the frame; the checkpoint keeps them."""
+    from dualsys.system2.fusion import SpatialKeypoints
+    from dualsys.system2.vision import to_pixels
+
+    kp = SpatialKeypoints(k=1, pixels=64)
+    with torch.no_grad():  # a hand-set detector of red: the heat map is the red channel
+        for conv in (kp.net[0], kp.net[2], kp.net[4]):
+            conv.weight.zero_()
+            conv.bias.zero_()
+        kp.net[0].weight[0, 0, 2, 2] = 1.0
+        kp.net[2].weight[0, 0, 1, 1] = 1.0
+        kp.net[4].weight[0, 0, 0, 0] = 40.0
+    xs = []
+    for col in (20, 100):
+        img = np.zeros((128, 128, 3), np.uint8)
+        img[60:68, col : col + 8, 0] = 255
+        px = torch.from_numpy(to_pixels(img, 64))[None]
+        assert px.shape == (1, 3, 64, 64) and px.dtype == torch.uint8
+        with torch.no_grad():
+            xs.append(float(kp(px)[0, 0]))
+    assert xs[0] < -0.4 and xs[1] > 0.4, xs
+    head = FusionHead(**DIMS, width=32, spatial_k=4).seeded_init(seed=5)
+    assert head.wants_pixels
+    x = _inputs(2)
+    px = torch.from_numpy(to_pixels(np.full((128, 128, 3), 90, np.uint8)))
+    with pytest.raises(ValueError, match="pass the pixels"):
+        head(*x)
+    path = tmp_path / "spatial.safetensors"
+    save_fusion(head, path)
+    loaded = load_fusion(path, **DIMS)
+    assert loaded.dims["spatial_k"] == 4
+    with torch.inference_mode():
+        assert torch.equal(head(*x, px), loaded(*x, px))
+        batched = loaded(*(v[None].repeat(3, 1) for v in x), px[None].repeat(3, 1, 1, 1))
+        assert torch.allclose(batched[1], loaded(*x, px), atol=1e-5)
+
+
+def test_to_pixels_area_average() -> None:
+    from dualsys.system2.vision import to_pixels
+
+    img = np.zeros((128, 128, 3), np.uint8)
+    img[::2, :, 1] = 200  # every other row: a 2x2 block averages to 100
+    out = to_pixels(img, 64)
+    assert out.shape == (3, 64, 64) and np.all(out[1] == 100) and np.all(out[0] == 0)
+    odd = to_pixels(np.full((90, 120, 3), 77, np.uint8), 64)  # not a multiple: interpolate
+    assert odd.shape == (3, 64, 64) and np.all(odd == 77)
+    with pytest.raises(ValueError, match="uint8"):
+        to_pixels(np.zeros((64, 64, 3), np.float32))
