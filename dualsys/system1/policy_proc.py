@@ -29,6 +29,8 @@ from dualsys.system1.monitor import Percentiles
 from dualsys.timing import Histogram, pin_to_core, warn_once
 
 ROLE = "policy"
+#: soft-guidance decay per action for the overlap with the previous chunk (same task)
+GUIDANCE_DECAY = 0.6
 
 
 class PolicyLoop:
@@ -66,6 +68,8 @@ class PolicyLoop:
         self.chunks = 0
         self.state: RobotState | None = None
         self.latent: Latent | None = None
+        #: instruction id of the latent the current chunk was sampled with
+        self.chunk_instruction: int | None = None
         self.stale_ns = int(cfg.budgets.latent_stale_ms * 1e6)
         self.hello = Hello(ROLE, cfg.name, cfg.system2.latent_dim, n, os.getpid())
 
@@ -81,14 +85,23 @@ class PolicyLoop:
             self.latent = la
 
     def step(self) -> bool:
-        """Publish a new chunk if one is due and inputs exist. Returns True if it published."""
+        """Publish a new chunk if one is due and inputs exist. Returns True if it published.
+
+        A latent computed for a new instruction makes a chunk due at once (not when the
+        current one runs low), and that chunk keeps only the frozen actions of the old one
+        (no soft guidance towards the old task): the robot follows a new command sooner.
+        """
         now = time.monotonic_ns()
         if self.state is None or self.latent is None:
             return False
-        if not needs_replan(self.current, now, self.cfg.policy.replan_below):
+        new_task = self.latent.instruction_id != self.chunk_instruction
+        if not new_task and not needs_replan(self.current, now, self.cfg.policy.replan_below):
             return False
         hold = self.state.q[self.ctrl]
-        plan = plan_next(self.current, now, self.delay.estimate_ns, self.dt_ns, hold=hold)
+        plan = plan_next(
+            self.current, now, self.delay.estimate_ns, self.dt_ns, hold=hold,
+            guidance_decay=0.0 if new_task else GUIDANCE_DECAY,
+        )  # fmt: skip
         t_start = time.monotonic_ns()
         actions = self.sampler.sample(
             self.latent.vector,
@@ -113,6 +126,7 @@ class PolicyLoop:
             t_mono_ns=time.monotonic_ns(),
         )
         self.current = chunk
+        self.chunk_instruction = self.latent.instruction_id
         self.delay.add(time.monotonic_ns() - now)
         self.latency_us.record(latency // 1000)
         return True

@@ -66,3 +66,57 @@ def test_inpainting_keeps_frozen_actions_exactly(precision: str) -> None:
     np.testing.assert_allclose(out[:3], prefix[:3], atol=tol * 3)
     assert np.isfinite(out).all()
     assert np.all(out >= lim["min"][ctrl] - 1e-5) and np.all(out <= lim["max"][ctrl] + 1e-5)
+
+
+def test_a_new_instruction_gets_a_chunk_at_once(tmp_path) -> None:
+    """The policy process replans as soon as a latent for a new instruction arrives, and that
+    chunk keeps only the frozen actions of the old one (no soft guidance to the old task)."""
+    import time
+
+    import zmq
+
+    from dualsys.bus import Latent, Publisher, RobotState
+    from dualsys.system1.policy_proc import PolicyLoop
+
+    cfg = small_cfg()
+    sampler, info = P.build(cfg, untrained=True, precision="fp32")
+    ctx = zmq.Context()
+    ep = cfg.endpoint
+    stats = ctx.socket(zmq.SUB)
+    stats.bind(ep("stats", tmp_path))
+    loop = PolicyLoop(cfg, ctx, tmp_path, sampler, info)
+    pubs = {n: Publisher(ctx, ep(n, tmp_path), "test", bind=True) for n in ("state", "latent")}
+    q = CFG.limits()["default"]
+    rng = np.random.default_rng(1)
+    vec = rng.standard_normal(CFG.system2.latent_dim).astype(np.float32)
+
+    def feed(instruction_id: int) -> None:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            pubs["state"].send(RobotState(q=q, dq=q * 0, tau=q * 0))
+            pubs["latent"].send(Latent(vector=vec, instruction_id=instruction_id))
+            loop.poll_inputs(20)
+            la = loop.latent
+            if la is not None and la.instruction_id == instruction_id and loop.state is not None:
+                return
+        raise AssertionError("inputs never arrived")
+
+    guidance = []
+    real_sample = sampler.sample
+    sampler.sample = lambda *a: guidance.append(a[4]) or real_sample(*a)
+    try:
+        feed(1)
+        assert loop.step() and loop.chunks == 1  # first chunk
+        assert not loop.step()  # same task, chunk still full: nothing due
+        feed(2)
+        assert loop.step() and loop.chunks == 2  # new task: due at once
+        w = guidance[-1]
+        assert w is not None and w.max() == 1.0 and set(np.unique(w)) <= {0.0, 1.0}
+        assert 0 < (w == 1.0).sum() < len(w)  # the frozen prefix only
+        assert not loop.step()
+    finally:
+        loop.close()
+        for p in pubs.values():
+            p.close()
+        stats.close()
+        ctx.destroy(0)
