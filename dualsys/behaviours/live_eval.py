@@ -208,14 +208,18 @@ def run_live_eval(
     return results, codes, ev.sup
 
 
-def summarise(results: list[EpisodeResult]) -> dict[str, object]:
-    """behaviours.<name>.{success_rate, episodes}, switch_latency_s.{p50, p99}."""
+def summarise(results: list[EpisodeResult], heldout: set[str] | None = None) -> dict[str, object]:
+    """behaviours.<name>.{success_rate, episodes, heldout.{successes, episodes}},
+    switch_latency_s.{p50, p99}; `heldout`: the phrasings never seen in training."""
     out: dict[str, object] = {"behaviours": {}}
+    heldout = heldout or set()
     for name in dict.fromkeys(r.behaviour for r in results):
         rs = [r for r in results if r.behaviour == name]
+        ho = [r for r in rs if r.phrasing in heldout]
         out["behaviours"][name] = {
             "success_rate": sum(r.success for r in rs) / len(rs),
             "episodes": len(rs),
+            "heldout": {"successes": sum(r.success for r in ho), "episodes": len(ho)},
             "switch_latency_s_p50": _pct([r.switch_latency_s for r in rs], 50),
             "failures": [
                 {"phrasing": r.phrasing, "seed": r.seed, "reason": r.reason}

@@ -61,3 +61,31 @@ def training_phrasings(cfg: RobotConfig) -> dict[str, list[str]]:
         if overlap:
             raise PhrasingsError(f"{held}: phrasings also used in training: {overlap}")
     return train
+
+
+def heldout_phrasings(cfg: RobotConfig) -> dict[str, list[str]]:
+    """The held-out phrasings (never trained on), or {} when the robot has none."""
+    held = robot_dir(cfg) / "phrasings_heldout.toml"
+    return load_phrasings(held, require_all=False) if held.is_file() else {}
+
+
+def interleave(*sets: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Per behaviour, one list taking phrasings from each set in turn (a0, b0, a1, b1, ...;
+    shorter lists repeat), so an evaluation cycling through it gives every set the same share
+    of episodes. Behaviours missing from a set take phrasings from the others only."""
+    out: dict[str, list[str]] = {}
+    for name in dict.fromkeys(b for s in sets for b in s):
+        lists = [s[name] for s in sets if s.get(name)]
+        n = max(len(x) for x in lists)
+        out[name] = [x[i % len(x)] for i in range(n) for x in lists]
+    return out
+
+
+def eval_phrasings(cfg: RobotConfig, files: str | None) -> dict[str, list[str]]:
+    """What `dualsys eval` runs: the given TOML files (comma-separated) interleaved, or by
+    default the training phrasings interleaved with the held-out ones (half of the episodes
+    of every behaviour use wordings the model never saw)."""
+    if files:
+        sets = [load_phrasings(f.strip(), require_all=False) for f in files.split(",") if f.strip()]
+        return interleave(*sets)
+    return interleave(training_phrasings(cfg), heldout_phrasings(cfg))

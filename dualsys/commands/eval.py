@@ -43,15 +43,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from dualsys.behaviours.live_eval import run_live_eval, summarise
-    from dualsys.behaviours.phrasings import load_phrasings, training_phrasings
+    from dualsys.behaviours.phrasings import (
+        PhrasingsError,
+        eval_phrasings,
+        heldout_phrasings,
+    )
     from dualsys.report import build_report
     from dualsys.rundir import default_run_dir
 
     cfg = config.load_robot(args.robot)
-    if args.phrasings:
-        phrasings = load_phrasings(args.phrasings, require_all=False)
-    else:
-        phrasings = training_phrasings(cfg)
+    try:
+        phrasings = eval_phrasings(cfg, args.phrasings)
+        heldout = {t for ts in heldout_phrasings(cfg).values() for t in ts}
+    except PhrasingsError as exc:
+        print(f"dualsys eval: error: {exc}", file=sys.stderr)
+        return 2
     if args.behaviours:
         wanted = [b.strip() for b in args.behaviours.split(",") if b.strip()]
         unknown = sorted(set(wanted) - set(phrasings))
@@ -86,17 +92,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
         results, codes, sup = run_live_eval(
             cfg, run_dir, phrasings, args.episodes, args.seed, untrained, progress
         )
-    summary = summarise(results)
+    summary = summarise(results, heldout)
     table = Table(title=f"dualsys eval --robot {cfg.name} (live, {args.episodes} per behaviour)")
-    for col in ("behaviour", "success", "episodes", "switch p50 s"):
+    for col in ("behaviour", "success", "episodes", "held-out phrasings", "switch p50 s"):
         table.add_column(col)
     for name, b in summary["behaviours"].items():
         style = "green" if b["success_rate"] >= 0.9 else "red"
         p50 = b["switch_latency_s_p50"]
+        ho = b["heldout"]
         table.add_row(
             name,
             f"[{style}]{100 * b['success_rate']:.0f}%[/]",
             str(b["episodes"]),
+            f"{ho['successes']}/{ho['episodes']}" if ho["episodes"] else "-",
             "-" if p50 is None else f"{p50:.2f}",
         )
     console.print(table)
@@ -112,7 +120,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         extra={"exit_codes": codes},
     )
     summary["system"] = {k: system[k] for k in ("system1", "system2", "robot", "budget", "bus")}
-    summary["phrasings_file"] = args.phrasings or "training phrasings"
+    summary["phrasings_file"] = args.phrasings or "training + held-out phrasings, interleaved"
     summary["episodes"] = [r.__dict__ for r in results]
     if args.report:
         path = Path(args.report)
@@ -133,7 +141,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--robot", default="gr1", help="robot name in robots/ or a TOML path")
     p.add_argument("--episodes", type=int, default=20, help="episodes per behaviour")
     p.add_argument("--behaviours", help="comma-separated subset (default: all)")
-    p.add_argument("--phrasings", help="TOML [behaviours] name = [phrasings] (default: training)")
+    p.add_argument(
+        "--phrasings",
+        help="TOML file(s) [behaviours] name = [phrasings], comma-separated ones are interleaved "
+        "(default: robots/<robot>/phrasings_train.toml interleaved with phrasings_heldout.toml)",
+    )
     p.add_argument("--seed", type=int, default=1000, help="first scene seed")
     p.add_argument("--report", help="write JSON here (and a PNG beside it)")
     p.add_argument("--run-dir", help="run directory for sockets and summaries")

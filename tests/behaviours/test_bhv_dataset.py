@@ -64,3 +64,23 @@ def test_phrasings_files(cfg, tmp_path):
     bad.write_text('[behaviours]\ndance = ["dance"]\n')
     with pytest.raises(PhrasingsError, match="dance"):
         load_phrasings(bad)
+
+
+def test_eval_phrasings_interleave_training_and_heldout(cfg, tmp_path):
+    from dualsys.behaviours.phrasings import eval_phrasings, heldout_phrasings, interleave
+
+    train, held = training_phrasings(cfg), heldout_phrasings(cfg)
+    both = eval_phrasings(cfg, None)
+    assert set(both) == set(train)
+    for b, texts in both.items():
+        # 20 episodes cycling through the list: every other one uses a held-out phrasing
+        used = [texts[k % len(texts)] for k in range(20)]
+        assert sum(t in held[b] for t in used) == 10, b
+        assert sum(t in train[b] for t in used) == 10, b
+    assert interleave({"a": ["x", "y", "z"]}, {"a": ["1"], "b": ["2"]}) == {
+        "a": ["x", "1", "y", "1", "z", "1"],
+        "b": ["2"],
+    }
+    f = tmp_path / "mine.toml"
+    f.write_text('[behaviours]\nwave_left_hand = ["flap the left hand"]\n')
+    assert eval_phrasings(cfg, str(f)) == {"wave_left_hand": ["flap the left hand"]}
