@@ -178,13 +178,18 @@ def table(report: dict, header: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: offline evaluation of the shipped (or given) checkpoints."""
-    from dualsys.behaviours.phrasings import load_phrasings, robot_dir
+    from dualsys.behaviours.phrasings import eval_phrasings
 
     p = argparse.ArgumentParser(prog="python -m dualsys.behaviours.evaluate")
     p.add_argument("--robot", default="gr1")
     p.add_argument("--episodes", type=int, default=5)
     p.add_argument("--ckpt", default="", help="checkpoint dir (default: the robot config's)")
-    p.add_argument("--phrasings", default="", help="TOML phrasings (default: training ones)")
+    p.add_argument(
+        "--phrasings",
+        default="",
+        help="TOML phrasings, comma-separated files interleaved (default: training interleaved "
+        "with held-out, as `dualsys eval`)",
+    )
     p.add_argument("--behaviours", default="")
     p.add_argument("--report", default="", help="write the JSON report here")
     p.add_argument("--markdown", default="", help="append the markdown table to this file")
@@ -206,8 +211,8 @@ def main(argv: list[str] | None = None) -> int:
         pol, fus = cfg.policy.checkpoint, cfg.system2.checkpoint
         if pol is None or fus is None:
             p.error(f"{cfg.path}: no policy/fusion checkpoint configured; pass --ckpt DIR")
-    ph = args.phrasings or str(robot_dir(cfg) / "phrasings_train.toml")
-    phrasings = load_phrasings(ph, require_all=False)
+    ph = args.phrasings or "training + held-out phrasings, interleaved"
+    phrasings = eval_phrasings(cfg, args.phrasings or None)
     behaviours = tuple(args.behaviours.split(",")) if args.behaviours else BEHAVIOURS
     t0 = time.monotonic()
     brain = OfflineBrain(cfg, pol, fus, args.precision or None)
@@ -228,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     header = (
         f"### Offline closed-loop eval ({datetime.date.today()}, 2 vCPU, `{cmd}`)\n\n"
-        f"{args.episodes} episodes per behaviour, phrasings `{Path(ph).name}`, weights "
+        f"{args.episodes} episodes per behaviour, phrasings: {ph}; weights "
         f"`{pol}`; {'fresh chunks' if args.no_rtc else 'RTC inpainting as live'}; "
         f"noise scale {brain.sampler.noise_scale:g}; "
         f"wall {report['wall_s']:.0f} s"
