@@ -62,7 +62,8 @@ class TrainConfig:
     max_minutes: float = 0.0  # > 0: cut `steps` so training ends within this wall time
     ema: float = 0.999  # decay of the weight average that is saved (0 = save the raw weights)
     spatial_k: int = 16  # keypoints of the fusion head's spatial pathway (0 = none)
-    latent_tokens: bool = True  # policy: latent added to every action token too
+    latent_tokens: bool = False  # policy: latent added to every action token too (measured
+    # worse: 500-step ablation in TRAINING.md)
     text_mix: float = 0.5  # probability of blending two phrasings of the same behaviour
     text_noise: float = 0.3  # expected norm of the noise added to the instruction embedding
 

@@ -54,7 +54,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed, width=args.width,
         layers=args.layers, threads=args.threads, save_every=args.save_every,
         max_minutes=args.max_minutes, ema=args.ema, spatial_k=args.spatial_k,
-        latent_tokens=not args.no_latent_tokens, text_mix=args.text_mix,
+        latent_tokens=args.latent_tokens, text_mix=args.text_mix,
         text_noise=args.text_noise,
     )  # fmt: skip
     trainer = Trainer(cfg, FeatureSet.merged(paths), Path(args.out), tc)
@@ -119,9 +119,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="keypoints of the fusion head's spatial image pathway (0 = none)",
     )
     p.add_argument(
-        "--no-latent-tokens",
+        "--latent-tokens",
         action="store_true",
-        help="policy: latent as a prefix token only (not added to action tokens)",
+        help="policy: add the latent to every action token too (default: prefix token only)",
     )
     p.add_argument(
         "--text-mix",

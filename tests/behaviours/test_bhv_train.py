@@ -58,7 +58,7 @@ def test_tiny_training_run(cfg, sim, expert, tmp_path):
     assert model.spec.width == 32
     head = load_fusion(tmp_path / "ck" / "fusion.safetensors", 384, 1280, 2 * cfg.n_joints, 512)
     assert head.wants_pixels and head.dims["spatial_k"] == tc.spatial_k
-    assert model.spec.latent_tokens
+    assert not model.spec.latent_tokens
     assert (tmp_path / "ck" / "loss.png").stat().st_size > 1000
     # resume: a new trainer continues from step 60 with the same weights
     tc2 = TrainConfig(**{**tc.__dict__, "steps": 70})
