@@ -146,7 +146,7 @@ class FeatureSet:
         sets = [cls(p) for p in paths]
         out = sets[0]
         for fs in sets[1:]:
-            n_rows, n_img, n_ep = len(out), len(out.vision), len(out.ep_len)
+            n_rows, n_img, n_ep = len(out), len(out.vision), len(out.ep_start)
             remap = []
             for t in fs.texts:
                 if t not in out.texts:

@@ -42,6 +42,9 @@ def test_tiny_training_run(cfg, sim, expert, tmp_path):
     one = FeatureSet(tmp_path / "data" / "features.npz")
     assert len(two) == 2 * len(one) and two.text_emb.shape == (2, 384)
     assert two.ep_len.tolist() == one.ep_len.tolist() * 2
+    three = FeatureSet.merged([tmp_path / "data" / "features.npz"] * 3)
+    assert three.ep_len.tolist() == one.ep_len.tolist() * 3  # episode ids stay distinct
+    assert three.ep.max() == 3 * len(one.ep_len) - 1 and len(three.pixels) == 3 * len(one.pixels)
     assert torch.equal(two.vision[two.img[len(one) :]], one.vision[one.img])
     assert torch.equal(two.ep_text[2:], one.ep_text)
     assert torch.equal(two.act[two.ep_start[3] :], one.act[one.ep_start[1] :])
