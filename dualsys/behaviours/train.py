@@ -66,6 +66,8 @@ class TrainConfig:
     # worse: 500-step ablation in TRAINING.md)
     text_mix: float = 0.5  # probability of blending two phrasings of the same behaviour
     text_noise: float = 0.3  # expected norm of the noise added to the instruction embedding
+    oversample: str = ""  # comma-separated behaviours whose samples are drawn more often
+    oversample_factor: float = 1.0  # ... this many times as often as the others
 
 
 class Trainer:
@@ -217,7 +219,7 @@ class Trainer:
                 self._fit_budget(first, t_first, wanted)
             for g in self.opt.param_groups:
                 g["lr"] = self.lr_at(self.step)
-            rows = torch.randint(0, n, (self.tc.batch,), generator=self.gen)
+            rows = self.draw_rows(n)
             loss = self.loss(rows)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -235,6 +237,21 @@ class Trainer:
                 progress(self.step, self.losses[-1][1])
             if self.step % self.tc.save_every == 0 or self.step == self.tc.steps:
                 self.save()
+
+    def draw_rows(self, n: int) -> torch.Tensor:
+        """A batch of sample rows: uniform, or with `oversample` behaviours weighted up."""
+        if not self.tc.oversample or self.tc.oversample_factor == 1.0:
+            return torch.randint(0, n, (self.tc.batch,), generator=self.gen)
+        if getattr(self, "_row_weights", None) is None:
+            names = {b.strip() for b in self.tc.oversample.split(",") if b.strip()}
+            unknown = names - set(self.fs.behaviours)
+            if unknown:
+                raise ValueError(f"oversample: no episodes of {sorted(unknown)} in the data")
+            ep_w = torch.tensor(
+                [self.tc.oversample_factor if b in names else 1.0 for b in self.fs.behaviours]
+            )
+            self._row_weights = ep_w[self.fs.ep]
+        return torch.multinomial(self._row_weights, self.tc.batch, True, generator=self.gen)
 
     def _fit_budget(self, first: int, t_first: float, wanted: int) -> None:
         """Lower tc.steps to what fits in max_minutes at the measured step rate (the cosine

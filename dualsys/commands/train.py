@@ -55,7 +55,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         layers=args.layers, threads=args.threads, save_every=args.save_every,
         max_minutes=args.max_minutes, ema=args.ema, spatial_k=args.spatial_k,
         latent_tokens=args.latent_tokens, text_mix=args.text_mix,
-        text_noise=args.text_noise,
+        text_noise=args.text_noise, oversample=args.oversample,
+        oversample_factor=args.oversample_factor,
     )  # fmt: skip
     trainer = Trainer(cfg, FeatureSet.merged(paths), Path(args.out), tc)
     if trainer.step:
@@ -131,4 +132,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--text-noise", type=float, default=0.3,
                    help="norm of the noise added to instruction embeddings")  # fmt: skip
+    p.add_argument(
+        "--oversample",
+        default="",
+        help="comma-separated behaviours to draw more often (fine-tuning)",
+    )
+    p.add_argument("--oversample-factor", type=float, default=1.0,
+                   help="how many times as often --oversample behaviours are drawn")  # fmt: skip
     p.set_defaults(func=cmd_train)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from dualsys.behaviours.dataset import DatasetWriter, EpisodeRecorder
@@ -97,3 +98,21 @@ def test_instruction_augmentation_stays_within_the_behaviour(cfg, tmp_path):
     noisy = tr.texts(torch.tensor([0] * 200))
     dist = (noisy - emb[0]).norm(dim=1)
     assert 0.15 < float(dist.mean()) < 0.45
+
+
+def test_oversampling_draws_the_named_behaviours_more_often():
+    fs = FeatureSet.__new__(FeatureSet)
+    fs.behaviours = ["a", "b", "c"]
+    fs.ep = torch.tensor([0] * 100 + [1] * 100 + [2] * 100)
+    tr = Trainer.__new__(Trainer)
+    tr.fs, tr.gen = fs, torch.Generator().manual_seed(0)
+    tr.tc = TrainConfig(batch=4000)
+    uniform = fs.ep[tr.draw_rows(300)]
+    assert abs(float((uniform == 1).float().mean()) - 1 / 3) < 0.03
+    tr.tc = TrainConfig(batch=4000, oversample="b", oversample_factor=3.0)
+    share = float((fs.ep[tr.draw_rows(300)] == 1).float().mean())
+    assert abs(share - 3 / 5) < 0.03, share  # weights 1 : 3 : 1
+    tr._row_weights = None
+    tr.tc = TrainConfig(oversample="dance", oversample_factor=2.0)
+    with pytest.raises(ValueError, match="dance"):
+        tr.draw_rows(300)
