@@ -60,7 +60,7 @@ BAD_CASES = [
         "rates.control_hz_typo",
         "unknown",
     ),
-    ("euler_steps = 8", "", "policy.euler_steps", "missing"),
+    ("euler_steps = 4", "", "policy.euler_steps", "missing"),
     ("chunk_horizon = 16", 'chunk_horizon = "16"', "policy.chunk_horizon", "integer"),
     ("action_hz = 50", "action_hz = 30", "rates.action_hz", "multiple"),
     ("system2_min_hz = 7.0", "system2_min_hz = 12.0", "rates.system2_min_hz", "<="),
