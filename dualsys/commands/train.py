@@ -105,38 +105,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--layers", type=int, default=0, help="policy layers (0 = robot config)")
     p.add_argument("--threads", type=int, default=2, help="torch threads (at most 2 here)")
     p.add_argument("--save-every", type=int, default=500)
-    p.add_argument(
-        "--max-minutes",
-        type=float,
-        default=0.0,
-        help="wall-time budget: fewer steps if --steps would not fit (0 = off)",
-    )
-    p.add_argument("--ema", type=float, default=0.999,
-                   help="decay of the saved weight average (0 = save the raw weights)")  # fmt: skip
-    p.add_argument(
-        "--spatial-k",
-        type=int,
-        default=16,
-        help="keypoints of the fusion head's spatial image pathway (0 = none)",
-    )
-    p.add_argument(
-        "--latent-tokens",
-        action="store_true",
-        help="policy: add the latent to every action token too (default: prefix token only)",
-    )
-    p.add_argument(
-        "--text-mix",
-        type=float,
-        default=0.5,
-        help="probability of blending two phrasings of one behaviour",
-    )
-    p.add_argument("--text-noise", type=float, default=0.3,
-                   help="norm of the noise added to instruction embeddings")  # fmt: skip
-    p.add_argument(
-        "--oversample",
-        default="",
-        help="comma-separated behaviours to draw more often (fine-tuning)",
-    )
-    p.add_argument("--oversample-factor", type=float, default=1.0,
-                   help="how many times as often --oversample behaviours are drawn")  # fmt: skip
+    tuned = (
+        ("--max-minutes", float, 0.0, "wall-time budget: fewer steps if --steps would not fit "
+         "(0 = off)"),
+        ("--ema", float, 0.999, "decay of the saved weight average (0 = save the raw weights)"),
+        ("--spatial-k", int, 16, "keypoints of the fusion head's spatial image pathway "
+         "(0 = none)"),
+        ("--text-mix", float, 0.5, "probability of blending two phrasings of one behaviour"),
+        ("--text-noise", float, 0.3, "norm of the noise added to instruction embeddings"),
+        ("--oversample", str, "", "comma-separated behaviours to draw more often (fine-tuning)"),
+        ("--oversample-factor", float, 1.0, "how many times as often --oversample behaviours "
+         "are drawn"),
+    )  # fmt: skip
+    for flag, kind, default, text in tuned:
+        p.add_argument(flag, type=kind, default=default, help=text)
+    p.add_argument("--latent-tokens", action="store_true",
+                   help="policy: add the latent to every action token too (default: prefix "
+                   "token only)")  # fmt: skip
     p.set_defaults(func=cmd_train)
