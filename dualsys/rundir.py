@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -43,8 +44,6 @@ def exit_now(code: int) -> None:
 
 def write_summary(run_dir: str | Path, role: str, summary: dict) -> Path:
     """Write a process's end-of-run summary to {run_dir}/{role}.json (read by the report)."""
-    import json
-
     path = Path(run_dir) / f"{role}.json"
     path.write_text(json.dumps(summary, indent=1) + "\n")
     return path

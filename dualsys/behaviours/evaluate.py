@@ -55,14 +55,11 @@ class OfflineBrain:
     @torch.inference_mode()
     def latent(self, image: np.ndarray, q: np.ndarray, dq: np.ndarray, text: str) -> np.ndarray:
         """One System 2 step."""
-        from dualsys.system2.vision import to_pixels
-
         emb = torch.tensor(self.text.embed(text)[0])
         s = torch.from_numpy(self.state(q, dq))
-        px = None
-        if self.fusion.wants_pixels:
-            px = torch.from_numpy(to_pixels(image, self.fusion.dims["pixels"]))
-        return self.fusion(emb, self.vision.features(image), s, px).numpy()
+        return self.fusion(
+            emb, self.vision.features(image), s, self.fusion.pixels_of(image)
+        ).numpy()
 
 
 def run_policy_episode(sim, brain: OfflineBrain, cfg: RobotConfig, setup, text: str,

@@ -51,6 +51,10 @@ class Plan:
     frozen: int
 
 
+#: soft-guidance weight decay per action over the overlap with the previous chunk
+GUIDANCE_DECAY = 0.6
+
+
 def needs_replan(current: Chunk | None, now_ns: int, replan_below: int) -> bool:
     """True when there is no chunk or its unexecuted part fell below the threshold."""
     return current is None or current.remaining(now_ns) < replan_below
@@ -62,7 +66,7 @@ def plan_next(
     delay_ns: int,
     dt_ns: int,
     hold: np.ndarray | None = None,
-    guidance_decay: float = 0.6,
+    guidance_decay: float = GUIDANCE_DECAY,
 ) -> Plan:
     """Plan the next chunk given the one being executed and the expected inference delay.
 

@@ -198,7 +198,7 @@ class ChunkSampler:
         self.q_half = np.maximum((lim["max"] - lim["min"]) / 2, 1e-6)
         self.vel = lim["velocity"]
         self.gen = torch.Generator().manual_seed(0)
-        self.noise_scale = float(getattr(spec, "noise_scale", 1.0))
+        self.noise_scale = float(spec.noise_scale)
 
     def seed(self, seed: int) -> None:
         """Re-seed the noise generator (reproducible benchmarks)."""

@@ -23,14 +23,12 @@ from dualsys.bus.messages import ActionChunk, Hello, Latent, RobotState, Stats
 from dualsys.bus.transport import Publisher, Subscriber
 from dualsys.config import RobotConfig
 from dualsys.rundir import write_summary
-from dualsys.system1.chunks import Chunk, DelayEstimator, needs_replan, plan_next
+from dualsys.system1.chunks import GUIDANCE_DECAY, Chunk, DelayEstimator, needs_replan, plan_next
 from dualsys.system1.control_proc import StopFlag
 from dualsys.system1.monitor import Percentiles
 from dualsys.timing import Histogram, pin_to_core, warn_once
 
 ROLE = "policy"
-#: soft-guidance decay per action for the overlap with the previous chunk (same task)
-GUIDANCE_DECAY = 0.6
 
 
 class PolicyLoop:

@@ -112,6 +112,16 @@ class FusionHead(nn.Module):
         """True when the head has the spatial pathway (callers must pass `pixels`)."""
         return self.dims["spatial_k"] > 0
 
+    def pixels_of(self, image: np.ndarray) -> torch.Tensor | None:
+        """The `pixels` argument for one H x W x 3 uint8 frame, on the head's device (None
+        when the head has no spatial pathway)."""
+        if not self.wants_pixels:
+            return None
+        from dualsys.system2.vision import to_pixels
+
+        px = torch.from_numpy(to_pixels(image, self.dims["pixels"]))
+        return px.to(self.text[0].weight.device)
+
     def forward(
         self,
         text: torch.Tensor,

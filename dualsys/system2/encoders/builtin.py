@@ -16,7 +16,7 @@ from dualsys.system2.encoders import register
 from dualsys.system2.encoders.base import Encoder, EncodeResult
 from dualsys.system2.fusion import StateFeatures, check_fusion_source, make_fusion
 from dualsys.system2.text import TextEncoder
-from dualsys.system2.vision import VisionEncoder, to_pixels
+from dualsys.system2.vision import VisionEncoder
 
 
 def check_device(device: str) -> str:
@@ -62,11 +62,7 @@ class BuiltinEncoder(Encoder):
         t2 = time.perf_counter_ns()
         s = torch.from_numpy(self.state(q, dq)).to(self.device)
         t = torch.tensor(emb, device=self.device)  # a copy: cached embeddings are read-only
-        px = None
-        if self.fusion.wants_pixels:
-            side = self.fusion.dims["pixels"]
-            px = torch.from_numpy(to_pixels(image, side)).to(self.device)
-        latent = self.fusion(t, vis, s, px).float().cpu().numpy()
+        latent = self.fusion(t, vis, s, self.fusion.pixels_of(image)).float().cpu().numpy()
         t3 = time.perf_counter_ns()
         return EncodeResult(
             vector=latent,

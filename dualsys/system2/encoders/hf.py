@@ -269,11 +269,6 @@ class HFEncoder(Encoder):
             vis = self._image(image)
         t2 = time.perf_counter_ns()
         s = torch.from_numpy(self.state(q, dq)).to(self.device)
-        px = None
-        if self.fusion.wants_pixels:
-            from dualsys.system2.vision import to_pixels
-
-            px = torch.from_numpy(to_pixels(image, self.fusion.dims["pixels"])).to(self.device)
-        latent = self.fusion(emb, vis, s, px).float().cpu().numpy()
+        latent = self.fusion(emb, vis, s, self.fusion.pixels_of(image)).float().cpu().numpy()
         t3 = time.perf_counter_ns()
         return EncodeResult(latent, (t1 - t0) / 1e6, cached, (t2 - t1) / 1e6, (t3 - t2) / 1e6)
