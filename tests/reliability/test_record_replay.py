@@ -169,7 +169,15 @@ def test_live_run_recorded_to_mcap_and_replayed(tmp_path: Path) -> None:
     assert set(summary["sequence_gaps"]) <= {"command"}, summary
     rec = read_mcap(path)
     loop_cmds, ramp = control_run(rec)
-    assert len(loop_cmds) == ctl["ticks"] and len(ramp) == 50
+    ticks = [c.tick for c in loop_cmds]
+    where = {  # says where missing commands were (burst, mid-run or end) if this fails
+        "ticks_recorded": len(ticks),
+        "first_last": (ticks[:2], ticks[-2:]),
+        "tick_jumps": [(a, b) for a, b in zip(ticks, ticks[1:], strict=False) if b != a + 1][:5],
+        "ramp": len(ramp),
+        "gaps": summary["sequence_gaps"],
+    }
+    assert len(loop_cmds) == ctl["ticks"] and len(ramp) == 50, (ctl["ticks"], where)
     # every chunk the policy sent (the very first may beat the recorder's connection)
     seqs = [r.msg.header.seq for r in rec.topics["chunk"]]
     assert seqs == list(range(seqs[0], pol["chunks"] + 1)) and seqs[0] <= 2, seqs
