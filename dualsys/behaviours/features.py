@@ -7,7 +7,9 @@ service runs (`TextEncoder`, `VisionEncoder`) and stores them with the tabular a
 npz file (`features.npz` in the dataset directory), so training never touches images.
 `build_pixel_cache` stores the frames area-downsampled for the fusion head's spatial pathway
 (`pixels.npz`, uint8, same frame order) in a file of its own, so adding it never recomputes
-the MobileNet features.
+the MobileNet features. `build_object_cache` stores the scene objects' ground-truth positions
+per row (`objects.npz`), the target of the training-only auxiliary loss that teaches the
+spatial pathway where the objects are.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from dualsys.config import RobotConfig
 CACHE_NAME = "features.npz"
 CACHE_VERSION = 1
 PIXEL_CACHE_NAME = "pixels.npz"
+OBJECT_CACHE_NAME = "objects.npz"
 
 
 def build_pixel_cache(
@@ -45,6 +48,25 @@ def build_pixel_cache(
         if progress:
             progress(i + 1, len(reader))
     np.savez(path, episodes=len(reader), pixels=np.stack(out))
+    return path
+
+
+def build_object_cache(
+    data: str | Path, progress: Callable[[int, int], None] | None = None
+) -> Path:
+    """Every row's object centre positions (rows, n_objects, 3) float32 (m, world), cached."""
+    reader = DatasetReader(data)
+    path = Path(data) / OBJECT_CACHE_NAME
+    if path.exists():
+        with np.load(path) as z:
+            if int(z["episodes"]) == len(reader):
+                return path
+    out = []
+    for i in range(len(reader)):
+        out.append(reader.load(i, images=False).objects.astype(np.float32))
+        if progress:
+            progress(i + 1, len(reader))
+    np.savez(path, episodes=len(reader), objects=np.concatenate(out))
     return path
 
 
@@ -129,6 +151,13 @@ class FeatureSet:
             with np.load(px) as z:
                 if int(z["episodes"]) == len(self.ep_len) and len(z["pixels"]) == len(self.vision):
                     self.pixels = torch.from_numpy(z["pixels"])
+        ob = Path(path).parent / OBJECT_CACHE_NAME
+        #: (rows, n_objects, 3) object centres, when the object cache exists
+        self.objects: torch.Tensor | None = None
+        if ob.exists():
+            with np.load(ob) as z:
+                if int(z["episodes"]) == len(self.ep_len) and len(z["objects"]) == len(self.q):
+                    self.objects = torch.from_numpy(z["objects"])
 
     def behaviour_of_text(self) -> list[str]:
         """The behaviour each phrasing (index into `texts`) was demonstrated for."""
@@ -161,6 +190,10 @@ class FeatureSet:
                 out.pixels = torch.cat([out.pixels, fs.pixels])
             else:
                 out.pixels = None
+            if out.objects is not None and fs.objects is not None:
+                out.objects = torch.cat([out.objects, fs.objects])
+            else:
+                out.objects = None
             for k in ("q", "dq", "act", "step"):
                 setattr(out, k, torch.cat([getattr(out, k), getattr(fs, k)]))
             out.img = torch.cat([out.img, fs.img + n_img])

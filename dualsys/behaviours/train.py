@@ -16,8 +16,16 @@ One training sample is one action step k of one episode:
 - Target: the expert's next H commanded positions (controlled joints), normalised by the
   joint limits exactly as `ChunkSampler` does, padded with the last action at episode end.
 
+- Auxiliary target (training only, `aux_objects` > 0): from the spatial keypoints and the
+  state features of the frame a small head predicts the scene objects' (x, y) positions
+  (ground truth from the simulation, `objects.npz`; normalised by the data's mean and
+  spread). Every frame of every behaviour shows the objects, so the keypoint net learns
+  where they are from all demonstrations, not only the touch episodes. The head is not
+  part of the shipped fusion checkpoint; run time sees only the image.
+
 Loss: conditional flow matching with the linear path x_tau = (1 - tau) noise + tau x1 and
-velocity target x1 - noise, the path `ChunkSampler.sample` integrates with Euler steps.
+velocity target x1 - noise, the path `ChunkSampler.sample` integrates with Euler steps,
+plus `aux_objects` times the auxiliary mean squared error.
 Checkpoints: `policy.safetensors` + `policy.json` (dualsys.system1.policy format),
 `fusion.safetensors` (dualsys.system2.fusion format) hold the exponential moving average of
 the weights (decay `TrainConfig.ema`, warmed up as (1 + step) / (10 + step)), the weights
@@ -68,6 +76,8 @@ class TrainConfig:
     text_noise: float = 0.3  # expected norm of the noise added to the instruction embedding
     oversample: str = ""  # comma-separated behaviours whose samples are drawn more often
     oversample_factor: float = 1.0  # ... this many times as often as the others
+    aux_objects: float = 0.0  # weight of the auxiliary object-position loss (0 = off;
+    # needs spatial_k > 0 and objects.npz)
 
 
 class Trainer:
@@ -91,6 +101,12 @@ class Trainer:
                 "spatial_k > 0 needs the pixel cache (pixels.npz) of every dataset; "
                 "build it with dualsys.behaviours.features.build_pixel_cache"
             )
+        if tc.aux_objects > 0 and (tc.spatial_k <= 0 or features.objects is None):
+            raise ValueError(
+                "aux_objects > 0 needs the spatial pathway (spatial_k > 0) and the object "
+                "cache (objects.npz) of every dataset; build it with "
+                "dualsys.behaviours.features.build_object_cache"
+            )
         self._text_groups()
         torch.manual_seed(tc.seed)
         self.policy = FlowPolicy(self.spec)
@@ -107,10 +123,11 @@ class Trainer:
             self.fs.text_emb.shape[1], self.fs.vision.shape[1], 2 * n, cfg.system2.latent_dim,
             DEFAULT_WIDTH, tc.spatial_k,
         ).seeded_init(tc.seed + 1)  # fmt: skip
-        params = list(self.policy.parameters()) + list(self.fusion.parameters())
-        self.opt = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
+        self.aux = self._aux_head(2 * n)
+        self.opt = torch.optim.AdamW(self._trained(), lr=tc.lr, weight_decay=tc.weight_decay)
         self.step = 0
         self.losses: list[tuple[int, float]] = []
+        self.aux_losses: list[tuple[int, float]] = []
         self.gen = torch.Generator().manual_seed(tc.seed)
         self.wall_s = 0.0
         self._resume()
@@ -119,6 +136,23 @@ class Trainer:
             self.ema_fusion = copy.deepcopy(self.fusion).eval()
         for p in (*self.ema_policy.parameters(), *self.ema_fusion.parameters()):
             p.requires_grad_(False)
+
+    def _aux_head(self, state_dim: int) -> torch.nn.Module | None:
+        """The auxiliary object-position head (None when off); sets the target scaling."""
+        if self.tc.aux_objects <= 0:
+            return None
+        xy = self.fs.objects[..., :2].flatten(1)
+        self.obj_mean, self.obj_std = xy.mean(0), xy.std(0).clamp_min(1e-3)
+        torch.manual_seed(self.tc.seed + 2)
+        k2 = 2 * self.tc.spatial_k
+        return torch.nn.Sequential(
+            torch.nn.Linear(k2 + state_dim, 128), torch.nn.GELU(), torch.nn.Linear(128, xy.shape[1])
+        )
+
+    def _trained(self) -> list[torch.Tensor]:
+        """Every parameter the optimiser updates (policy, fusion head, auxiliary head)."""
+        aux = list(self.aux.parameters()) if self.aux is not None else []
+        return list(self.policy.parameters()) + list(self.fusion.parameters()) + aux
 
     def _params(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """(trained parameters, their running averages), in matching order."""
@@ -167,7 +201,7 @@ class Trainer:
 
     def batch(self, rows: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         """(text, vision, fusion state, policy state, normalised action chunk, pixels or
-        None) for rows."""
+        None, normalised object (x, y) at the frame or None) for rows."""
         fs, H = self.fs, self.spec.horizon
         ep = fs.ep[rows]
         start = fs.ep_start[ep]
@@ -186,17 +220,33 @@ class Trainer:
         policy_state = self._state(q, fs.dq[rows])
         idx = torch.minimum(rows[:, None] + torch.arange(H)[None], last[:, None])
         act = (fs.act[idx] - self.a_mid) / self.a_half
-        return text, vision, s2_state, policy_state, act, pixels
+        obj = None
+        if self.aux is not None:
+            obj = (fs.objects[frame_row][..., :2].flatten(1) - self.obj_mean) / self.obj_std
+        return text, vision, s2_state, policy_state, act, pixels, obj
 
     def loss(self, rows: torch.Tensor) -> torch.Tensor:
-        """Flow-matching loss on a batch of rows."""
-        text, vision, s2_state, state, x1, pixels = self.batch(rows)
-        latent = self.fusion(text, vision, s2_state, pixels)
+        """Flow-matching loss (+ the weighted auxiliary loss) on a batch of rows."""
+        text, vision, s2_state, state, x1, pixels, obj = self.batch(rows)
+        kp = self.fusion.spatial(pixels) if pixels is not None else None
+        latent = self.fusion(text, vision, s2_state, keypoints=kp)
         noise = torch.randn(x1.shape, generator=self.gen)
         tau = torch.rand(len(rows), generator=self.gen)
         xt = (1 - tau[:, None, None]) * noise + tau[:, None, None] * x1
         v = self.policy(xt, tau, latent, state)
-        return F.mse_loss(v, x1 - noise)
+        loss = F.mse_loss(v, x1 - noise)
+        if self.aux is not None:
+            self.aux_loss = F.mse_loss(self.aux(torch.cat([kp, s2_state], -1)), obj)
+            loss = loss + self.tc.aux_objects * self.aux_loss
+        return loss
+
+    @torch.no_grad()
+    def object_error_m(self, rows: torch.Tensor) -> float:
+        """Mean distance (m) between the auxiliary head's object (x, y) and the truth."""
+        _, _, s2_state, _, _, pixels, obj = self.batch(rows)
+        pred = self.aux(torch.cat([self.fusion.spatial(pixels), s2_state], -1))
+        d = ((pred - obj) * self.obj_std).view(len(rows), -1, 2).norm(dim=-1)
+        return float(d.mean())
 
     # ------------------------------------------------------------------ loop
     def lr_at(self, step: int) -> float:
@@ -223,13 +273,13 @@ class Trainer:
             loss = self.loss(rows)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(
-                list(self.policy.parameters()) + list(self.fusion.parameters()), 1.0
-            )
+            torch.nn.utils.clip_grad_norm_(self._trained(), 1.0)
             self.opt.step()
             self.step += 1
             self.update_ema()
             self.losses.append((self.step, loss.item()))
+            if self.aux is not None:
+                self.aux_losses.append((self.step, self.aux_loss.item()))
             now = time.monotonic()
             self.wall_s += now - t_last
             t_last = now
@@ -269,11 +319,12 @@ class Trainer:
         save_fusion(self.ema_fusion, self.out / "fusion.safetensors")
         moments = {
             f"raw/{name}.{k}": v.detach().contiguous()
-            for name, model in (("policy", self.policy), ("fusion", self.fusion))
+            for name, model in self._models()
             for k, v in model.state_dict().items()
         }
-        names = {id(p): f"policy.{k}" for k, p in self.policy.named_parameters()}
-        names.update({id(p): f"fusion.{k}" for k, p in self.fusion.named_parameters()})
+        names = {
+            id(p): f"{m}.{k}" for m, model in self._models() for k, p in model.named_parameters()
+        }
         for group in self.opt.param_groups:
             for p in group["params"]:
                 st = self.opt.state.get(p, {})
@@ -289,9 +340,15 @@ class Trainer:
             "train": asdict(self.tc),
             "gen_state": self.gen.get_state().tolist(),
             "losses": self.losses,
+            "aux_losses": self.aux_losses,
         }
         (self.out / "train_state.json").write_text(json.dumps(state))
         plot_losses(self.losses, self.out / "loss.png")
+
+    def _models(self) -> list[tuple[str, torch.nn.Module]]:
+        """(name, module) of every trained module, the names used in train_state."""
+        out = [("policy", self.policy), ("fusion", self.fusion)]
+        return out + ([("aux", self.aux)] if self.aux is not None else [])
 
     def _resume(self) -> None:
         """Continue from train_state.* in the output directory, when present."""
@@ -315,14 +372,17 @@ class Trainer:
         if any(k.startswith("raw/") for k in moments):  # saved weights are the average
             self.ema_policy = copy.deepcopy(self.policy).eval()
             self.ema_fusion = copy.deepcopy(self.fusion).eval()
-            for prefix, model in (("raw/policy.", self.policy), ("raw/fusion.", self.fusion)):
-                model.load_state_dict(
-                    {k[len(prefix) :]: v for k, v in moments.items() if k.startswith(prefix)}
-                )
-        params = list(self.policy.parameters()) + list(self.fusion.parameters())
-        self.opt = torch.optim.AdamW(params, lr=self.tc.lr, weight_decay=self.tc.weight_decay)
-        named = [(f"policy.{k}", p) for k, p in self.policy.named_parameters()]
-        named += [(f"fusion.{k}", p) for k, p in self.fusion.named_parameters()]
+            for name, model in self._models():
+                prefix = f"raw/{name}."
+                sd = {k[len(prefix) :]: v for k, v in moments.items() if k.startswith(prefix)}
+                if sd or name != "aux":  # a run started without the auxiliary head has none
+                    model.load_state_dict(sd)
+        self.opt = torch.optim.AdamW(
+            self._trained(), lr=self.tc.lr, weight_decay=self.tc.weight_decay
+        )
+        named = [
+            (f"{m}.{k}", p) for m, model in self._models() for k, p in model.named_parameters()
+        ]
         for name, p in named:
             if f"{name}/exp_avg" in moments:
                 self.opt.state[p] = {
@@ -333,6 +393,7 @@ class Trainer:
         self.step = int(state["step"])
         self.wall_s = float(state.get("wall_s", 0.0))
         self.losses = [tuple(x) for x in state["losses"]]
+        self.aux_losses = [tuple(x) for x in state.get("aux_losses", [])]
         self.gen.set_state(torch.tensor(state["gen_state"], dtype=torch.uint8))
 
 

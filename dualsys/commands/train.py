@@ -14,6 +14,7 @@ from dualsys import config
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Cache encoder features, then train by flow matching with a progress bar."""
+    import torch
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -24,7 +25,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
 
     from dualsys.behaviours.dataset import DatasetError
-    from dualsys.behaviours.features import FeatureSet, build_cache, build_pixel_cache
+    from dualsys.behaviours.features import (
+        FeatureSet,
+        build_cache,
+        build_object_cache,
+        build_pixel_cache,
+    )
     from dualsys.behaviours.train import TrainConfig, Trainer
     from dualsys.system2.fusion import DEFAULT_PIXELS
 
@@ -46,6 +52,11 @@ def cmd_train(args: argparse.Namespace) -> int:
                         data, DEFAULT_PIXELS,
                         lambda i, n, t=task: bar.update(t, completed=i, total=n),
                     )  # fmt: skip
+                if args.aux_objects > 0:
+                    task = bar.add_task(f"objects {Path(data).name}", total=None)
+                    build_object_cache(
+                        data, lambda i, n, t=task: bar.update(t, completed=i, total=n)
+                    )
     except DatasetError as exc:
         print(f"dualsys train: error: {exc}", file=sys.stderr)
         return 2
@@ -56,9 +67,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         max_minutes=args.max_minutes, ema=args.ema, spatial_k=args.spatial_k,
         latent_tokens=args.latent_tokens, text_mix=args.text_mix,
         text_noise=args.text_noise, oversample=args.oversample,
-        oversample_factor=args.oversample_factor,
+        oversample_factor=args.oversample_factor, aux_objects=args.aux_objects,
     )  # fmt: skip
-    trainer = Trainer(cfg, FeatureSet.merged(paths), Path(args.out), tc)
+    try:
+        trainer = Trainer(cfg, FeatureSet.merged(paths), Path(args.out), tc)
+    except ValueError as exc:
+        print(f"dualsys train: error: {exc}", file=sys.stderr)
+        return 2
     if trainer.step:
         print(f"dualsys train: resuming {args.out} at step {trainer.step}")
     with Progress(*cols, TextColumn("loss {task.fields[loss]:.4f}")) as bar:
@@ -82,8 +97,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         "feature_cache_s": round(t_cache, 1),
         "train_wall_s": round(trainer.wall_s, 1),
         "final_loss_mean100": sum(tail) / max(1, len(tail)),
+        "aux_objects": tc.aux_objects,
         "policy_spec": trainer.spec.__dict__,
     }
+    if trainer.aux is not None:
+        rows = torch.arange(0, len(trainer.fs), 97)
+        summary["object_error_m_train_rows"] = round(trainer.object_error_m(rows), 4)
     (Path(args.out) / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
     return 0
@@ -116,6 +135,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         ("--oversample", str, "", "comma-separated behaviours to draw more often (fine-tuning)"),
         ("--oversample-factor", float, 1.0, "how many times as often --oversample behaviours "
          "are drawn"),
+        ("--aux-objects", float, 0.5, "weight of the auxiliary loss that teaches the spatial "
+         "pathway the objects' positions (0 = off)"),
     )  # fmt: skip
     for flag, kind, default, text in tuned:
         p.add_argument(flag, type=kind, default=default, help=text)

@@ -128,17 +128,25 @@ class FusionHead(nn.Module):
         vision: torch.Tensor,
         state: torch.Tensor,
         pixels: torch.Tensor | None = None,
+        keypoints: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Batched (B, dim) inputs, or single unbatched vectors (then pixels is (3, P, P))."""
+        """Batched (B, dim) inputs, or single unbatched vectors (then pixels is (3, P, P)).
+
+        keypoints: `self.spatial(pixels)` when the caller computed it already (training uses
+        it for an auxiliary loss); then pixels may be None.
+        """
         single = text.dim() == 1
         if single:
             text, vision, state = text[None], vision[None], state[None]
             pixels = None if pixels is None else pixels[None]
+            keypoints = None if keypoints is None else keypoints[None]
         parts = [self.text(text), self.vision(vision), self.state(state)]
         if self.wants_pixels:
-            if pixels is None:
-                raise ValueError("this fusion head has a spatial pathway: pass the pixels")
-            parts.append(self.spatial_proj(self.spatial(pixels)))
+            if keypoints is None:
+                if pixels is None:
+                    raise ValueError("this fusion head has a spatial pathway: pass the pixels")
+                keypoints = self.spatial(pixels)
+            parts.append(self.spatial_proj(keypoints))
         out = self.out(self.mlp(torch.cat(parts, dim=-1)))
         return out[0] if single else out
 

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
 from dualsys.behaviours.dataset import DatasetWriter, EpisodeRecorder
-from dualsys.behaviours.features import FeatureSet, build_cache, build_pixel_cache
+from dualsys.behaviours.features import (
+    FeatureSet,
+    build_cache,
+    build_object_cache,
+    build_pixel_cache,
+)
 from dualsys.behaviours.rollout import new_setup, run_expert
 from dualsys.behaviours.train import TrainConfig, Trainer
 from dualsys.system1.policy import PolicySpec, load_checkpoint
@@ -34,7 +40,12 @@ def test_tiny_training_run(cfg, sim, expert, tmp_path):
         w.add(rec.episode(frames, b, i, hands, objs))
     w.close()
     build_pixel_cache(tmp_path / "data", 64)
+    build_object_cache(tmp_path / "data")
     fs = FeatureSet(build_cache(cfg, tmp_path / "data"))
+    assert fs.objects is not None and fs.objects.shape == (len(fs), 2, 3)
+    assert torch.allclose(
+        fs.objects[fs.ep_start[1]], torch.as_tensor(np.asarray(objs[0]), dtype=torch.float32)
+    )
     assert fs.vision.shape == (20, 1280) and fs.text_emb.shape == (2, 384)
     assert fs.pixels is not None and fs.pixels.shape == (20, 3, 64, 64)
     assert fs.pixels.dtype == torch.uint8 and fs.pixels.float().std() > 5
@@ -49,12 +60,20 @@ def test_tiny_training_run(cfg, sim, expert, tmp_path):
     assert torch.equal(two.vision[two.img[len(one) :]], one.vision[one.img])
     assert torch.equal(two.ep_text[2:], one.ep_text)
     assert torch.equal(two.act[two.ep_start[3] :], one.act[one.ep_start[1] :])
-    tc = TrainConfig(steps=60, batch=32, lr=2e-3, warmup=5, width=32, layers=1, save_every=30)
+    assert torch.equal(three.objects[2 * len(one) :], one.objects)
+    tc = TrainConfig(
+        steps=60, batch=32, lr=2e-3, warmup=5, width=32, layers=1, save_every=30, aux_objects=0.5
+    )
     tr = Trainer(cfg, fs, tmp_path / "ck", tc)
     before = _eval_loss(tr)
+    obj_before = tr.object_error_m(torch.arange(len(fs)))
     tr.run()
     after = _eval_loss(tr)
     assert after < 0.7 * before, (before, after)
+    # the auxiliary head learns where the objects are (two placements here)
+    obj_after = tr.object_error_m(torch.arange(len(fs)))
+    assert obj_after < 0.5 * obj_before, (obj_before, obj_after)
+    assert len(tr.aux_losses) == 60
     # the saved weights are the running average, not the last step's
     assert not torch.equal(tr.ema_policy.out.weight, tr.policy.out.weight)
     # the checkpoints are exactly what System 1 and System 2 load
@@ -71,6 +90,9 @@ def test_tiny_training_run(cfg, sim, expert, tmp_path):
     assert abs(_eval_loss(tr2) - after) < 1e-4
     tr2.run()
     assert json.loads((tmp_path / "ck" / "train_state.json").read_text())["step"] == 70
+    fs.objects = None  # no object cache: the auxiliary loss is refused with the fix
+    with pytest.raises(ValueError, match="build_object_cache"):
+        Trainer(cfg, fs, tmp_path / "ck2", tc)
 
 
 def test_instruction_augmentation_stays_within_the_behaviour(cfg, tmp_path):
