@@ -64,12 +64,15 @@ class OfflineBrain:
 
 def run_policy_episode(sim, brain: OfflineBrain, cfg: RobotConfig, setup, text: str,
                        seconds: float = EVAL_EPISODE_S, rtc: bool = True,
-                       delay_ns: int = LIVE_DELAY_NS) -> Trajectory:  # fmt: skip
+                       delay_ns: int = LIVE_DELAY_NS,
+                       latent_delay_ns: int = 0) -> Trajectory:  # fmt: skip
     """One closed-loop episode from `setup` following instruction `text`.
 
     rtc: plan each new chunk as the live policy process does (`chunks.plan_next`: same grid,
     the actions due within `delay_ns` frozen, the rest of the old chunk as soft guidance for
     the inpainting sampler); False: every chunk sampled fresh from noise, starting now.
+    latent_delay_ns: a latent made from the frame at time t reaches the policy at
+    t + latent_delay_ns (live: System 2's step, transport and frame age; 0 = at once).
     """
     from dualsys.robot.interface import RUN
     from dualsys.system1.chunks import Chunk, needs_replan, plan_next
@@ -87,13 +90,16 @@ def run_policy_episode(sim, brain: OfflineBrain, cfg: RobotConfig, setup, text: 
     k.reset(setup.q_start)
     cam = cfg.cameras[0].name
     latent, chunk_t0, current = None, None, None
+    pending: list[tuple[int, np.ndarray]] = []  # (due time, latent) not yet delivered
     ctrl = cfg.controlled_indices
     ts, qs, hands, objs = [], [], [], []
     for tick in range(round(seconds * r.control_hz)):
         t_ns = tick * tick_ns
         s = sim.read_state()
         if tick % per_frame == 0:
-            latent = brain.latent(sim.render(cam), s.q, s.dq, text)
+            pending.append((t_ns + latent_delay_ns, brain.latent(sim.render(cam), s.q, s.dq, text)))
+        while pending and (pending[0][0] <= t_ns or latent is None):
+            latent = pending.pop(0)[1]
         if tick % per_action == 0:
             h, o = ground_truth(sim)
             ts.append(t_ns / 1e9)
@@ -136,6 +142,7 @@ def evaluate(
     seed: int = 10_000,
     progress=None,
     rtc: bool = True,
+    latent_delay_ns: int = 0,
 ) -> dict:
     """Success per behaviour over `episodes` randomised episodes each (report dict)."""
     from dualsys.behaviours.kinematics import Kinematics
@@ -153,7 +160,10 @@ def evaluate(
         for e in range(episodes):
             text = texts[e % len(texts)]
             setup = new_setup(sim, expert, b, text, seed + 1000 * BEHAVIOURS.index(b) + e)
-            sc: Score = scorer.score(b, run_policy_episode(sim, brain, cfg, setup, text, rtc=rtc))
+            tr = run_policy_episode(
+                sim, brain, cfg, setup, text, rtc=rtc, latent_delay_ns=latent_delay_ns
+            )
+            sc: Score = scorer.score(b, tr)
             rows.append({"instruction": text, "success": sc.success, **sc.values})
             if progress:
                 progress(b, e, sc)
@@ -200,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--no-rtc", action="store_true",
                    help="sample every chunk fresh (no real-time-chunking inpainting)")  # fmt: skip
+    p.add_argument("--latent-delay-ms", type=float, default=0.0,
+                   help="deliver each latent this long after its frame (live lag)")  # fmt: skip
     args = p.parse_args(argv)
     cfg = config.load_robot(args.robot)
     if args.ckpt:
@@ -218,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     report = evaluate(
         cfg, brain, args.episodes, phrasings, behaviours, args.seed,
         progress=lambda b, e, s: print(f"{b} #{e}: {'ok' if s.success else 'FAIL'} {s.values}"),
-        rtc=not args.no_rtc,
+        rtc=not args.no_rtc, latent_delay_ns=int(args.latent_delay_ms * 1e6),
     )  # fmt: skip
     report["wall_s"] = time.monotonic() - t0
     report["phrasings"] = ph
@@ -233,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.episodes} episodes per behaviour, phrasings: {ph}; weights "
         f"`{pol}`; {'fresh chunks' if args.no_rtc else 'RTC inpainting as live'}; "
         f"noise scale {brain.sampler.noise_scale:g}; "
+        f"latent delay {args.latent_delay_ms:g} ms; "
         f"wall {report['wall_s']:.0f} s"
     )
     md = table(report, header)

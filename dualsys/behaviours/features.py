@@ -145,6 +145,10 @@ class FeatureSet:
             self.ep = torch.from_numpy(z["ep"])
             self.step = torch.from_numpy(z["step"])
         self.ep_len = torch.bincount(self.ep)
+        #: behaviour of each phrasing in `texts` (from the episodes, or `add_phrasings`)
+        self.text_behaviour = [""] * len(self.texts)
+        for ep, t in enumerate(self.ep_text.tolist()):
+            self.text_behaviour[t] = self.behaviours[ep]
         px = Path(path).parent / PIXEL_CACHE_NAME
         self.pixels: torch.Tensor | None = None
         if px.exists():
@@ -160,11 +164,33 @@ class FeatureSet:
                     self.objects = torch.from_numpy(z["objects"])
 
     def behaviour_of_text(self) -> list[str]:
-        """The behaviour each phrasing (index into `texts`) was demonstrated for."""
-        out = [""] * len(self.texts)
-        for ep, t in enumerate(self.ep_text.tolist()):
-            out[t] = self.behaviours[ep]
-        return out
+        """The behaviour each phrasing (index into `texts`) stands for."""
+        return list(self.text_behaviour)
+
+    def add_phrasings(
+        self, phrasings: dict[str, list[str]], embed: Callable[[str], np.ndarray]
+    ) -> int:
+        """Add phrasings (behaviour -> texts) the demonstrations were not recorded with;
+        `embed(text)` gives the frozen encoder's (dim,) embedding. Training may then draw
+        them for episodes of their behaviour. Returns how many phrasings were new.
+
+        Raises ValueError for a phrasing already known under another behaviour."""
+        new = 0
+        for b, texts in phrasings.items():
+            for t in texts:
+                if t in self.texts:
+                    other = self.text_behaviour[self.texts.index(t)]
+                    if other != b:
+                        raise ValueError(
+                            f"phrasing {t!r} given for {b} but demonstrated for {other}"
+                        )
+                    continue
+                e = torch.as_tensor(np.asarray(embed(t), np.float32)).reshape(1, -1)
+                self.text_emb = torch.cat([self.text_emb, e])
+                self.texts.append(t)
+                self.text_behaviour.append(b)
+                new += 1
+        return new
 
     def __len__(self) -> int:
         return len(self.q)
@@ -180,6 +206,7 @@ class FeatureSet:
             for t in fs.texts:
                 if t not in out.texts:
                     out.texts.append(t)
+                    out.text_behaviour.append(fs.text_behaviour[len(remap)])
                     out.text_emb = torch.cat([out.text_emb, fs.text_emb[len(remap)][None]])
                 remap.append(out.texts.index(t))
             out.ep_text = torch.cat([out.ep_text, torch.as_tensor(remap)[fs.ep_text]])

@@ -9,9 +9,12 @@ One training sample is one action step k of one episode:
   With the spatial pathway (`spatial_k` > 0) the fusion head also sees that frame
   downsampled (`pixels.npz`, see `dualsys.behaviours.features.build_pixel_cache`).
 - Instruction augmentation, so phrasings never seen in training land where the demonstrated
-  ones do: with probability `text_mix` the embedding is a random blend of two phrasings of
-  the same behaviour, then Gaussian noise of expected norm `text_noise` is added and the
-  vector is re-normalised to unit length (MiniLM embeddings are unit vectors).
+  ones do: with probability `text_swap` the episode's phrasing is replaced by another
+  training phrasing of its behaviour (also ones no demonstration was recorded with,
+  `FeatureSet.add_phrasings`), then with probability `text_mix` the embedding is a random
+  blend of two phrasings of the same behaviour, then Gaussian noise of expected norm
+  `text_noise` is added and the vector is re-normalised to unit length (MiniLM embeddings
+  are unit vectors).
 - System 1 input: the latent, the normalised state (q, dq) at step k, with a little noise.
 - Target: the expert's next H commanded positions (controlled joints), normalised by the
   joint limits exactly as `ChunkSampler` does, padded with the last action at episode end.
@@ -72,6 +75,7 @@ class TrainConfig:
     spatial_k: int = 16  # keypoints of the fusion head's spatial pathway (0 = none)
     latent_tokens: bool = False  # policy: latent added to every action token too (measured
     # worse: 500-step ablation in TRAINING.md)
+    text_swap: float = 0.0  # probability of replacing the phrasing by another of its behaviour
     text_mix: float = 0.5  # probability of blending two phrasings of the same behaviour
     text_noise: float = 0.3  # expected norm of the noise added to the instruction embedding
     oversample: str = ""  # comma-separated behaviours whose samples are drawn more often
@@ -182,8 +186,12 @@ class Trainer:
     def texts(self, ids: torch.Tensor) -> torch.Tensor:
         """Augmented instruction embeddings for phrasing ids (see the module docstring)."""
         emb = self.fs.text_emb
-        e = emb[ids]
         n = len(ids)
+        if self.tc.text_swap > 0:
+            pick = torch.randint(0, 1 << 30, (n,), generator=self.gen) % self.text_group_n[ids]
+            swap = torch.rand(n, generator=self.gen) < self.tc.text_swap
+            ids = torch.where(swap, self.text_group[ids, pick], ids)
+        e = emb[ids]
         if self.tc.text_mix > 0:
             pick = torch.randint(0, 1 << 30, (n,), generator=self.gen) % self.text_group_n[ids]
             other = emb[self.text_group[ids, pick]]

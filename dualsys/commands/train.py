@@ -66,11 +66,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         layers=args.layers, threads=args.threads, save_every=args.save_every,
         max_minutes=args.max_minutes, ema=args.ema, spatial_k=args.spatial_k,
         latent_tokens=args.latent_tokens, text_mix=args.text_mix,
-        text_noise=args.text_noise, oversample=args.oversample,
+        text_noise=args.text_noise, text_swap=args.text_swap, oversample=args.oversample,
         oversample_factor=args.oversample_factor, aux_objects=args.aux_objects,
     )  # fmt: skip
     try:
-        trainer = Trainer(cfg, FeatureSet.merged(paths), Path(args.out), tc)
+        fs = FeatureSet.merged(paths)
+        if args.text_swap > 0:
+            added = _add_training_phrasings(cfg, fs)
+            print(f"dualsys train: {added} training phrasings without demonstrations added")
+        trainer = Trainer(cfg, fs, Path(args.out), tc)
     except ValueError as exc:
         print(f"dualsys train: error: {exc}", file=sys.stderr)
         return 2
@@ -108,6 +112,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_training_phrasings(cfg: config.RobotConfig, fs) -> int:
+    """Every phrasing of robots/<robot>/phrasings_train.toml joins the training texts, also
+    those no demonstration was recorded with (checked against the held-out file)."""
+    from dualsys.behaviours.phrasings import robot_dir, training_phrasings
+    from dualsys.system2.text import TextEncoder
+
+    if not (robot_dir(cfg) / "phrasings_train.toml").is_file():
+        return 0
+    enc = TextEncoder("cpu")
+    return fs.add_phrasings(training_phrasings(cfg), lambda t: enc.embed(t)[0])
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the `train` subcommand."""
     p = sub.add_parser("train", help="train the fusion head + flow-matching policy on demos")
@@ -132,6 +148,8 @@ def register(sub: argparse._SubParsersAction) -> None:
          "(0 = none)"),
         ("--text-mix", float, 0.5, "probability of blending two phrasings of one behaviour"),
         ("--text-noise", float, 0.3, "norm of the noise added to instruction embeddings"),
+        ("--text-swap", float, 0.5, "probability of training an episode with another phrasing "
+         "of its behaviour (all of robots/<robot>/phrasings_train.toml)"),
         ("--oversample", str, "", "comma-separated behaviours to draw more often (fine-tuning)"),
         ("--oversample-factor", float, 1.0, "how many times as often --oversample behaviours "
          "are drawn"),

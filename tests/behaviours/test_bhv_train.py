@@ -103,6 +103,7 @@ def test_instruction_augmentation_stays_within_the_behaviour(cfg, tmp_path):
     fs.text_emb, fs.texts = emb, ["a1", "a2", "b1", "b2"]
     fs.ep_text = torch.tensor([0, 1, 2, 3])
     fs.behaviours = ["a", "a", "b", "b"]
+    fs.text_behaviour = list(fs.behaviours)
     tr = Trainer.__new__(Trainer)
     tr.fs, tr.gen = fs, gen
     tr.tc = TrainConfig(text_mix=1.0, text_noise=0.0)
@@ -120,6 +121,19 @@ def test_instruction_augmentation_stays_within_the_behaviour(cfg, tmp_path):
     noisy = tr.texts(torch.tensor([0] * 200))
     dist = (noisy - emb[0]).norm(dim=1)
     assert 0.15 < float(dist.mean()) < 0.45
+    # a phrasing without demonstrations joins its behaviour; swapping draws it for episodes
+    # of that behaviour only
+    extra = torch.nn.functional.normalize(torch.randn(384, generator=gen), dim=0)
+    assert fs.add_phrasings({"a": ["a1", "a3"]}, lambda t: extra.numpy()) == 1
+    assert fs.behaviour_of_text() == ["a", "a", "b", "b", "a"]
+    tr.tc = TrainConfig(text_swap=1.0, text_mix=0.0, text_noise=0.0)
+    tr._text_groups()
+    out = tr.texts(torch.tensor([0] * 300 + [2] * 300))
+    nearest = (out @ fs.text_emb.T).argmax(dim=1)
+    assert set(nearest[:300].tolist()) == {0, 1, 4}
+    assert set(nearest[300:].tolist()) == {2, 3}
+    with pytest.raises(ValueError, match="demonstrated for a"):
+        fs.add_phrasings({"b": ["a3"]}, lambda t: extra.numpy())
 
 
 def test_oversampling_draws_the_named_behaviours_more_often():
