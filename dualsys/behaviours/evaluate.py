@@ -28,9 +28,9 @@ from dualsys.config import RobotConfig
 from dualsys.robot.model import OBJECTS
 
 BLEND_NS = 80_000_000
-#: Inference delay the offline eval plans for (the live policy's int8 chunk latency is a few
-#: ms; its DelayEstimator starts at two action periods): two 50 Hz action periods.
-LIVE_DELAY_NS = 40_000_000
+#: Inference delay the offline eval plans for: the live policy's estimate (median chunk
+#: latency ~12 ms fp32 x 1.25, `chunks.DelayEstimator`) rounds up to one 50 Hz action period.
+LIVE_DELAY_NS = 20_000_000
 
 
 class OfflineBrain:

@@ -13,7 +13,7 @@ from dualsys import config
 from dualsys.bus.codec import decode, encode
 from dualsys.bus.messages import ActionChunk, Command, Latent, RobotState
 from dualsys.bus.transport import Publisher, Subscriber
-from dualsys.system1.chunks import Chunk, plan_next
+from dualsys.system1.chunks import Chunk, DelayEstimator, plan_next
 from dualsys.system1.control import DEFAULT, HOLD, RUN, ControlLoop
 from dualsys.system1.wire import CommandEncoder
 
@@ -150,3 +150,18 @@ def test_plan_freezes_what_runs_before_the_next_chunk() -> None:
     assert np.all(plan.weights[: plan.frozen] == 1) and np.all(plan.weights[plan.frozen :] < 1)
     cold = plan_next(None, now, 30_000_000, dt, hold=np.ones(NC))
     assert cold.frozen == 1 and cold.t0_ns == now + 30_000_000
+
+
+def test_delay_estimate_follows_the_typical_latency_not_one_spike() -> None:
+    est = DelayEstimator(initial_ns=40_000_000, window=8, margin=1.25, warmup=2)
+    assert est.estimate_ns == 50_000_000  # before any measurement: the initial guess
+    for lat in (900_000_000, 800_000_000):  # warm-up samples (cold caches) are ignored
+        est.add(lat)
+    for _ in range(8):
+        est.add(12_000_000)
+    assert est.estimate_ns == 15_000_000
+    est.add(60_000_000)  # one slow chunk does not freeze more actions for the next 8
+    assert est.estimate_ns == 15_000_000
+    for _ in range(5):
+        est.add(30_000_000)  # a lasting slow-down does
+    assert est.estimate_ns == int(30_000_000 * 1.25)
