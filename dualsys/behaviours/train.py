@@ -26,6 +26,11 @@ One training sample is one action step k of one episode:
   where they are from all demonstrations, not only the touch episodes. The head is not
   part of the shipped fusion checkpoint; run time sees only the image.
 
+- Prefix conditioning (training-time action conditioning for real-time chunking,
+  `prefix_max` > 0): each sample gives the first d ~ U{0..prefix_max} target actions as clean
+  tokens at flow time 1 (what real-time chunking freezes at run time) and is scored only on
+  the others, so the policy learns to continue the actions already committed.
+
 Loss: conditional flow matching with the linear path x_tau = (1 - tau) noise + tau x1 and
 velocity target x1 - noise, the path `ChunkSampler.sample` integrates with Euler steps,
 plus `aux_objects` times the auxiliary mean squared error.
@@ -51,7 +56,7 @@ from torch.nn import functional as F  # noqa: N812
 
 from dualsys.behaviours.features import FeatureSet
 from dualsys.config import RobotConfig
-from dualsys.system1.policy import FlowPolicy, PolicySpec, save_checkpoint
+from dualsys.system1.policy import FlowPolicy, PolicySpec, flow_loss, save_checkpoint
 from dualsys.system2.fusion import DEFAULT_WIDTH, FusionHead, save_fusion
 
 
@@ -80,6 +85,7 @@ class TrainConfig:
     text_noise: float = 0.3  # expected norm of the noise added to the instruction embedding
     oversample: str = ""  # comma-separated behaviours whose samples are drawn more often
     oversample_factor: float = 1.0  # ... this many times as often as the others
+    prefix_max: int = 0  # prefix conditioning: up to this many given actions (0 = off)
     aux_objects: float = 0.0  # weight of the auxiliary object-position loss (0 = off;
     # needs spatial_k > 0 and objects.npz)
 
@@ -98,6 +104,7 @@ class Trainer:
                 "width": tc.width or base.width,
                 "layers": tc.layers or base.layers,
                 "latent_tokens": tc.latent_tokens,
+                "prefix_conditioning": tc.prefix_max > 0,
             }
         )
         if tc.spatial_k > 0 and features.pixels is None:
@@ -238,11 +245,7 @@ class Trainer:
         text, vision, s2_state, state, x1, pixels, obj = self.batch(rows)
         kp = self.fusion.spatial(pixels) if pixels is not None else None
         latent = self.fusion(text, vision, s2_state, keypoints=kp)
-        noise = torch.randn(x1.shape, generator=self.gen)
-        tau = torch.rand(len(rows), generator=self.gen)
-        xt = (1 - tau[:, None, None]) * noise + tau[:, None, None] * x1
-        v = self.policy(xt, tau, latent, state)
-        loss = F.mse_loss(v, x1 - noise)
+        loss = flow_loss(self.policy, x1, latent, state, self.gen, self.tc.prefix_max)
         if self.aux is not None:
             self.aux_loss = F.mse_loss(self.aux(torch.cat([kp, s2_state], -1)), obj)
             loss = loss + self.tc.aux_objects * self.aux_loss

@@ -68,6 +68,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         latent_tokens=args.latent_tokens, text_mix=args.text_mix,
         text_noise=args.text_noise, text_swap=args.text_swap, oversample=args.oversample,
         oversample_factor=args.oversample_factor, aux_objects=args.aux_objects,
+        prefix_max=args.prefix_max,
     )  # fmt: skip
     try:
         fs = FeatureSet.merged(paths)
@@ -153,6 +154,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         ("--oversample", str, "", "comma-separated behaviours to draw more often (fine-tuning)"),
         ("--oversample-factor", float, 1.0, "how many times as often --oversample behaviours "
          "are drawn"),
+        ("--prefix-max", int, 0, "policy: train with up to this many given (frozen) actions "
+         "of the chunk, as real-time chunking uses them (0 = off: inpainting)"),
         ("--aux-objects", float, 0.5, "weight of the auxiliary loss that teaches the spatial "
          "pathway the objects' positions (0 = off)"),
     )  # fmt: skip

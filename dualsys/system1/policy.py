@@ -4,11 +4,14 @@ A small transformer over the H action tokens, conditioned on the System 2 latent
 proprioceptive state (two prefix tokens) and on the flow time. Sampling integrates the
 learned velocity field with K Euler steps from Gaussian noise (GR00T N1 uses K = 4).
 
-Real-time chunking (Black et al., 2025) is done by inpainting: the caller passes the actions
-of the previous chunk that overlap the new one and a weight per action (1 = frozen, must
-execute unchanged; between 0 and 1 = soft guidance). At every Euler step the overlapping part
-of the sample is pulled onto the flow path of those actions, so the free actions are generated
-consistent with the frozen ones; at the end the frozen ones are copied exactly.
+Real-time chunking (Black et al., 2025): the caller passes the actions of the previous chunk
+that overlap the new one and a weight per action (1 = frozen, must execute unchanged; between
+0 and 1 = soft guidance). A policy trained with prefix conditioning (`spec.prefix_conditioning`,
+training-time action conditioning) gets the frozen actions as clean tokens at flow time 1 and
+generates the rest knowing them. Otherwise it is done by inpainting: at every Euler step the
+overlapping part of the sample is pulled onto the flow path of those actions, so the free
+actions are generated consistent with the frozen ones. Either way the frozen ones are copied
+exactly at the end.
 
 Actions and state are normalised per joint by the position limits ([-1, 1] spans min..max).
 Weights load from safetensors plus a JSON spec (same stem); random weights only on request.
@@ -52,6 +55,10 @@ class PolicySpec:
     #: add the projected latent to every action token as well as giving it its own prefix
     #: token (a stronger, FiLM-like conditioning path; optional in the JSON, default off).
     latent_tokens: bool = False
+    #: trained with a clean prefix of the target chunk given as tokens at flow time 1 (the
+    #: actions frozen by real-time chunking); sampling then conditions on the frozen actions
+    #: instead of inpainting them (optional in the JSON, default off).
+    prefix_conditioning: bool = False
 
     @classmethod
     def for_robot(cls, cfg: RobotConfig) -> PolicySpec:
@@ -108,14 +115,28 @@ class FlowPolicy(nn.Module):
         freqs = torch.exp(-math.log(1000.0) * torch.arange(w // 2) / (w // 2))
         self.register_buffer("freqs", freqs, persistent=False)
 
+    def _time(self, tau: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """Flow-time embedding of (...) times -> (..., width)."""
+        ang = tau[..., None].float() * 1000.0 * self.freqs
+        return self.time_mlp(torch.cat([ang.sin(), ang.cos()], -1).to(dtype))
+
     def forward(
-        self, x: torch.Tensor, tau: torch.Tensor, latent: torch.Tensor, state: torch.Tensor
+        self,
+        x: torch.Tensor,
+        tau: torch.Tensor,
+        latent: torch.Tensor,
+        state: torch.Tensor,
+        tau_tokens: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """x: (B, H, A) noisy actions; tau: (B,) flow time in [0, 1]; returns (B, H, A)."""
-        ang = tau[:, None].float() * 1000.0 * self.freqs[None]
-        temb = self.time_mlp(torch.cat([ang.sin(), ang.cos()], -1).to(x.dtype))[:, None]
+        """x: (B, H, A) noisy actions; tau: (B,) flow time in [0, 1]; returns (B, H, A).
+
+        tau_tokens: (B, H) flow time per action token (prefix conditioning: 1 for the given
+        clean actions, tau for the rest); None = tau for every token.
+        """
+        temb = self._time(tau, x.dtype)[:, None]
+        tok_t = temb if tau_tokens is None else self._time(tau_tokens, x.dtype)
         lat = self.latent_in(latent)
-        tokens = self.act_in(x) + self.pos + temb
+        tokens = self.act_in(x) + self.pos + tok_t
         if self.spec.latent_tokens:
             tokens = tokens + lat[:, None]
         cond = torch.stack([lat, self.state_in(state)], 1) + temb
@@ -123,6 +144,33 @@ class FlowPolicy(nn.Module):
         for blk in self.blocks:
             h = blk(h)
         return self.out(self.norm(h[:, 2:]))
+
+
+def flow_loss(
+    model: FlowPolicy,
+    x1: torch.Tensor,
+    latent: torch.Tensor,
+    state: torch.Tensor,
+    gen: torch.Generator,
+    prefix_max: int = 0,
+) -> torch.Tensor:
+    """Conditional flow-matching loss of normalised target chunks x1 (B, H, A).
+
+    Linear path x_tau = (1 - tau) noise + tau x1, velocity target x1 - noise (the path
+    `ChunkSampler.sample` integrates). prefix_max > 0: prefix conditioning; each sample gives
+    its first d ~ U{0..prefix_max} actions clean at flow time 1 and is scored on the others.
+    """
+    noise = torch.randn(x1.shape, generator=gen)
+    tau = torch.rand(len(x1), generator=gen)
+    xt = (1 - tau[:, None, None]) * noise + tau[:, None, None] * x1
+    if prefix_max <= 0:
+        return F.mse_loss(model(xt, tau, latent, state), x1 - noise)
+    d = torch.randint(0, prefix_max + 1, (len(x1),), generator=gen)
+    given = (torch.arange(x1.shape[1])[None] < d[:, None]).float()  # (B, H)
+    xt = given[..., None] * x1 + (1 - given[..., None]) * xt
+    v = model(xt, tau, latent, state, given + (1 - given) * tau[:, None])
+    err = ((v - (x1 - noise)) ** 2).mean(-1)
+    return (err * (1 - given)).sum() / (1 - given).sum().clamp_min(1.0)
 
 
 def n_params(model: nn.Module) -> int:
@@ -238,11 +286,21 @@ class ChunkSampler:
             target = torch.as_tensor(tgt)[None].to(dt)
             w = torch.as_tensor(ww)[None].to(dt)
         K = self.steps
+        conditioned = w is not None and self.spec.prefix_conditioning
+        if conditioned:
+            frozen = (w >= 1).to(dt)
+            given = frozen[..., 0]  # (1, H): 1 on the frozen prefix, given as clean tokens
+            x = frozen * target + (1 - frozen) * x
         for k in range(K):
             tau = k / K
+            tt = torch.full((1,), tau, dtype=dt)
+            if conditioned:
+                v = self.model(x, tt, lat, st, given + (1 - given) * tau)
+                x = frozen * target + (1 - frozen) * (x + v / K)
+                continue
             if w is not None:
                 x = w * ((1 - tau) * noise + tau * target) + (1 - w) * x
-            v = self.model(x, torch.full((1,), tau, dtype=dt), lat, st)
+            v = self.model(x, tt, lat, st)
             x = x + v / K
         if w is not None:
             frozen = (w >= 1).to(dt)

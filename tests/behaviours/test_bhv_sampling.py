@@ -1,4 +1,5 @@
-"""The policy's sampling noise scale travels in policy.json and old specs still load."""
+"""The policy's sampling noise scale travels in policy.json and old specs still load; prefix
+conditioning (training-time real-time chunking) makes the policy continue frozen actions."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from dualsys.system1.policy import (
     ChunkSampler,
     FlowPolicy,
     PolicySpec,
+    flow_loss,
     load_checkpoint,
     save_checkpoint,
 )
@@ -42,3 +44,50 @@ def test_noise_scale(cfg, tmp_path):
     assert det.spec.noise_scale == 0.0
     a, b = det.sample(lat, q, 0 * q), det.sample(lat, q, 0 * q)
     assert np.array_equal(a, b)  # starts from the noise mean: one chunk per input
+
+
+def _train_holds(cfg, prefix_max: int, steps: int = 400) -> ChunkSampler:
+    """A tiny policy trained on chunks that hold a random pose which nothing but the chunk's
+    own first actions reveal (latent and state are zero)."""
+    spec = replace(
+        PolicySpec.for_robot(cfg), width=64, layers=2, noise_scale=0.0,
+        prefix_conditioning=prefix_max > 0,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    torch.set_num_threads(1)  # tiny matrices: a second thread only waits (or spins)
+    model = FlowPolicy(spec)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    gen = torch.Generator().manual_seed(1)
+    lat, st = torch.zeros(64, spec.latent_dim), torch.zeros(64, spec.state_dim)
+    for _ in range(steps):
+        x1 = _holds(gen, 64, spec)
+        loss = flow_loss(model, x1, lat, st, gen, prefix_max)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return ChunkSampler(model.eval(), spec, cfg, "fp32")
+
+
+def _holds(gen: torch.Generator, n: int, spec: PolicySpec) -> torch.Tensor:
+    """Chunks that hold one random pose (per joint in [-0.8, 0.8]) for the whole horizon."""
+    pose = 1.6 * torch.rand(n, 1, spec.action_dim, generator=gen) - 0.8
+    return pose.expand(n, spec.horizon, spec.action_dim)
+
+
+def test_prefix_conditioning_continues_the_frozen_actions(cfg):
+    """Trained with given prefixes, the policy continues the frozen actions of real-time
+    chunking: with 4 of them given it keeps the pose they hold; without, it cannot know it."""
+    gen = torch.Generator().manual_seed(7)
+    truth = _holds(gen, 8, PolicySpec.for_robot(cfg)).numpy()
+    sampler = _train_holds(cfg, prefix_max=8, steps=400)
+    frozen, z = 4, np.zeros(cfg.n_joints)
+    lat = np.zeros(cfg.system2.latent_dim, np.float32)
+    given, blind = [], []
+    for x1 in truth:
+        prefix = sampler.mid + sampler.half * x1[:frozen]
+        out = sampler.sample(lat, z, z, prefix, np.ones(frozen, np.float32))
+        np.testing.assert_array_equal(out[:frozen], prefix.astype(np.float32))
+        given.append(np.abs((out[frozen:] - sampler.mid) / sampler.half - x1[frozen:]).mean())
+        out = sampler.sample(lat, z, z)
+        blind.append(np.abs((out[frozen:] - sampler.mid) / sampler.half - x1[frozen:]).mean())
+    assert np.mean(given) < 0.1 and np.mean(given) < 0.25 * np.mean(blind), (given, blind)
