@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from dualsys.behaviours.expert import expert_version
 from dualsys.bus import CameraFrame, Command, Instruction, RobotState, decode
 from dualsys.config import RobotConfig
 from dualsys.robot.model import OBJECTS
@@ -220,6 +221,7 @@ class DatasetWriter:
         self.episodes.append({
             "episode_index": index, "behaviour": ep.behaviour, "instruction": ep.instruction,
             "tasks": [ep.instruction], "length": len(ep), "seed": ep.seed,
+            "expert_version": expert_version(ep.behaviour),
         })  # fmt: skip
         return index
 

@@ -7,7 +7,11 @@ Behaviours (names are the dataset's and the scorer's keys):
   and stays.
   Inverse kinematics is damped least squares on the arm's 7 joints plus waist yaw/pitch.
 - wave_right_hand / wave_left_hand: upper arm out to the side, forearm up, shoulder yaw
-  swings the hand at `WAVE_HZ`.
+  swings the hand at `WAVE_HZ`. The arm goes to one end of the swing and the swing starts
+  there at full amplitude (version 2): the state "at rest at the swing's end" then always
+  continues the same way. Version 1 started at the centre with the amplitude ramped in over a
+  period, so the first ~0.3 s barely moved; a policy that cannot tell how long it has been
+  waiting stayed in that slow start (trained GR-1: hand up, no swing).
 - raise_both_arms: both arms overhead.
 - point_forward: right arm straight forward at shoulder height, index finger out.
 - bring_hands_together: both palms meet in front of the chest (IK).
@@ -38,6 +42,16 @@ BEHAVIOURS = (
     "open_close_hands",
     "return_to_rest",
 )
+#: Version of each behaviour's demonstration (recorded per episode; `dualsys train` leaves out
+#: episodes of an older version). Behaviours not listed are version 1.
+EXPERT_VERSION = {"wave_right_hand": 2, "wave_left_hand": 2}
+
+
+def expert_version(behaviour: str) -> int:
+    """The current version of the expert's demonstration of `behaviour`."""
+    return EXPERT_VERSION.get(behaviour, 1)
+
+
 #: Which scene object a touch behaviour names.
 TOUCH_OBJECT = {"touch_red_cup": "cup", "touch_blue_box": "box"}
 #: Half heights (m) of the scene objects (dualsys.robot.model): top centre = centre + this.
@@ -113,7 +127,8 @@ class Expert:
                           elbow_pitch=-1.5, shoulder_yaw=1.0 * s)  # fmt: skip
             amp = np.zeros_like(d)
             amp[self._idx(f"{side}_shoulder_yaw_joint")] = WAVE_AMPLITUDE
-            return p.move(q, min_s=0.8).oscillate(amp, WAVE_HZ, 6.0)
+            # from one end of the swing to the other and back: q +- amp, no ramp
+            return p.move(q + amp, min_s=0.8).oscillate(-amp, WAVE_HZ, 6.0, one_sided=True)
         if behaviour == "raise_both_arms":
             q = d.copy()
             for side, s in (("right", -1.0), ("left", 1.0)):

@@ -145,6 +145,13 @@ class FeatureSet:
             self.ep = torch.from_numpy(z["ep"])
             self.step = torch.from_numpy(z["step"])
         self.ep_len = torch.bincount(self.ep)
+        #: expert version each episode was demonstrated with (meta/episodes.jsonl; 1 if absent)
+        self.ep_version = torch.ones(len(self.ep_len), dtype=torch.int64)
+        eps = Path(path).parent / "meta" / "episodes.jsonl"
+        if eps.is_file():
+            meta = [json.loads(line) for line in eps.read_text().splitlines() if line]
+            if len(meta) == len(self.ep_len):
+                self.ep_version = torch.tensor([m.get("expert_version", 1) for m in meta])
         #: behaviour of each phrasing in `texts` (from the episodes, or `add_phrasings`)
         self.text_behaviour = [""] * len(self.texts)
         for ep, t in enumerate(self.ep_text.tolist()):
@@ -185,7 +192,7 @@ class FeatureSet:
                             f"phrasing {t!r} given for {b} but demonstrated for {other}"
                         )
                     continue
-                e = torch.as_tensor(np.asarray(embed(t), np.float32)).reshape(1, -1)
+                e = torch.tensor(np.asarray(embed(t), np.float32)).reshape(1, -1)
                 self.text_emb = torch.cat([self.text_emb, e])
                 self.texts.append(t)
                 self.text_behaviour.append(b)
@@ -194,6 +201,13 @@ class FeatureSet:
 
     def __len__(self) -> int:
         return len(self.q)
+
+    def current_episodes(self) -> torch.Tensor:
+        """(episodes,) bool: demonstrated with the expert's current version of the behaviour."""
+        from dualsys.behaviours.expert import expert_version
+
+        now = torch.tensor([expert_version(b) for b in self.behaviours])
+        return self.ep_version == now
 
     @classmethod
     def merged(cls, paths: list[str | Path]) -> FeatureSet:
@@ -211,6 +225,7 @@ class FeatureSet:
                 remap.append(out.texts.index(t))
             out.ep_text = torch.cat([out.ep_text, torch.as_tensor(remap)[fs.ep_text]])
             out.behaviours = out.behaviours + fs.behaviours
+            out.ep_version = torch.cat([out.ep_version, fs.ep_version])
             out.ep_start = torch.cat([out.ep_start, fs.ep_start + n_rows])
             out.vision = torch.cat([out.vision, fs.vision])
             if out.pixels is not None and fs.pixels is not None:

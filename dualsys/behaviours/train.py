@@ -300,19 +300,31 @@ class Trainer:
                 self.save()
 
     def draw_rows(self, n: int) -> torch.Tensor:
-        """A batch of sample rows: uniform, or with `oversample` behaviours weighted up."""
-        if not self.tc.oversample or self.tc.oversample_factor == 1.0:
+        """A batch of sample rows: uniform over the episodes of the expert's current version,
+        with `oversample` behaviours weighted up."""
+        if not hasattr(self, "_row_weights"):
+            self._row_weights = self._weights()
+        if self._row_weights is None:
             return torch.randint(0, n, (self.tc.batch,), generator=self.gen)
-        if getattr(self, "_row_weights", None) is None:
-            names = {b.strip() for b in self.tc.oversample.split(",") if b.strip()}
-            unknown = names - set(self.fs.behaviours)
-            if unknown:
-                raise ValueError(f"oversample: no episodes of {sorted(unknown)} in the data")
-            ep_w = torch.tensor(
-                [self.tc.oversample_factor if b in names else 1.0 for b in self.fs.behaviours]
-            )
-            self._row_weights = ep_w[self.fs.ep]
         return torch.multinomial(self._row_weights, self.tc.batch, True, generator=self.gen)
+
+    def _weights(self) -> torch.Tensor | None:
+        """Per-row draw weights, or None for uniform (every episode current, no oversampling)."""
+        current = self.fs.current_episodes()
+        if not current.any():
+            raise ValueError("no episode was demonstrated with the current expert version")
+        names = {b.strip() for b in self.tc.oversample.split(",") if b.strip()}
+        if self.tc.oversample_factor == 1.0:
+            names = set()
+        unknown = names - set(self.fs.behaviours)
+        if unknown:
+            raise ValueError(f"oversample: no episodes of {sorted(unknown)} in the data")
+        if not names and bool(current.all()):
+            return None
+        ep_w = torch.tensor(
+            [self.tc.oversample_factor if b in names else 1.0 for b in self.fs.behaviours]
+        )
+        return (ep_w * current)[self.fs.ep]
 
     def _fit_budget(self, first: int, t_first: float, wanted: int) -> None:
         """Lower tc.steps to what fits in max_minutes at the measured step rate (the cosine

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from dualsys.behaviours.dataset import DatasetWriter, EpisodeRecorder
+from dualsys.behaviours.expert import expert_version
 from dualsys.behaviours.features import (
     FeatureSet,
     build_cache,
@@ -140,15 +141,31 @@ def test_oversampling_draws_the_named_behaviours_more_often():
     fs = FeatureSet.__new__(FeatureSet)
     fs.behaviours = ["a", "b", "c"]
     fs.ep = torch.tensor([0] * 100 + [1] * 100 + [2] * 100)
+    fs.ep_version = torch.ones(3, dtype=torch.int64)
     tr = Trainer.__new__(Trainer)
     tr.fs, tr.gen = fs, torch.Generator().manual_seed(0)
     tr.tc = TrainConfig(batch=4000)
     uniform = fs.ep[tr.draw_rows(300)]
     assert abs(float((uniform == 1).float().mean()) - 1 / 3) < 0.03
     tr.tc = TrainConfig(batch=4000, oversample="b", oversample_factor=3.0)
+    del tr._row_weights
     share = float((fs.ep[tr.draw_rows(300)] == 1).float().mean())
     assert abs(share - 3 / 5) < 0.03, share  # weights 1 : 3 : 1
-    tr._row_weights = None
+    del tr._row_weights
     tr.tc = TrainConfig(oversample="dance", oversample_factor=2.0)
     with pytest.raises(ValueError, match="dance"):
         tr.draw_rows(300)
+
+
+def test_episodes_of_an_outdated_expert_are_left_out():
+    fs = FeatureSet.__new__(FeatureSet)
+    fs.behaviours = ["wave_right_hand", "wave_right_hand", "point_forward"]
+    fs.ep = torch.tensor([0] * 100 + [1] * 100 + [2] * 100)
+    fs.ep_version = torch.tensor([1, expert_version("wave_right_hand"), 1])
+    assert expert_version("wave_right_hand") > 1  # the waves were re-demonstrated
+    assert fs.current_episodes().tolist() == [False, True, True]
+    tr = Trainer.__new__(Trainer)
+    tr.fs, tr.gen = fs, torch.Generator().manual_seed(0)
+    tr.tc = TrainConfig(batch=4000)
+    drawn = fs.ep[tr.draw_rows(300)]
+    assert not (drawn == 0).any() and abs(float((drawn == 1).float().mean()) - 0.5) < 0.03
