@@ -76,6 +76,12 @@ def cmd_train(args: argparse.Namespace) -> int:
             added = _add_training_phrasings(cfg, fs)
             print(f"dualsys train: {added} training phrasings without demonstrations added")
         trainer = Trainer(cfg, fs, Path(args.out), tc)
+        left_out = int((~fs.current_episodes()).sum())
+        if left_out:
+            print(
+                f"dualsys train: leaving out {left_out} episodes demonstrated with an older "
+                "version of the expert (dualsys.behaviours.expert.EXPERT_VERSION)"
+            )
     except ValueError as exc:
         print(f"dualsys train: error: {exc}", file=sys.stderr)
         return 2
@@ -95,6 +101,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "data": str(args.data),
         "samples": len(trainer.fs),
         "episodes": int(trainer.fs.ep_len.numel()),
+        "episodes_left_out": left_out,
         "phrasings": len(trainer.fs.texts),
         "steps": trainer.step,
         "batch": tc.batch,
