@@ -49,6 +49,10 @@ MISS_HOLD, WARMUP, RAMP = Command.FLAG_MISS_HOLD, Command.FLAG_WARMUP, Command.F
 #: command PUB queue per subscriber: the warm-up burst and ~10 s of a stalled recorder (the
 #: robot's SUB conflates on arrival, so a queue never delays its newest command)
 COMMAND_HWM = 2000
+#: pause after the warm-up before the first real tick: a subscriber still connecting (ipc
+#: reconnects every 100 ms; a recorder started first connects once this process binds) joins,
+#: and queues drain the warm-up burst, so the first real commands reach everyone
+WARM_DRAIN_S = 0.3
 
 
 class ControlLoop:
@@ -349,6 +353,7 @@ class ControlLoop:
         self.state_frame.count = 0
         self.stats.values = {}
         self.warming = False
+        time.sleep(WARM_DRAIN_S)  # late subscribers join before the first real command
         self.activate(time.monotonic_ns())
 
     def deactivate(self, ramp_ticks: int = 50) -> None:
