@@ -9,7 +9,9 @@ virtual time (same seeds, same latent, same inference delay for every variant):
 
 - back to back (GR00T / openpi servers): a new chunk starts at its arrival, executed from 0;
 - RTC: the policy freezes the actions that run during inference and inpaints the rest;
-- each with and without the dualsys seam blend.
+- each with and without the dualsys seam blend;
+- RTC with a second policy trained the same way but with prefix conditioning (training-time
+  action conditioning: it sees the frozen actions as clean tokens), with the seam blend.
 
 Commands are taken from the kernel with the limiter opened wide, so seams show unfiltered.
 Jumps are |change of commanded velocity| (rad/s) and |change of acceleration| (rad/s²)
@@ -49,7 +51,7 @@ def synth_batch(n: int, H: int, A: int, gen: torch.Generator):
     return x0 + sign * speed * ramp, x0[:, 0]
 
 
-def train(spec: P.PolicySpec, steps: int) -> P.FlowPolicy:
+def train(spec: P.PolicySpec, steps: int, prefix_max: int = 0) -> P.FlowPolicy:
     torch.manual_seed(0)
     model = P.FlowPolicy(spec)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -61,10 +63,7 @@ def train(spec: P.PolicySpec, steps: int) -> P.FlowPolicy:
         state = torch.zeros(len(a), spec.state_dim)
         state[:, : spec.action_dim] = x0  # controlled joints first (see `state_of`)
         assert spec.action_dim <= half
-        eps = torch.randn(a.shape, generator=gen)
-        tau = torch.rand(len(a), generator=gen)
-        xt = tau[:, None, None] * a + (1 - tau[:, None, None]) * eps
-        loss = ((model(xt, tau, lat.expand(len(a), -1), state) - (a - eps)) ** 2).mean()
+        loss = P.flow_loss(model, a, lat.expand(len(a), -1), state, gen, prefix_max)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -146,18 +145,25 @@ def main() -> None:
     t = time.time()
     model = train(spec, args.train_steps)
     train_s = time.time() - t
-    # the state vector puts q (all joints) first; keep the controlled joints' pose in front
-    sampler = P.ChunkSampler(model, spec, cfg, "fp32")
+    spec_pc = dataclasses.replace(spec, prefix_conditioning=True)
+    model_pc = train(spec_pc, args.train_steps, prefix_max=cfg.policy.chunk_horizon // 2)
     ctrl = cfg.controlled_indices
-    orig = sampler.state_vector
 
-    def state_of(q, dq):
-        v = orig(q, dq)
-        out = np.zeros_like(v)
-        out[: len(ctrl)] = v[ctrl]
-        return out
+    def make_sampler(model, spec) -> P.ChunkSampler:
+        # the state vector puts q (all joints) first; keep the controlled joints' pose in front
+        sampler = P.ChunkSampler(model, spec, cfg, "fp32")
+        orig = sampler.state_vector
 
-    sampler.state_vector = state_of
+        def state_of(q, dq):
+            v = orig(q, dq)
+            out = np.zeros_like(v)
+            out[: len(ctrl)] = v[ctrl]
+            return out
+
+        sampler.state_vector = state_of
+        return sampler
+
+    sampler, sampler_pc = make_sampler(model, spec), make_sampler(model_pc, spec_pc)
     lat_ms = []
     q = cfg.limits()["default"]
     for _ in range(20):
@@ -166,13 +172,15 @@ def main() -> None:
         lat_ms.append((time.perf_counter() - a) * 1000)
     delay_ns = int(np.percentile(lat_ms, 90) * 1e6) + 10_000_000  # inference + hand-over
     rows = []
-    for name, rtc, blend in (
-        ("back to back (GR00T / openpi style)", False, False),
-        ("back to back + dualsys seam blend", False, True),
-        ("real-time chunking (dualsys), no blend", True, False),
-        ("real-time chunking + seam blend (dualsys default)", True, True),
-    ):
-        rows.append((name, simulate(cfg, sampler, rtc, blend, args.seconds, delay_ns)))
+    for name, rtc, blend, smp in (
+        ("back to back (GR00T / openpi style)", False, False, sampler),
+        ("back to back + dualsys seam blend", False, True, sampler),
+        ("real-time chunking (inpainting), no blend", True, False, sampler),
+        ("real-time chunking (inpainting) + seam blend", True, True, sampler),
+        ("real-time chunking, prefix-conditioned policy + seam blend", True, True,
+         sampler_pc),
+    ):  # fmt: skip
+        rows.append((name, simulate(cfg, smp, rtc, blend, args.seconds, delay_ns)))
     text = header(
         "Seam quality: real-time chunking vs back-to-back chunks",
         f".venv/bin/python benchmarks/seams.py --train-steps {args.train_steps} "
@@ -180,7 +188,9 @@ def main() -> None:
     )
     text += (
         f"Policy: FlowPolicy width {spec.width} x {spec.layers} layers trained here for "
-        f"{args.train_steps} steps ({train_s:.0f} s) on bimodal synthetic chunks; K="
+        f"{args.train_steps} steps ({train_s:.0f} s) on bimodal synthetic chunks (and a second "
+        f"one the same way with prefix conditioning, up to {cfg.policy.chunk_horizon // 2} "
+        "given actions); K="
         f"{cfg.policy.euler_steps}, H={spec.horizon} at {cfg.rates.action_hz} Hz, replan below "
         f"{cfg.policy.replan_below}; simulated inference + hand-over delay {delay_ns / 1e6:.0f} ms;"
         f" {args.seconds:g} s of 200 Hz control per variant, same seeds and latent. Limiter "

@@ -156,19 +156,23 @@ class FeatureSet:
         self.text_behaviour = [""] * len(self.texts)
         for ep, t in enumerate(self.ep_text.tolist()):
             self.text_behaviour[t] = self.behaviours[ep]
-        px = Path(path).parent / PIXEL_CACHE_NAME
-        self.pixels: torch.Tensor | None = None
-        if px.exists():
-            with np.load(px) as z:
-                if int(z["episodes"]) == len(self.ep_len) and len(z["pixels"]) == len(self.vision):
-                    self.pixels = torch.from_numpy(z["pixels"])
-        ob = Path(path).parent / OBJECT_CACHE_NAME
+        #: (frames, 3, P, P) uint8 frames of the spatial pathway, when the pixel cache exists
+        self.pixels = self._side_cache(
+            Path(path).parent / PIXEL_CACHE_NAME, "pixels", len(self.vision)
+        )
         #: (rows, n_objects, 3) object centres, when the object cache exists
-        self.objects: torch.Tensor | None = None
-        if ob.exists():
-            with np.load(ob) as z:
-                if int(z["episodes"]) == len(self.ep_len) and len(z["objects"]) == len(self.q):
-                    self.objects = torch.from_numpy(z["objects"])
+        self.objects = self._side_cache(
+            Path(path).parent / OBJECT_CACHE_NAME, "objects", len(self.q)
+        )
+
+    def _side_cache(self, path: Path, key: str, rows: int) -> torch.Tensor | None:
+        """Array `key` of a cache file beside features.npz, if it was made for this dataset."""
+        if not path.exists():
+            return None
+        with np.load(path) as z:
+            if int(z["episodes"]) == len(self.ep_len) and len(z[key]) == rows:
+                return torch.from_numpy(z[key])
+        return None
 
     def behaviour_of_text(self) -> list[str]:
         """The behaviour each phrasing (index into `texts`) stands for."""

@@ -161,7 +161,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         ("--oversample", str, "", "comma-separated behaviours to draw more often (fine-tuning)"),
         ("--oversample-factor", float, 1.0, "how many times as often --oversample behaviours "
          "are drawn"),
-        ("--prefix-max", int, 0, "policy: train with up to this many given (frozen) actions "
+        ("--prefix-max", int, 8, "policy: train with up to this many given (frozen) actions "
          "of the chunk, as real-time chunking uses them (0 = off: inpainting)"),
         ("--aux-objects", float, 0.5, "weight of the auxiliary loss that teaches the spatial "
          "pathway the objects' positions (0 = off)"),

@@ -49,10 +49,12 @@ MISS_HOLD, WARMUP, RAMP = Command.FLAG_MISS_HOLD, Command.FLAG_WARMUP, Command.F
 #: command PUB queue per subscriber: the warm-up burst and ~10 s of a stalled recorder (the
 #: robot's SUB conflates on arrival, so a queue never delays its newest command)
 COMMAND_HWM = 2000
-#: pause after the warm-up before the first real tick: a subscriber still connecting (ipc
-#: reconnects every 100 ms; a recorder started first connects once this process binds) joins,
-#: and queues drain the warm-up burst, so the first real commands reach everyone
-WARM_DRAIN_S = 0.3
+#: pause before the warm-up burst: subscribers still connecting to the command PUB (ipc
+#: reconnects every 100 ms; a robot or recorder started first connects once this process
+#: binds) join, so the burst and the first real commands reach them. Before the burst, not
+#: after it: the robot waits for its first command without a watchdog, but once commands
+#: flow a 50 ms gap trips it.
+JOIN_WAIT_S = 0.3
 
 
 class ControlLoop:
@@ -310,6 +312,7 @@ class ControlLoop:
     def warm(self, ticks: int = 400) -> None:
         """Run every path (decode of each message type, kernel in every mode, chunk hand-over,
         command send, stats) so the first real tick finds warm caches and compiled code."""
+        time.sleep(JOIN_WAIT_S)  # late subscribers join before the first command is sent
         cfg = self.cfg
         n, H, nc = cfg.n_joints, cfg.policy.chunk_horizon, len(cfg.controlled_indices)
         t = time.monotonic_ns()
@@ -353,7 +356,6 @@ class ControlLoop:
         self.state_frame.count = 0
         self.stats.values = {}
         self.warming = False
-        time.sleep(WARM_DRAIN_S)  # late subscribers join before the first real command
         self.activate(time.monotonic_ns())
 
     def deactivate(self, ramp_ticks: int = 50) -> None:

@@ -294,13 +294,13 @@ class ChunkSampler:
         for k in range(K):
             tau = k / K
             tt = torch.full((1,), tau, dtype=dt)
-            if conditioned:
-                v = self.model(x, tt, lat, st, given + (1 - given) * tau)
-                x = frozen * target + (1 - frozen) * (x + v / K)
-                continue
-            if w is not None:
+            if w is not None:  # frozen and soft-guided actions onto the old chunk's flow path
                 x = w * ((1 - tau) * noise + tau * target) + (1 - w) * x
-            v = self.model(x, tt, lat, st)
+            if conditioned:  # the frozen actions as clean tokens at flow time 1
+                x = frozen * target + (1 - frozen) * x
+                v = self.model(x, tt, lat, st, given + (1 - given) * tau)
+            else:
+                v = self.model(x, tt, lat, st)
             x = x + v / K
         if w is not None:
             frozen = (w >= 1).to(dt)
