@@ -162,8 +162,7 @@ class Trainer:
 
     def _trained(self) -> list[torch.Tensor]:
         """Every parameter the optimiser updates (policy, fusion head, auxiliary head)."""
-        aux = list(self.aux.parameters()) if self.aux is not None else []
-        return list(self.policy.parameters()) + list(self.fusion.parameters()) + aux
+        return [p for _, model in self._models() for p in model.parameters()]
 
     def _params(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """(trained parameters, their running averages), in matching order."""
@@ -195,13 +194,12 @@ class Trainer:
         emb = self.fs.text_emb
         n = len(ids)
         if self.tc.text_swap > 0:
-            pick = torch.randint(0, 1 << 30, (n,), generator=self.gen) % self.text_group_n[ids]
+            other_ids = self._other_phrasing(ids)
             swap = torch.rand(n, generator=self.gen) < self.tc.text_swap
-            ids = torch.where(swap, self.text_group[ids, pick], ids)
+            ids = torch.where(swap, other_ids, ids)
         e = emb[ids]
         if self.tc.text_mix > 0:
-            pick = torch.randint(0, 1 << 30, (n,), generator=self.gen) % self.text_group_n[ids]
-            other = emb[self.text_group[ids, pick]]
+            other = emb[self._other_phrasing(ids)]
             lam = torch.rand(n, 1, generator=self.gen)
             mix = (torch.rand(n, 1, generator=self.gen) < self.tc.text_mix).float()
             e = e + mix * (1 - lam) * (other - e)
@@ -209,6 +207,11 @@ class Trainer:
             scale = self.tc.text_noise / np.sqrt(e.shape[1])
             e = e + torch.randn(e.shape, generator=self.gen) * scale
         return e / e.norm(dim=1, keepdim=True).clamp_min(1e-6)
+
+    def _other_phrasing(self, ids: torch.Tensor) -> torch.Tensor:
+        """A random phrasing of the same behaviour (possibly the same one) per phrasing id."""
+        pick = torch.randint(0, 1 << 30, (len(ids),), generator=self.gen) % self.text_group_n[ids]
+        return self.text_group[ids, pick]
 
     def _state(self, q: torch.Tensor, dq: torch.Tensor) -> torch.Tensor:
         """The normalisation of `ChunkSampler.state_vector` / `StateFeatures` (clipped +-4)."""
@@ -247,15 +250,19 @@ class Trainer:
         latent = self.fusion(text, vision, s2_state, keypoints=kp)
         loss = flow_loss(self.policy, x1, latent, state, self.gen, self.tc.prefix_max)
         if self.aux is not None:
-            self.aux_loss = F.mse_loss(self.aux(torch.cat([kp, s2_state], -1)), obj)
+            self.aux_loss = F.mse_loss(self._objects_of(kp, s2_state), obj)
             loss = loss + self.tc.aux_objects * self.aux_loss
         return loss
+
+    def _objects_of(self, keypoints: torch.Tensor, s2_state: torch.Tensor) -> torch.Tensor:
+        """The auxiliary head's normalised object (x, y) from keypoints and state features."""
+        return self.aux(torch.cat([keypoints, s2_state], -1))
 
     @torch.no_grad()
     def object_error_m(self, rows: torch.Tensor) -> float:
         """Mean distance (m) between the auxiliary head's object (x, y) and the truth."""
         _, _, s2_state, _, _, pixels, obj = self.batch(rows)
-        pred = self.aux(torch.cat([self.fusion.spatial(pixels), s2_state], -1))
+        pred = self._objects_of(self.fusion.spatial(pixels), s2_state)
         d = ((pred - obj) * self.obj_std).view(len(rows), -1, 2).norm(dim=-1)
         return float(d.mean())
 

@@ -286,9 +286,9 @@ class ChunkSampler:
             target = torch.as_tensor(tgt)[None].to(dt)
             w = torch.as_tensor(ww)[None].to(dt)
         K = self.steps
-        conditioned = w is not None and self.spec.prefix_conditioning
+        frozen = None if w is None else (w >= 1).to(dt)
+        conditioned = frozen is not None and self.spec.prefix_conditioning
         if conditioned:
-            frozen = (w >= 1).to(dt)
             given = frozen[..., 0]  # (1, H): 1 on the frozen prefix, given as clean tokens
             x = frozen * target + (1 - frozen) * x
         for k in range(K):
@@ -302,8 +302,7 @@ class ChunkSampler:
             else:
                 v = self.model(x, tt, lat, st)
             x = x + v / K
-        if w is not None:
-            frozen = (w >= 1).to(dt)
+        if frozen is not None:
             x = frozen * target + (1 - frozen) * x
         a = x[0].float().clamp_(-1.0, 1.0).numpy()
         return (self.mid + self.half * a).astype(np.float32)
