@@ -86,6 +86,7 @@ class TrainConfig:
     oversample: str = ""  # comma-separated behaviours whose samples are drawn more often
     oversample_factor: float = 1.0  # ... this many times as often as the others
     prefix_max: int = 0  # prefix conditioning: up to this many given actions (0 = off)
+    prefix_offset: float = 0.0  # max std of the constant offset added to the given prefix
     aux_objects: float = 0.0  # weight of the auxiliary object-position loss (0 = off;
     # needs spatial_k > 0 and objects.npz)
 
@@ -248,7 +249,9 @@ class Trainer:
         text, vision, s2_state, state, x1, pixels, obj = self.batch(rows)
         kp = self.fusion.spatial(pixels) if pixels is not None else None
         latent = self.fusion(text, vision, s2_state, keypoints=kp)
-        loss = flow_loss(self.policy, x1, latent, state, self.gen, self.tc.prefix_max)
+        loss = flow_loss(
+            self.policy, x1, latent, state, self.gen, self.tc.prefix_max, self.tc.prefix_offset
+        )
         if self.aux is not None:
             self.aux_loss = F.mse_loss(self._objects_of(kp, s2_state), obj)
             loss = loss + self.tc.aux_objects * self.aux_loss

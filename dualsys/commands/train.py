@@ -68,7 +68,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         latent_tokens=args.latent_tokens, text_mix=args.text_mix,
         text_noise=args.text_noise, text_swap=args.text_swap, oversample=args.oversample,
         oversample_factor=args.oversample_factor, aux_objects=args.aux_objects,
-        prefix_max=args.prefix_max,
+        prefix_max=args.prefix_max, prefix_offset=args.prefix_offset,
     )  # fmt: skip
     try:
         fs = FeatureSet.merged(paths)
@@ -163,6 +163,9 @@ def register(sub: argparse._SubParsersAction) -> None:
          "are drawn"),
         ("--prefix-max", int, 8, "policy: train with up to this many given (frozen) actions "
          "of the chunk, as real-time chunking uses them (0 = off: inpainting)"),
+        ("--prefix-offset", float, 0.0, "policy: largest std (normalised units) of a constant "
+         "offset added to the given actions, so the policy corrects a prefix that lies off the "
+         "demonstration instead of continuing it (0 = off)"),
         ("--aux-objects", float, 0.5, "weight of the auxiliary loss that teaches the spatial "
          "pathway the objects' positions (0 = off)"),
     )  # fmt: skip

@@ -153,12 +153,18 @@ def flow_loss(
     state: torch.Tensor,
     gen: torch.Generator,
     prefix_max: int = 0,
+    prefix_offset: float = 0.0,
 ) -> torch.Tensor:
     """Conditional flow-matching loss of normalised target chunks x1 (B, H, A).
 
     Linear path x_tau = (1 - tau) noise + tau x1, velocity target x1 - noise (the path
     `ChunkSampler.sample` integrates). prefix_max > 0: prefix conditioning; each sample gives
     its first d ~ U{0..prefix_max} actions clean at flow time 1 and is scored on the others.
+    prefix_offset > 0: the given prefix is shifted by a constant per-joint offset
+    N(0, s^2), s ~ U(0, prefix_offset) per sample, while the scored actions stay the
+    demonstration's: the prefix still tells the motion's phase and speed (its shape), but a
+    prefix that lies off the demonstrated pose (the policy's own undershoot, fed back by
+    real-time chunking) is corrected instead of continued.
     """
     noise = torch.randn(x1.shape, generator=gen)
     tau = torch.rand(len(x1), generator=gen)
@@ -167,7 +173,11 @@ def flow_loss(
         return F.mse_loss(model(xt, tau, latent, state), x1 - noise)
     d = torch.randint(0, prefix_max + 1, (len(x1),), generator=gen)
     given = (torch.arange(x1.shape[1])[None] < d[:, None]).float()  # (B, H)
-    xt = given[..., None] * x1 + (1 - given[..., None]) * xt
+    prefix = x1
+    if prefix_offset > 0:
+        s = torch.rand(len(x1), 1, 1, generator=gen) * prefix_offset
+        prefix = x1 + s * torch.randn(len(x1), 1, x1.shape[2], generator=gen)
+    xt = given[..., None] * prefix + (1 - given[..., None]) * xt
     v = model(xt, tau, latent, state, given + (1 - given) * tau[:, None])
     err = ((v - (x1 - noise)) ** 2).mean(-1)
     return (err * (1 - given)).sum() / (1 - given).sum().clamp_min(1.0)

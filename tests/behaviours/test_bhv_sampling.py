@@ -46,9 +46,12 @@ def test_noise_scale(cfg, tmp_path):
     assert np.array_equal(a, b)  # starts from the noise mean: one chunk per input
 
 
-def _train_holds(cfg, prefix_max: int, steps: int = 400) -> ChunkSampler:
+def _train_holds(
+    cfg, prefix_max: int, steps: int = 400, prefix_offset: float = 0.0, in_state: bool = False
+) -> ChunkSampler:
     """A tiny policy trained on chunks that hold a random pose which nothing but the chunk's
-    own first actions reveal (latent and state are zero)."""
+    own first actions reveal (latent and state are zero); in_state: the state shows the pose
+    too (the controlled joints' normalised positions)."""
     spec = replace(
         PolicySpec.for_robot(cfg), width=64, layers=2, noise_scale=0.0,
         prefix_conditioning=prefix_max > 0,
@@ -59,9 +62,12 @@ def _train_holds(cfg, prefix_max: int, steps: int = 400) -> ChunkSampler:
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     gen = torch.Generator().manual_seed(1)
     lat, st = torch.zeros(64, spec.latent_dim), torch.zeros(64, spec.state_dim)
+    ctrl = list(cfg.controlled_indices)
     for _ in range(steps):
         x1 = _holds(gen, 64, spec)
-        loss = flow_loss(model, x1, lat, st, gen, prefix_max)
+        if in_state:
+            st[:, ctrl] = x1[:, 0]
+        loss = flow_loss(model, x1, lat, st, gen, prefix_max, prefix_offset)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -91,3 +97,25 @@ def test_prefix_conditioning_continues_the_frozen_actions(cfg):
         out = sampler.sample(lat, z, z)
         blind.append(np.abs((out[frozen:] - sampler.mid) / sampler.half - x1[frozen:]).mean())
     assert np.mean(given) < 0.1 and np.mean(given) < 0.25 * np.mean(blind), (given, blind)
+
+
+def test_prefix_offset_corrects_a_prefix_off_the_pose(cfg):
+    """Trained with offset prefixes, the policy returns to the pose the state shows when the
+    frozen actions lie off it (its own undershoot, fed back); trained with exact prefixes it
+    continues the offset prefix instead."""
+    gen = torch.Generator().manual_seed(7)
+    truth = _holds(gen, 8, PolicySpec.for_robot(cfg)).numpy()
+    lat = np.zeros(cfg.system2.latent_dim, np.float32)
+    ctrl, frozen, off = cfg.controlled_indices, 4, 0.15
+    errs = {}
+    for name, po in (("exact", 0.0), ("offset", 0.2)):
+        sampler = _train_holds(cfg, prefix_max=8, steps=400, prefix_offset=po, in_state=True)
+        e = []
+        for x1 in truth:
+            q = sampler.q_mid.copy()
+            q[ctrl] = sampler.mid + sampler.half * x1[0]
+            prefix = sampler.mid + sampler.half * (x1[:frozen] + off)
+            out = sampler.sample(lat, q, 0 * q, prefix, np.ones(frozen, np.float32))
+            e.append(np.abs((out[-4:] - sampler.mid) / sampler.half - x1[-4:]).mean())
+        errs[name] = float(np.mean(e))
+    assert errs["offset"] < 0.4 * off and errs["offset"] < 0.6 * errs["exact"], errs
