@@ -55,7 +55,8 @@ class OfflineBrain:
     @torch.inference_mode()
     def latent(self, image: np.ndarray, q: np.ndarray, dq: np.ndarray, text: str) -> np.ndarray:
         """One System 2 step."""
-        emb = torch.tensor(self.text.embed(text)[0])
+        embed = self.text.embed_sided if self.fusion.text_side else self.text.embed
+        emb = torch.tensor(embed(text)[0])
         s = torch.from_numpy(self.state(q, dq))
         return self.fusion(
             emb, self.vision.features(image), s, self.fusion.pixels_of(image)

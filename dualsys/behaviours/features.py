@@ -152,6 +152,8 @@ class FeatureSet:
             meta = [json.loads(line) for line in eps.read_text().splitlines() if line]
             if len(meta) == len(self.ep_len):
                 self.ep_version = torch.tensor([m.get("expert_version", 1) for m in meta])
+        #: (phrasings, text_dim) side features of `texts` (`add_side_features`), or None
+        self.text_side: torch.Tensor | None = None
         #: behaviour of each phrasing in `texts` (from the episodes, or `add_phrasings`)
         self.text_behaviour = [""] * len(self.texts)
         for ep, t in enumerate(self.ep_text.tolist()):
@@ -202,6 +204,13 @@ class FeatureSet:
                 self.text_behaviour.append(b)
                 new += 1
         return new
+
+    def add_side_features(self, embed_sided: Callable[[str], np.ndarray]) -> None:
+        """The side feature of every phrasing (second half of `TextEncoder.embed_sided`), for
+        a fusion head trained with it. Call after the last `add_phrasings`."""
+        dim = self.text_emb.shape[1]
+        rows = [np.asarray(embed_sided(t), np.float32)[dim:] for t in self.texts]
+        self.text_side = torch.from_numpy(np.stack(rows))
 
     def __len__(self) -> int:
         return len(self.q)

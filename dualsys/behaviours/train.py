@@ -89,6 +89,8 @@ class TrainConfig:
     prefix_offset: float = 0.0  # max std of the constant offset added to the given prefix
     aux_objects: float = 0.0  # weight of the auxiliary object-position loss (0 = off;
     # needs spatial_k > 0 and objects.npz)
+    text_side: bool = False  # fusion head reads the left/right side feature (embed_sided;
+    # needs FeatureSet.add_side_features)
 
 
 class Trainer:
@@ -131,9 +133,12 @@ class Trainer:
         ctrl = torch.as_tensor(cfg.controlled_indices)
         self.a_mid, self.a_half = self.q_mid[ctrl], self.q_half[ctrl]
         n = cfg.n_joints
+        if tc.text_side and self.fs.text_side is None:
+            raise ValueError("text_side needs the phrasings' side features: call "
+                             "FeatureSet.add_side_features first")  # fmt: skip
         self.fusion = FusionHead(
             self.fs.text_emb.shape[1], self.fs.vision.shape[1], 2 * n, cfg.system2.latent_dim,
-            DEFAULT_WIDTH, tc.spatial_k,
+            DEFAULT_WIDTH, tc.spatial_k, text_side=int(tc.text_side),
         ).seeded_init(tc.seed + 1)  # fmt: skip
         self.aux = self._aux_head(2 * n)
         self.opt = torch.optim.AdamW(self._trained(), lr=tc.lr, weight_decay=tc.weight_decay)
@@ -207,7 +212,10 @@ class Trainer:
         if self.tc.text_noise > 0:
             scale = self.tc.text_noise / np.sqrt(e.shape[1])
             e = e + torch.randn(e.shape, generator=self.gen) * scale
-        return e / e.norm(dim=1, keepdim=True).clamp_min(1e-6)
+        e = e / e.norm(dim=1, keepdim=True).clamp_min(1e-6)
+        if self.tc.text_side:  # the side feature of the phrasing drawn (not blended, no noise)
+            e = torch.cat([e, self.fs.text_side[ids]], dim=1)
+        return e
 
     def _other_phrasing(self, ids: torch.Tensor) -> torch.Tensor:
         """A random phrasing of the same behaviour (possibly the same one) per phrasing id."""

@@ -69,12 +69,19 @@ def cmd_train(args: argparse.Namespace) -> int:
         text_noise=args.text_noise, text_swap=args.text_swap, oversample=args.oversample,
         oversample_factor=args.oversample_factor, aux_objects=args.aux_objects,
         prefix_max=args.prefix_max, prefix_offset=args.prefix_offset,
+        text_side=args.text_side,
     )  # fmt: skip
     try:
         fs = FeatureSet.merged(paths)
+        enc = None
         if args.text_swap > 0:
-            added = _add_training_phrasings(cfg, fs)
+            enc, added = _add_training_phrasings(cfg, fs)
             print(f"dualsys train: {added} training phrasings without demonstrations added")
+        if args.text_side:
+            from dualsys.system2.text import TextEncoder
+
+            enc = enc or TextEncoder("cpu")
+            fs.add_side_features(lambda t: enc.embed_sided(t)[0])
         trainer = Trainer(cfg, fs, Path(args.out), tc)
         left_out = int((~fs.current_episodes()).sum())
         if left_out:
@@ -120,16 +127,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_training_phrasings(cfg: config.RobotConfig, fs) -> int:
+def _add_training_phrasings(cfg: config.RobotConfig, fs):
     """Every phrasing of robots/<robot>/phrasings_train.toml joins the training texts, also
-    those no demonstration was recorded with (checked against the held-out file)."""
+    those no demonstration was recorded with (checked against the held-out file).
+    Returns (the text encoder or None, how many phrasings were added)."""
     from dualsys.behaviours.phrasings import robot_dir, training_phrasings
     from dualsys.system2.text import TextEncoder
 
     if not (robot_dir(cfg) / "phrasings_train.toml").is_file():
-        return 0
+        return None, 0
     enc = TextEncoder("cpu")
-    return fs.add_phrasings(training_phrasings(cfg), lambda t: enc.embed(t)[0])
+    return enc, fs.add_phrasings(training_phrasings(cfg), lambda t: enc.embed(t)[0])
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -171,6 +179,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     for flag, kind, default, text in tuned:
         p.add_argument(flag, type=kind, default=default, help=text)
+    p.add_argument("--no-text-side", dest="text_side", action="store_false",
+                   help="fusion head: leave out the left/right side feature of the instruction "
+                   "(dualsys.system2.text.embed_sided)")  # fmt: skip
     p.add_argument("--latent-tokens", action="store_true",
                    help="policy: add the latent to every action token too (default: prefix "
                    "token only)")  # fmt: skip

@@ -16,10 +16,13 @@ shipped GR-1 weights, downsampling included).
 
 Weights come from a safetensors checkpoint (`system2.checkpoint` in the robot config,
 trained in the behaviour issue). Checkpoint format: the head's `state_dict` tensors, with
-metadata `format = "dualsys.system2.fusion"`, `version = "1"` and the integer dims
-`text_dim`, `vision_dim`, `state_dim`, `latent_dim`, `width`, `spatial_k`, `pixels` (as
-strings, safetensors metadata is str -> str; version "1" files have no spatial pathway). Write
-one with `save_fusion`.
+metadata `format = "dualsys.system2.fusion"`, `version = "3"` and the integer dims
+`text_dim`, `vision_dim`, `state_dim`, `latent_dim`, `width`, `spatial_k`, `pixels`,
+`text_side` (as strings, safetensors metadata is str -> str; version "1" files have no
+spatial pathway, versions "1" and "2" no `text_side`). Write one with `save_fusion`.
+
+`text_side` = 1: the text input is `TextEncoder.embed_sided` (embedding + left/right side
+feature, 2 x text_dim) instead of the plain embedding; callers ask `FusionHead.text_side`.
 
 Without a checkpoint the service refuses to start unless asked for `--untrained`: then every
 Linear weight is drawn from N(0, 1/fan_in) with a `torch.Generator` seeded with
@@ -37,9 +40,10 @@ import torch
 from torch import nn
 
 FORMAT = "dualsys.system2.fusion"
-FORMAT_VERSION = "2"
-#: Versions `load_fusion` reads ("1": written before the spatial pathway existed).
-READ_VERSIONS = ("1", "2")
+FORMAT_VERSION = "3"
+#: Versions `load_fusion` reads ("1": written before the spatial pathway existed; "2":
+#: before the side feature).
+READ_VERSIONS = ("1", "2", "3")
 UNTRAINED_SEED = 20250201
 DEFAULT_WIDTH = 256
 #: Side of the downsampled frame the spatial pathway sees.
@@ -83,6 +87,7 @@ class FusionHead(nn.Module):
         width: int = 256,
         spatial_k: int = 0,
         pixels: int = DEFAULT_PIXELS,
+        text_side: int = 0,
     ) -> None:
         super().__init__()
         self.dims = {
@@ -93,8 +98,10 @@ class FusionHead(nn.Module):
             "width": width,
             "spatial_k": spatial_k,
             "pixels": pixels,
+            "text_side": int(text_side),
         }
-        self.text = nn.Sequential(nn.Linear(text_dim, width), nn.LayerNorm(width))
+        text_in = 2 * text_dim if text_side else text_dim
+        self.text = nn.Sequential(nn.Linear(text_in, width), nn.LayerNorm(width))
         self.vision = nn.Sequential(nn.Linear(vision_dim, width), nn.LayerNorm(width))
         self.state = nn.Sequential(nn.Linear(state_dim, width), nn.LayerNorm(width))
         tokens = 3
@@ -106,6 +113,11 @@ class FusionHead(nn.Module):
             nn.Linear(tokens * width, 2 * width), nn.GELU(), nn.Linear(2 * width, latent_dim)
         )
         self.out = nn.LayerNorm(latent_dim, elementwise_affine=False)
+
+    @property
+    def text_side(self) -> bool:
+        """True when the text input is `TextEncoder.embed_sided`, not `embed`."""
+        return bool(self.dims["text_side"])
 
     @property
     def wants_pixels(self) -> bool:
@@ -206,6 +218,7 @@ def load_fusion(path: str | Path, text_dim: int, vision_dim: int, state_dim: int
         got = {k: int(meta[k]) for k in (*want, "width")}
         got["spatial_k"] = int(meta.get("spatial_k", "0"))
         got["pixels"] = int(meta.get("pixels", str(DEFAULT_PIXELS)))
+        got["text_side"] = int(meta.get("text_side", "0"))
     except (KeyError, ValueError) as exc:
         raise FusionError(f"{path}: metadata lacks integer dim {exc}") from None
     for key, value in want.items():

@@ -20,6 +20,7 @@ from dualsys.behaviours.rollout import new_setup, run_expert
 from dualsys.behaviours.train import TrainConfig, Trainer
 from dualsys.system1.policy import PolicySpec, load_checkpoint
 from dualsys.system2.fusion import load_fusion
+from dualsys.system2.text import TextEncoder
 
 
 def _eval_loss(tr: Trainer) -> float:
@@ -63,8 +64,14 @@ def test_tiny_training_run(cfg, sim, expert, tmp_path):
     assert torch.equal(two.act[two.ep_start[3] :], one.act[one.ep_start[1] :])
     assert torch.equal(three.objects[2 * len(one) :], one.objects)
     tc = TrainConfig(
-        steps=60, batch=32, lr=2e-3, warmup=5, width=32, layers=1, save_every=30, aux_objects=0.5
-    )
+        steps=60, batch=32, lr=2e-3, warmup=5, width=32, layers=1, save_every=30, aux_objects=0.5,
+        text_side=True,
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="add_side_features"):
+        Trainer(cfg, fs, tmp_path / "ck0", tc)
+    text = TextEncoder("cpu")
+    fs.add_side_features(lambda t: text.embed_sided(t)[0])
+    assert fs.text_side.shape == (2, 384)
     tr = Trainer(cfg, fs, tmp_path / "ck", tc)
     before = _eval_loss(tr)
     obj_before = tr.object_error_m(torch.arange(len(fs)))
@@ -82,6 +89,7 @@ def test_tiny_training_run(cfg, sim, expert, tmp_path):
     assert model.spec.width == 32
     head = load_fusion(tmp_path / "ck" / "fusion.safetensors", 384, 1280, 2 * cfg.n_joints, 512)
     assert head.wants_pixels and head.dims["spatial_k"] == tc.spatial_k
+    assert head.text_side and head.text[0].in_features == 768
     assert not model.spec.latent_tokens
     assert (tmp_path / "ck" / "loss.png").stat().st_size > 1000
     # resume: a new trainer continues from step 60 with the same weights

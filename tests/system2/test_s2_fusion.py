@@ -141,3 +141,25 @@ def test_to_pixels_area_average() -> None:
     assert odd.shape == (3, 64, 64) and np.all(odd == 77)
     with pytest.raises(ValueError, match="uint8"):
         to_pixels(np.zeros((64, 64, 3), np.float32))
+
+
+def test_side_feature_head_round_trip_and_older_files(tmp_path) -> None:
+    """A head with the side feature reads 2 x text_dim and says so after loading; a version 2
+    file (no text_side key) loads as a plain head."""
+    from safetensors.torch import save_file
+
+    head = FusionHead(**DIMS, width=32, text_side=1).seeded_init(seed=3)
+    assert head.text_side and head.text[0].in_features == 768
+    path = tmp_path / "fusion.safetensors"
+    save_fusion(head, path)
+    loaded = load_fusion(path, **DIMS)
+    assert loaded.text_side
+    t, v, s = _inputs(1)
+    x = (torch.cat([t, 0.5 * t]), v, s)
+    with torch.inference_mode():
+        assert torch.equal(head(*x), loaded(*x))
+    old = FusionHead(**DIMS, width=32).seeded_init(seed=3)
+    meta = {"format": "dualsys.system2.fusion", "version": "2"}
+    meta.update({k: str(val) for k, val in old.dims.items() if k != "text_side"})
+    save_file(dict(old.state_dict()), str(tmp_path / "v2.safetensors"), metadata=meta)
+    assert not load_fusion(tmp_path / "v2.safetensors", **DIMS).text_side

@@ -56,7 +56,8 @@ class BuiltinEncoder(Encoder):
     def encode(self, image: np.ndarray, q: np.ndarray, dq: np.ndarray, text: str) -> EncodeResult:
         """One step (runs in the service's worker thread)."""
         t0 = time.perf_counter_ns()
-        emb, cached, _ = self.text.embed(text)
+        embed = self.text.embed_sided if self.fusion.text_side else self.text.embed
+        emb, cached, _ = embed(text)
         t1 = time.perf_counter_ns()
         vis = self.vision.features(image)
         t2 = time.perf_counter_ns()
