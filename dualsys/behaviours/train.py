@@ -14,7 +14,8 @@ One training sample is one action step k of one episode:
   `FeatureSet.add_phrasings`), then with probability `text_mix` the embedding is a random
   blend of two phrasings of the same behaviour, then Gaussian noise of expected norm
   `text_noise` is added and the vector is re-normalised to unit length (MiniLM embeddings
-  are unit vectors).
+  are unit vectors). With `text_side` the drawn phrasing's side feature (left/right,
+  `dualsys.system2.text.TextEncoder.embed_sided`) follows, unblended and without noise.
 - System 1 input: the latent, the normalised state (q, dq) at step k, with a little noise.
 - Target: the expert's next H commanded positions (controlled joints), normalised by the
   joint limits exactly as `ChunkSampler` does, padded with the last action at episode end.
@@ -29,7 +30,10 @@ One training sample is one action step k of one episode:
 - Prefix conditioning (training-time action conditioning for real-time chunking,
   `prefix_max` > 0): each sample gives the first d ~ U{0..prefix_max} target actions as clean
   tokens at flow time 1 (what real-time chunking freezes at run time) and is scored only on
-  the others, so the policy learns to continue the actions already committed.
+  the others, so the policy learns to continue the actions already committed. With
+  `prefix_offset` > 0 the given prefix is shifted by a random constant per-joint offset while
+  the scored actions stay the expert's, so the policy also learns to bring a prefix that lies
+  off the demonstration (its own undershoot) back instead of continuing it.
 
 Loss: conditional flow matching with the linear path x_tau = (1 - tau) noise + tau x1 and
 velocity target x1 - noise, the path `ChunkSampler.sample` integrates with Euler steps,

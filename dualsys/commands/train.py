@@ -171,7 +171,7 @@ def register(sub: argparse._SubParsersAction) -> None:
          "are drawn"),
         ("--prefix-max", int, 8, "policy: train with up to this many given (frozen) actions "
          "of the chunk, as real-time chunking uses them (0 = off: inpainting)"),
-        ("--prefix-offset", float, 0.0, "policy: largest std (normalised units) of a constant "
+        ("--prefix-offset", float, 0.15, "policy: largest std (normalised units) of a constant "
          "offset added to the given actions, so the policy corrects a prefix that lies off the "
          "demonstration instead of continuing it (0 = off)"),
         ("--aux-objects", float, 0.5, "weight of the auxiliary loss that teaches the spatial "

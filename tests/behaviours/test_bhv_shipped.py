@@ -24,6 +24,7 @@ def test_shipped_checkpoints_load(cfg):
     assert np.isfinite(chunk).all()
     head = load_fusion(cfg.system2.checkpoint, 384, 1280, 2 * cfg.n_joints, cfg.system2.latent_dim)
     assert head.dims["latent_dim"] == cfg.system2.latent_dim
+    assert head.text_side  # trained with the left/right side feature (TRAINING.md)
     assert json.loads(cfg.policy.checkpoint.with_suffix(".json").read_text())["horizon"] == 16
 
 
