@@ -205,11 +205,10 @@ class FeatureSet:
                 new += 1
         return new
 
-    def add_side_features(self, embed_sided: Callable[[str], np.ndarray]) -> None:
-        """The side feature of every phrasing (second half of `TextEncoder.embed_sided`), for
-        a fusion head trained with it. Call after the last `add_phrasings`."""
-        dim = self.text_emb.shape[1]
-        rows = [np.asarray(embed_sided(t), np.float32)[dim:] for t in self.texts]
+    def add_side_features(self, side: Callable[[str], np.ndarray]) -> None:
+        """The side feature of every phrasing (`TextEncoder.side`), for a fusion head trained
+        with it. Call after the last `add_phrasings`."""
+        rows = [np.asarray(side(t), np.float32) for t in self.texts]
         self.text_side = torch.from_numpy(np.stack(rows))
 
     def __len__(self) -> int:

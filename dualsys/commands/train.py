@@ -73,15 +73,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     )  # fmt: skip
     try:
         fs = FeatureSet.merged(paths)
-        enc = None
-        if args.text_swap > 0:
-            enc, added = _add_training_phrasings(cfg, fs)
-            print(f"dualsys train: {added} training phrasings without demonstrations added")
-        if args.text_side:
+        if args.text_swap > 0 or args.text_side:
             from dualsys.system2.text import TextEncoder
 
-            enc = enc or TextEncoder("cpu")
-            fs.add_side_features(lambda t: enc.embed_sided(t)[0])
+            enc = TextEncoder("cpu")
+        if args.text_swap > 0:
+            added = _add_training_phrasings(cfg, fs, enc)
+            print(f"dualsys train: {added} training phrasings without demonstrations added")
+        if args.text_side:
+            fs.add_side_features(enc.side)
         trainer = Trainer(cfg, fs, Path(args.out), tc)
         left_out = int((~fs.current_episodes()).sum())
         if left_out:
@@ -127,17 +127,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_training_phrasings(cfg: config.RobotConfig, fs):
+def _add_training_phrasings(cfg: config.RobotConfig, fs, enc) -> int:
     """Every phrasing of robots/<robot>/phrasings_train.toml joins the training texts, also
-    those no demonstration was recorded with (checked against the held-out file).
-    Returns (the text encoder or None, how many phrasings were added)."""
+    those no demonstration was recorded with (checked against the held-out file); `enc` is
+    the frozen `TextEncoder`. Returns how many phrasings were added."""
     from dualsys.behaviours.phrasings import robot_dir, training_phrasings
-    from dualsys.system2.text import TextEncoder
 
     if not (robot_dir(cfg) / "phrasings_train.toml").is_file():
-        return None, 0
-    enc = TextEncoder("cpu")
-    return enc, fs.add_phrasings(training_phrasings(cfg), lambda t: enc.embed(t)[0])
+        return 0
+    return fs.add_phrasings(training_phrasings(cfg), lambda t: enc.embed(t)[0])
 
 
 def register(sub: argparse._SubParsersAction) -> None:

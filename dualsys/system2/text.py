@@ -102,11 +102,14 @@ class TextEncoder:
             self._cache.popitem(last=False)
         return vec, False, (time.perf_counter_ns() - t0) / 1e6
 
+    def side(self, text: str) -> np.ndarray:
+        """The side feature alone: SIDE_GAIN x (embedding - embedding of the mirror), (dim,)."""
+        return SIDE_GAIN * (self.embed(text)[0] - self.embed(mirror(text))[0])
+
     def embed_sided(self, text: str) -> tuple[np.ndarray, bool, float]:
         """(2 * dim,) embedding followed by the side feature (module docstring); as `embed`."""
         t0 = time.perf_counter_ns()
         vec, cached, _ = self.embed(text)
-        other = self.embed(mirror(text))[0]
-        out = np.concatenate([vec, SIDE_GAIN * (vec - other)]).astype(np.float32)
+        out = np.concatenate([vec, self.side(text)]).astype(np.float32)
         out.setflags(write=False)
         return out, cached, (time.perf_counter_ns() - t0) / 1e6

@@ -70,7 +70,7 @@ def test_tiny_training_run(cfg, sim, expert, tmp_path):
     with pytest.raises(ValueError, match="add_side_features"):
         Trainer(cfg, fs, tmp_path / "ck0", tc)
     text = TextEncoder("cpu")
-    fs.add_side_features(lambda t: text.embed_sided(t)[0])
+    fs.add_side_features(text.side)
     assert fs.text_side.shape == (2, 384)
     tr = Trainer(cfg, fs, tmp_path / "ck", tc)
     before = _eval_loss(tr)
