@@ -103,6 +103,8 @@ class System2Config:
     max_instruction_chars: int
     default_instruction: str
     model_dir: Path | None = None
+    phrasings: Path | None = None  # the fusion head's training phrasings: grounding bank
+    grounding_temperature: float = 0.02  # softmax temperature of the grounding; 0 = off
 
 
 @dataclass(frozen=True)
@@ -385,6 +387,8 @@ def _system2(t: _Table, base: Path) -> System2Config:
         max_instruction_chars=t.int("max_instruction_chars", 512, lo=1),
         default_instruction=t.str("default_instruction", "stand still"),
         model_dir=_resolve(t, "model_dir", model_dir, base) if model_dir else None,
+        phrasings=_checkpoint(t, "phrasings", base),
+        grounding_temperature=t.float("grounding_temperature", 0.02, lo=0.0),
     )
     t.done()
     return s

@@ -83,6 +83,18 @@ BAD_CASES = [
     ('state = "ipc://{run}/state.sock"', 'state = "udp://x"', "endpoints.state", "ipc://"),
     ("timestep = 0.001", "timestep = 0.003", "sim.timestep", "whole multiple"),
     ("replan_below = 8", "replan_below = 16", "policy.replan_below", "chunk_horizon"),
+    (
+        'phrasings = "gr1/phrasings_train.toml"',
+        'phrasings = "gr1/no_such_phrasings.toml"',
+        "system2.phrasings",
+        "does not exist",
+    ),
+    (
+        "grounding_temperature = 0.02",
+        "grounding_temperature = -0.1",
+        "system2.grounding_temperature",
+        ">= 0",
+    ),
 ]
 
 

@@ -36,10 +36,17 @@ LIVE_DELAY_NS = 20_000_000
 class OfflineBrain:
     """System 2's builtin encoder and System 1's chunk sampler, from checkpoints."""
 
-    def __init__(self, cfg: RobotConfig, policy_ckpt: Path, fusion_ckpt: Path, precision=None):
+    def __init__(
+        self,
+        cfg: RobotConfig,
+        policy_ckpt: Path,
+        fusion_ckpt: Path,
+        precision=None,
+        grounding: bool = True,
+    ) -> None:
         from dualsys.system1.policy import ChunkSampler, PolicySpec, load_checkpoint, optimise
         from dualsys.system2.fusion import StateFeatures, load_fusion
-        from dualsys.system2.text import TextEncoder
+        from dualsys.system2.text import TextEncoder, ground_for_robot
         from dualsys.system2.vision import VisionEncoder
 
         torch.set_num_threads(1)
@@ -48,6 +55,8 @@ class OfflineBrain:
         self.fusion = load_fusion(
             fusion_ckpt, self.text.dim, self.vision.dim, self.state.dim, cfg.system2.latent_dim
         )
+        if grounding:
+            ground_for_robot(self.text, cfg, self.fusion.text_side)
         model = load_checkpoint(policy_ckpt, PolicySpec.for_robot(cfg))
         precision = precision or cfg.policy.precision
         self.sampler = ChunkSampler(optimise(model, precision), model.spec, cfg, precision)
@@ -55,8 +64,7 @@ class OfflineBrain:
     @torch.inference_mode()
     def latent(self, image: np.ndarray, q: np.ndarray, dq: np.ndarray, text: str) -> np.ndarray:
         """One System 2 step."""
-        embed = self.text.embed_sided if self.fusion.text_side else self.text.embed
-        emb = torch.tensor(embed(text)[0])
+        emb = torch.tensor(self.text.head_input(text, self.fusion.text_side)[0])
         s = torch.from_numpy(self.state(q, dq))
         return self.fusion(
             emb, self.vision.features(image), s, self.fusion.pixels_of(image)
@@ -209,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
         default=-1.0,
         help="override the policy's sampling noise scale (default: policy.json)",
     )
+    p.add_argument("--no-grounding", action="store_true",
+                   help="raw instruction embeddings to the fusion head (no bank)")  # fmt: skip
     p.add_argument("--no-rtc", action="store_true",
                    help="sample every chunk fresh (no real-time-chunking inpainting)")  # fmt: skip
     p.add_argument("--latent-delay-ms", type=float, default=0.0,
@@ -225,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     phrasings = eval_phrasings(cfg, args.phrasings or None)
     behaviours = tuple(args.behaviours.split(",")) if args.behaviours else BEHAVIOURS
     t0 = time.monotonic()
-    brain = OfflineBrain(cfg, pol, fus, args.precision or None)
+    brain = OfflineBrain(cfg, pol, fus, args.precision or None, not args.no_grounding)
     if args.noise_scale >= 0:
         brain.sampler.noise_scale = args.noise_scale
     report = evaluate(
@@ -246,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.episodes} episodes per behaviour, phrasings: {ph}; weights "
         f"`{pol}`; {'fresh chunks' if args.no_rtc else 'RTC inpainting as live'}; "
         f"noise scale {brain.sampler.noise_scale:g}; "
+        f"grounding {'on' if brain.text.bank else 'off'}; "
         f"latent delay {args.latent_delay_ms:g} ms; "
         f"wall {report['wall_s']:.0f} s"
     )

@@ -2,7 +2,9 @@
 
 The supervisor brings up the simulation, System 2 and System 1 as real processes with real
 sockets (exactly `dualsys up`). Each episode: "return to rest" for a while, re-place the objects
-(SceneReset, seeded), then `say` the episode's phrasing and record the robot state stream. The
+(SceneReset, seeded), then `say` the episode's phrasing and record the robot state stream.
+A return-to-rest episode first says another behaviour (`LEAD_IN`, in turn) for `LEAD_S`, so
+it is scored on the way back from a raised, waving or reaching pose, not from rest. The
 recorded trajectory (joint positions at 200 Hz; palms and fingertips by forward kinematics of
 the recorded q; object positions as the simulation reports them) is scored by
 `dualsys.behaviours.scoring.Scorer` — the same criteria as the offline evaluation.
@@ -35,6 +37,12 @@ SWITCH_PROGRESS_RAD = 0.05
 SWITCH_MIN_RAD = 0.1
 REST_PHRASE = "return to rest"
 REST_S = 3.0
+#: What a return_to_rest episode starts from: one of these (in turn) said for LEAD_S first.
+LEAD_IN = (
+    "raise both arms", "wave the left hand", "point forward", "open and close both hands",
+    "wave the right hand", "touch the red cup", "bring the hands together", "touch the blue box",
+)  # fmt: skip
+LEAD_S = 3.0
 EPISODE_S = EVAL_EPISODE_S
 SAMPLE_HZ = 50
 
@@ -121,11 +129,14 @@ class LiveEvaluator:
         raise RuntimeError("the simulation did not acknowledge the scene reset (driver not sim?)")
 
     def episode(self, behaviour: str, phrasing: str, seed: int, index: int) -> EpisodeResult:
-        """Rest, re-place objects, say the phrasing, record, score."""
+        """Rest, re-place objects, [lead-in behaviour], say the phrasing, record, score."""
         self._say(REST_PHRASE)
         self._wait(REST_S)
         objects = self._reset_scene(seed, index)
         self._wait(0.3)
+        if behaviour == "return_to_rest":
+            self._say(LEAD_IN[index % len(LEAD_IN)])
+            self._wait(LEAD_S)
         record: list[tuple[int, np.ndarray]] = []
         while self.states.recv_nowait() is not None:  # drop what came before the instruction
             pass

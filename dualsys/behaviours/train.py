@@ -26,6 +26,11 @@ One training sample is one action step k of one episode:
   spread). Every frame of every behaviour shows the objects, so the keypoint net learns
   where they are from all demonstrations, not only the touch episodes. The head is not
   part of the shipped fusion checkpoint; run time sees only the image.
+- Auxiliary behaviour target (training only, `aux_behaviour` > 0): a linear head reads the
+  instructed behaviour back from the latent (cross-entropy). Without it the fusion head took
+  a shortcut through the robot's pose: told "return to rest" with the arms still raised, it
+  gave a latent nearer "raise both arms" at that pose (cos 0.90) than "return to rest" at the
+  rest pose (0.73), and the policy kept moving the arms. Not part of the shipped checkpoint.
 
 - Prefix conditioning (training-time action conditioning for real-time chunking,
   `prefix_max` > 0): each sample gives the first d ~ U{0..prefix_max} target actions as clean
@@ -37,7 +42,8 @@ One training sample is one action step k of one episode:
 
 Loss: conditional flow matching with the linear path x_tau = (1 - tau) noise + tau x1 and
 velocity target x1 - noise, the path `ChunkSampler.sample` integrates with Euler steps,
-plus `aux_objects` times the auxiliary mean squared error.
+plus `aux_objects` times the auxiliary mean squared error and `aux_behaviour` times the
+behaviour cross-entropy.
 Checkpoints: `policy.safetensors` + `policy.json` (dualsys.system1.policy format),
 `fusion.safetensors` (dualsys.system2.fusion format) hold the exponential moving average of
 the weights (decay `TrainConfig.ema`, warmed up as (1 + step) / (10 + step)), the weights
@@ -95,6 +101,7 @@ class TrainConfig:
     # needs spatial_k > 0 and objects.npz)
     text_side: bool = False  # fusion head reads the left/right side feature (embed_sided;
     # needs FeatureSet.add_side_features)
+    aux_behaviour: float = 0.0  # weight of the behaviour-from-latent cross-entropy (0 = off)
 
 
 class Trainer:
@@ -145,6 +152,13 @@ class Trainer:
             DEFAULT_WIDTH, tc.spatial_k, text_side=int(tc.text_side),
         ).seeded_init(tc.seed + 1)  # fmt: skip
         self.aux = self._aux_head(2 * n)
+        self.beh_names = sorted(set(self.fs.behaviours))
+        self.ep_label = torch.tensor([self.beh_names.index(b) for b in self.fs.behaviours])
+        self.beh_head = None
+        if tc.aux_behaviour > 0:
+            torch.manual_seed(tc.seed + 3)
+            self.beh_head = torch.nn.Linear(cfg.system2.latent_dim, len(self.beh_names))
+        self.beh_loss = torch.zeros(())
         self.opt = torch.optim.AdamW(self._trained(), lr=tc.lr, weight_decay=tc.weight_decay)
         self.step = 0
         self.losses: list[tuple[int, float]] = []
@@ -267,6 +281,10 @@ class Trainer:
         if self.aux is not None:
             self.aux_loss = F.mse_loss(self._objects_of(kp, s2_state), obj)
             loss = loss + self.tc.aux_objects * self.aux_loss
+        if self.beh_head is not None:
+            label = self.ep_label[self.fs.ep[rows]]
+            self.beh_loss = F.cross_entropy(self.beh_head(latent), label)
+            loss = loss + self.tc.aux_behaviour * self.beh_loss
         return loss
 
     def _objects_of(self, keypoints: torch.Tensor, s2_state: torch.Tensor) -> torch.Tensor:
@@ -280,6 +298,15 @@ class Trainer:
         pred = self._objects_of(self.fusion.spatial(pixels), s2_state)
         d = ((pred - obj) * self.obj_std).view(len(rows), -1, 2).norm(dim=-1)
         return float(d.mean())
+
+    @torch.no_grad()
+    def behaviour_accuracy(self, rows: torch.Tensor) -> float:
+        """Fraction of rows whose behaviour the auxiliary head reads from the (raw) latent."""
+        text, vision, s2_state, _, _, pixels, _ = self.batch(rows)
+        kp = self.fusion.spatial(pixels) if pixels is not None else None
+        latent = self.fusion(text, vision, s2_state, keypoints=kp)
+        label = self.ep_label[self.fs.ep[rows]]
+        return float((self.beh_head(latent).argmax(-1) == label).float().mean())
 
     # ------------------------------------------------------------------ loop
     def lr_at(self, step: int) -> float:
@@ -393,7 +420,8 @@ class Trainer:
     def _models(self) -> list[tuple[str, torch.nn.Module]]:
         """(name, module) of every trained module, the names used in train_state."""
         out = [("policy", self.policy), ("fusion", self.fusion)]
-        return out + ([("aux", self.aux)] if self.aux is not None else [])
+        out += [("aux", self.aux)] if self.aux is not None else []
+        return out + ([("beh", self.beh_head)] if self.beh_head is not None else [])
 
     def _resume(self) -> None:
         """Continue from train_state.* in the output directory, when present."""
@@ -420,7 +448,7 @@ class Trainer:
             for name, model in self._models():
                 prefix = f"raw/{name}."
                 sd = {k[len(prefix) :]: v for k, v in moments.items() if k.startswith(prefix)}
-                if sd or name != "aux":  # a run started without the auxiliary head has none
+                if sd or name not in ("aux", "beh"):  # a run started without that head
                     model.load_state_dict(sd)
         self.opt = torch.optim.AdamW(
             self._trained(), lr=self.tc.lr, weight_decay=self.tc.weight_decay

@@ -69,7 +69,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         text_noise=args.text_noise, text_swap=args.text_swap, oversample=args.oversample,
         oversample_factor=args.oversample_factor, aux_objects=args.aux_objects,
         prefix_max=args.prefix_max, prefix_offset=args.prefix_offset,
-        text_side=args.text_side,
+        text_side=args.text_side, aux_behaviour=args.aux_behaviour,
     )  # fmt: skip
     try:
         fs = FeatureSet.merged(paths)
@@ -119,9 +119,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         "aux_objects": tc.aux_objects,
         "policy_spec": trainer.spec.__dict__,
     }
+    rows = torch.arange(0, len(trainer.fs), 97)
     if trainer.aux is not None:
-        rows = torch.arange(0, len(trainer.fs), 97)
         summary["object_error_m_train_rows"] = round(trainer.object_error_m(rows), 4)
+    if trainer.beh_head is not None:
+        summary["aux_behaviour"] = tc.aux_behaviour
+        summary["behaviour_accuracy_train_rows"] = round(trainer.behaviour_accuracy(rows), 4)
     (Path(args.out) / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
     return 0
@@ -174,6 +177,9 @@ def register(sub: argparse._SubParsersAction) -> None:
          "demonstration instead of continuing it (0 = off)"),
         ("--aux-objects", float, 0.5, "weight of the auxiliary loss that teaches the spatial "
          "pathway the objects' positions (0 = off)"),
+        ("--aux-behaviour", float, 0.1, "weight of the auxiliary loss that reads the "
+         "instructed behaviour back from the latent, so the instruction, not the pose, "
+         "decides it (0 = off)"),
     )  # fmt: skip
     for flag, kind, default, text in tuned:
         p.add_argument(flag, type=kind, default=default, help=text)

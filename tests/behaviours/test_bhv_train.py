@@ -65,7 +65,7 @@ def test_tiny_training_run(cfg, sim, expert, tmp_path):
     assert torch.equal(three.objects[2 * len(one) :], one.objects)
     tc = TrainConfig(
         steps=60, batch=32, lr=2e-3, warmup=5, width=32, layers=1, save_every=30, aux_objects=0.5,
-        text_side=True,
+        text_side=True, aux_behaviour=0.5,
     )  # fmt: skip
     with pytest.raises(ValueError, match="add_side_features"):
         Trainer(cfg, fs, tmp_path / "ck0", tc)
@@ -75,6 +75,7 @@ def test_tiny_training_run(cfg, sim, expert, tmp_path):
     tr = Trainer(cfg, fs, tmp_path / "ck", tc)
     before = _eval_loss(tr)
     obj_before = tr.object_error_m(torch.arange(len(fs)))
+    assert tr.beh_names == ["raise_both_arms", "touch_red_cup"]
     tr.run()
     after = _eval_loss(tr)
     assert after < 0.7 * before, (before, after)
@@ -82,6 +83,9 @@ def test_tiny_training_run(cfg, sim, expert, tmp_path):
     obj_after = tr.object_error_m(torch.arange(len(fs)))
     assert obj_after < 0.5 * obj_before, (obj_before, obj_after)
     assert len(tr.aux_losses) == 60
+    # the behaviour head reads the instructed behaviour from the latent
+    assert float(tr.beh_loss) < 0.2
+    assert tr.behaviour_accuracy(torch.arange(len(fs))) == 1.0
     # the saved weights are the running average, not the last step's
     assert not torch.equal(tr.ema_policy.out.weight, tr.policy.out.weight)
     # the checkpoints are exactly what System 1 and System 2 load
@@ -96,6 +100,7 @@ def test_tiny_training_run(cfg, sim, expert, tmp_path):
     tc2 = TrainConfig(**{**tc.__dict__, "steps": 70})
     tr2 = Trainer(cfg, fs, tmp_path / "ck", tc2)
     assert tr2.step == 60
+    assert torch.equal(tr2.beh_head.weight, tr.beh_head.weight)  # resumed, not re-initialised
     assert abs(_eval_loss(tr2) - after) < 1e-4
     tr2.run()
     assert json.loads((tmp_path / "ck" / "train_state.json").read_text())["step"] == 70

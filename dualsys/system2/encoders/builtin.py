@@ -15,7 +15,7 @@ import torch
 from dualsys.system2.encoders import register
 from dualsys.system2.encoders.base import Encoder, EncodeResult
 from dualsys.system2.fusion import StateFeatures, check_fusion_source, make_fusion
-from dualsys.system2.text import TextEncoder
+from dualsys.system2.text import TextEncoder, ground_for_robot
 from dualsys.system2.vision import VisionEncoder
 
 
@@ -50,14 +50,21 @@ class BuiltinEncoder(Encoder):
             self.latent_dim,
         )
         self.fusion = head.to(self.device)
-        self.description = f"builtin: all-MiniLM-L6-v2 + MobileNetV2 (ImageNet), fusion {how}"
+        bank = None
+        if self.fusion_checkpoint is not None:
+            bank = ground_for_robot(self.text, self.cfg, self.fusion.text_side)
+        grounded = f", grounded in {len(bank.labels)} phrasings" if bank else ""
+        self.description = (
+            f"builtin: all-MiniLM-L6-v2 + MobileNetV2 (ImageNet), fusion {how}{grounded}"
+        )
 
     @torch.inference_mode()
     def encode(self, image: np.ndarray, q: np.ndarray, dq: np.ndarray, text: str) -> EncodeResult:
         """One step (runs in the service's worker thread)."""
         t0 = time.perf_counter_ns()
-        embed = self.text.embed_sided if self.fusion.text_side else self.text.embed
-        emb, cached, _ = embed(text)
+        emb, cached, _ = self.text.head_input(text, self.fusion.text_side)
+        if not cached:
+            self._say_grounding(text)
         t1 = time.perf_counter_ns()
         vis = self.vision.features(image)
         t2 = time.perf_counter_ns()
@@ -72,3 +79,12 @@ class BuiltinEncoder(Encoder):
             vision_ms=(t2 - t1) / 1e6,
             fusion_ms=(t3 - t2) / 1e6,
         )
+
+    def _say_grounding(self, text: str) -> None:
+        g = self.text.grounding(text)
+        if g is None:
+            return
+        where = f"{g.behaviour} (nearest known phrasing {g.phrase!r}, cos {g.cos:.2f})"
+        if g.far:
+            where += "; far from every known phrasing: the robot may do something unexpected"
+        print(f"system2: {text!r} -> {where}", flush=True)
