@@ -38,26 +38,32 @@ def _init(cfg_path: str) -> None:
     )
 
 
-def _episode(job: tuple[str, str, int, float]):
+def _episode(job: tuple[str, str, int, float, float]):
     from dualsys.behaviours.rollout import new_setup, run_expert
 
-    behaviour, text, seed, seconds = job
+    behaviour, text, seed, seconds, moving = job
     w = _WORKER
-    setup = new_setup(w["sim"], w["expert"], behaviour, text, seed)
+    setup = new_setup(w["sim"], w["expert"], behaviour, text, seed, moving)
     frames, hands, objs = run_expert(w["sim"], w["expert"], w["cfg"], setup, seconds)
     return behaviour, seed, frames, hands, objs
 
 
 def jobs(
-    n: int, phrasings: dict[str, list[str]], seed: int, seconds: float, behaviours=BEHAVIOURS
-) -> list[tuple[str, str, int, float]]:
-    """The episode list: (behaviour, instruction, seed, seconds), round-robin over behaviours."""
+    n: int,
+    phrasings: dict[str, list[str]],
+    seed: int,
+    seconds: float,
+    behaviours=BEHAVIOURS,
+    moving: float = 0.0,
+) -> list[tuple[str, str, int, float, float]]:
+    """The episode list: (behaviour, instruction, seed, seconds, moving), round-robin over
+    behaviours; `moving`: share of episodes started in motion (`rollout.new_setup`)."""
     rng = np.random.default_rng(seed)
     out = []
     for i in range(n):
         b = behaviours[i % len(behaviours)]
         texts = phrasings[b]
-        out.append((b, texts[rng.integers(len(texts))], seed * 100_003 + i, seconds))
+        out.append((b, texts[rng.integers(len(texts))], seed * 100_003 + i, seconds, moving))
     return out
 
 
@@ -75,7 +81,7 @@ def _results(cfg: RobotConfig, job_list, workers: int) -> Iterator:
 def generate(
     cfg: RobotConfig,
     out: Path,
-    job_list: list[tuple[str, str, int, float]],
+    job_list: list[tuple[str, str, int, float, float]],
     workers: int = 1,
     progress: Callable[[int], None] | None = None,
 ) -> DatasetWriter:

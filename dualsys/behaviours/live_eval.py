@@ -140,6 +140,7 @@ class LiveEvaluator:
         record: list[tuple[int, np.ndarray]] = []
         while self.states.recv_nowait() is not None:  # drop what came before the instruction
             pass
+        trips0 = self._velocity_trips()
         t_say = time.monotonic_ns()
         adopt_s = self._say(phrasing)
         self._wait(EPISODE_S, record)
@@ -159,9 +160,18 @@ class LiveEvaluator:
         )
         score = self.scorer.score(behaviour, traj)
         values = dict(score.values, system2_adopt_s=adopt_s)
+        trips1 = self._velocity_trips()
+        if trips0 is not None and trips1 is not None:
+            values["velocity_trips"] = trips1 - trips0  # robot held for them (Stats at 2 Hz)
         return EpisodeResult(
             behaviour, phrasing, seed, bool(score.success), latency, values, score.reason
         )
+
+    def _velocity_trips(self) -> int | None:
+        """The robot's velocity-monitor trip count from its latest Stats (None before any)."""
+        robot = self.sup.children.get("robot")
+        value = robot.stats.get("velocity_trips") if robot is not None else None
+        return None if value is None else int(value)
 
     def stop(self) -> dict[str, int | None]:
         """Close the links and stop the system cleanly."""

@@ -3,7 +3,10 @@
 `new_setup` draws an episode: random object placement and a start pose (the default pose,
 slightly perturbed, or a pose taken from the middle of another behaviour, so the data also
 shows switching). return_to_rest also starts near the default pose 40% of the time, so the
-data shows "already at rest: stay still" as well as the way back. `run_expert` executes the
+data shows "already at rest: stay still" as well as the way back. With `moving` > 0 that share
+of episodes starts in motion instead: another behaviour's expert runs (unrecorded) for
+0.6-3 s from near the default pose, then the episode's behaviour is planned from wherever the
+robot is, as when an instruction changes mid-motion on the live robot. `run_expert` executes the
 expert's plan with 200 Hz PD commands and emits every sample as a wire frame of dualsys's
 own bus (`Instruction`, `RobotState`, `Command`, `CameraFrame`, encoded by
 `dualsys.bus.codec` with the simulation time as the header's monotonic time); the dataset
@@ -35,14 +38,24 @@ class Setup:
     q_start: np.ndarray
     objects: dict[str, np.ndarray]
     seed: int
+    lead: tuple[str, float] | None = None  # (behaviour, seconds) run before the episode
 
 
-def new_setup(sim, expert: Expert, behaviour: str, instruction: str, seed: int) -> Setup:
-    """Random objects and start pose for one episode (deterministic in `seed`)."""
+def new_setup(
+    sim, expert: Expert, behaviour: str, instruction: str, seed: int, moving: float = 0.0
+) -> Setup:
+    """Random objects and start pose for one episode (deterministic in `seed`); with
+    probability `moving` a lead-in behaviour instead of a still start (module docstring)."""
     rng = np.random.default_rng(seed)
     sim.reset()
     objects = sim.randomise_objects(rng)
     d = expert.default
+    if moving > 0 and rng.random() < moving:
+        others = [b for b in BEHAVIOURS if b not in (behaviour, "return_to_rest")]
+        lead = (others[rng.integers(len(others))], float(rng.uniform(0.6, 3.0)))
+        q = d + rng.normal(0.0, 0.03, d.shape) * (np.arange(len(d)) < 14)
+        q = np.clip(q, expert.limits["min"], expert.limits["max"])
+        return Setup(behaviour, instruction, q, objects, seed, lead)
     if rng.random() < 0.4:
         q = d + rng.normal(0.0, 0.03, d.shape) * (np.arange(len(d)) < 14)
     else:
@@ -81,11 +94,19 @@ def run_expert(sim, expert: Expert, cfg: RobotConfig, setup: Setup, seconds: flo
     Command due at that step (the action label), and a CameraFrame at the camera rate.
     """
     apply_setup(sim, setup)
-    plan = expert.plan(setup.behaviour, setup.q_start, setup.objects)
     r = cfg.rates
+    dt = 1.0 / r.control_hz
+    q0 = setup.q_start
+    if setup.lead is not None:
+        lead, lead_s = setup.lead
+        before = expert.plan(lead, setup.q_start, setup.objects)
+        for j in range(round(lead_s * r.control_hz)):
+            sim.write_command(before(j * dt), before.velocity(j * dt), 0)
+            sim.advance(dt)
+        q0 = np.clip(sim.read_state().q, expert.limits["min"], expert.limits["max"])
+    plan = expert.plan(setup.behaviour, q0, setup.objects)
     ticks = r.control_hz // r.action_hz
     frame_every = max(1, r.action_hz // r.camera_hz)
-    dt = 1.0 / r.control_hz
     cam = cfg.cameras[0].name
     frames: list[bytes] = [encode(Instruction(text=setup.instruction, id=1), 0, SOURCE, 0)]
     hands, objs = [], []

@@ -35,7 +35,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     except PhrasingsError as exc:
         print(f"dualsys demo: error: {exc}", file=sys.stderr)
         return 2
-    job_list = jobs(args.episodes, phrasings, args.seed, args.seconds, behaviours)
+    if not 0.0 <= args.moving_starts <= 1.0:
+        print(
+            f"dualsys demo: error: --moving-starts {args.moving_starts}: expected a share in "
+            "[0, 1]",
+            file=sys.stderr,
+        )
+        return 2
+    job_list = jobs(
+        args.episodes, phrasings, args.seed, args.seconds, behaviours, args.moving_starts
+    )
     t0 = time.monotonic()
     cols = (*Progress.get_default_columns()[:2], MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*cols[:1], BarColumn(), *cols[2:]) as bar:
@@ -58,5 +67,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seconds", type=float, default=4.0, help="episode length (s)")
     p.add_argument("--workers", type=int, default=1, help="simulation worker processes")
     p.add_argument("--behaviours", default="", help="comma-separated subset (default: all)")
+    p.add_argument(
+        "--moving-starts",
+        type=float,
+        default=0.0,
+        help="share of episodes that start in motion: another behaviour runs 0.6-3 s "
+        "(unrecorded), then the episode's behaviour takes over from there (default 0)",
+    )
     p.add_argument("--overwrite", action="store_true", help="write over an existing dataset")
     p.set_defaults(func=cmd_demo)

@@ -52,3 +52,22 @@ def test_plans_respect_velocity_and_acceleration_limits(cfg, sim, expert):
         assert np.all(np.abs(v) <= lim["velocity"] * SPEED * 1.3), b
         assert np.all(np.abs(a) <= lim["accel"] * SPEED * 1.3 + 1e-6), b
         assert np.all(q >= lim["min"] - 1e-9) and np.all(q <= lim["max"] + 1e-9), b
+
+
+def test_moving_start_records_the_switch_from_another_behaviour(cfg, sim, expert):
+    """A moving start runs another behaviour first (unrecorded); the episode begins in motion
+    away from the default pose and the expert still solves its own behaviour from there."""
+    setup = new_setup(sim, expert, "return_to_rest", "return to rest", seed=5, moving=1.0)
+    assert setup.lead is not None and setup.lead[0] != "return_to_rest"
+    assert 0.6 <= setup.lead[1] <= 3.0
+    still = new_setup(sim, expert, "return_to_rest", "return to rest", seed=5)
+    assert still.lead is None
+    frames, hands, objs = run_expert(sim, expert, cfg, setup, seconds=4.0)
+    ep = EpisodeRecorder(cfg).episode(frames, "return_to_rest", 5, hands, objs)
+    ctrl = cfg.controlled_indices
+    d = cfg.limits()["default"]
+    assert np.abs(ep.q[0, ctrl] - d[ctrl]).max() > 0.1  # not at rest when it starts
+    assert np.abs(ep.dq[0, ctrl]).max() > 0.05  # ... and moving
+    objects = {n: ep.objects[:, i].astype(np.float64) for i, n in enumerate(OBJECTS)}
+    tr = Trajectory(ep.t, ep.q, ep.hands.astype(np.float64), objects)
+    assert Scorer(cfg).score("return_to_rest", tr).success

@@ -36,5 +36,6 @@ def test_trained_brain_does_two_behaviours_live(tmp_path: Path) -> None:
     for b in BEHAVIOURS:
         assert summary["behaviours"][b]["episodes"] == 2
         assert summary["behaviours"][b]["success_rate"] >= 0.5, summary["behaviours"][b]
+    assert all(r.values["velocity_trips"] >= 0 for r in results)  # per-episode robot trips
     latencies = [r.switch_latency_s for r in results if np.isfinite(r.switch_latency_s)]
     assert latencies and min(latencies) < 2.0
