@@ -29,10 +29,14 @@ BEHAVIOURS = ("touch_blue_box", "bring_hands_together")
 )
 def test_trained_brain_does_two_behaviours_live(tmp_path: Path) -> None:
     trained = load_phrasings(CFG.path.parent / "gr1" / "phrasings_train.toml")
-    phrasings = {b: trained[b] for b in BEHAVIOURS}
+    phrasings = {b: trained[b] for b in (*BEHAVIOURS, "return_to_rest")}
     results, codes, sup = run_live_eval(CFG, tmp_path / "run", phrasings, episodes=2, seed=7)
     summary = summarise(results)
     assert set(codes.values()) == {0}, codes
+    # a rest episode starts from another behaviour's pose (LEAD_IN), so the robot has a way
+    # back to make: its switch is measurable (from rest it would not be)
+    rest = [r for r in results if r.behaviour == "return_to_rest"]
+    assert len(rest) == 2 and all(np.isfinite(r.switch_latency_s) for r in rest), rest
     for b in BEHAVIOURS:
         assert summary["behaviours"][b]["episodes"] == 2
         assert summary["behaviours"][b]["success_rate"] >= 0.5, summary["behaviours"][b]
