@@ -50,21 +50,18 @@ def new_setup(
     sim.reset()
     objects = sim.randomise_objects(rng)
     d = expert.default
+    others = [b for b in BEHAVIOURS if b not in (behaviour, "return_to_rest")]
+    lead = None
     if moving > 0 and rng.random() < moving:
-        others = [b for b in BEHAVIOURS if b not in (behaviour, "return_to_rest")]
         lead = (others[rng.integers(len(others))], float(rng.uniform(0.6, 3.0)))
-        q = d + rng.normal(0.0, 0.03, d.shape) * (np.arange(len(d)) < 14)
-        q = np.clip(q, expert.limits["min"], expert.limits["max"])
-        return Setup(behaviour, instruction, q, objects, seed, lead)
-    if rng.random() < 0.4:
+    if lead is not None or rng.random() < 0.4:  # near the default pose (moving: lead from it)
         q = d + rng.normal(0.0, 0.03, d.shape) * (np.arange(len(d)) < 14)
     else:
-        others = [b for b in BEHAVIOURS if b not in (behaviour, "return_to_rest")]
         other = others[rng.integers(len(others))]
         plan = expert.plan(other, d, objects)
         q = plan(rng.uniform(0.6, plan.t_end + 1.0))
     q = np.clip(q, expert.limits["min"], expert.limits["max"])
-    return Setup(behaviour, instruction, q, objects, seed)
+    return Setup(behaviour, instruction, q, objects, seed, lead)
 
 
 def apply_setup(sim, setup: Setup) -> None:

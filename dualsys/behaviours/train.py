@@ -273,8 +273,7 @@ class Trainer:
     def loss(self, rows: torch.Tensor) -> torch.Tensor:
         """Flow-matching loss (+ the weighted auxiliary loss) on a batch of rows."""
         text, vision, s2_state, state, x1, pixels, obj = self.batch(rows)
-        kp = self.fusion.spatial(pixels) if pixels is not None else None
-        latent = self.fusion(text, vision, s2_state, keypoints=kp)
+        latent, kp = self._latent(text, vision, s2_state, pixels)
         loss = flow_loss(
             self.policy, x1, latent, state, self.gen, self.tc.prefix_max, self.tc.prefix_offset
         )
@@ -286,6 +285,11 @@ class Trainer:
             self.beh_loss = F.cross_entropy(self.beh_head(latent), label)
             loss = loss + self.tc.aux_behaviour * self.beh_loss
         return loss
+
+    def _latent(self, text, vision, s2_state, pixels) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(latent, spatial keypoints or None) of the fusion head being trained."""
+        kp = self.fusion.spatial(pixels) if pixels is not None else None
+        return self.fusion(text, vision, s2_state, keypoints=kp), kp
 
     def _objects_of(self, keypoints: torch.Tensor, s2_state: torch.Tensor) -> torch.Tensor:
         """The auxiliary head's normalised object (x, y) from keypoints and state features."""
@@ -303,8 +307,7 @@ class Trainer:
     def behaviour_accuracy(self, rows: torch.Tensor) -> float:
         """Fraction of rows whose behaviour the auxiliary head reads from the (raw) latent."""
         text, vision, s2_state, _, _, pixels, _ = self.batch(rows)
-        kp = self.fusion.spatial(pixels) if pixels is not None else None
-        latent = self.fusion(text, vision, s2_state, keypoints=kp)
+        latent, _ = self._latent(text, vision, s2_state, pixels)
         label = self.ep_label[self.fs.ep[rows]]
         return float((self.beh_head(latent).argmax(-1) == label).float().mean())
 
