@@ -90,6 +90,9 @@ class PolicyConfig:
     layers: int
     heads: int
     checkpoint: Path | None
+    #: after a new instruction, chunks are planned in settling mode for this long
+    #: (`dualsys.system1.chunks.plan_next`); 0 = never
+    switch_settle_ms: float = 1000.0
 
 
 @dataclass(frozen=True)
@@ -364,6 +367,7 @@ def _policy(t: _Table, base: Path) -> PolicyConfig:
         layers=t.int("layers", lo=1),
         heads=t.int("heads", lo=1),
         checkpoint=_checkpoint(t, "checkpoint", base),
+        switch_settle_ms=t.float("switch_settle_ms", 1000.0, lo=0.0),
     )
     t.done()
     if p.precision not in PRECISIONS:

@@ -83,6 +83,7 @@ BAD_CASES = [
     ('state = "ipc://{run}/state.sock"', 'state = "udp://x"', "endpoints.state", "ipc://"),
     ("timestep = 0.001", "timestep = 0.003", "sim.timestep", "whole multiple"),
     ("replan_below = 8", "replan_below = 16", "policy.replan_below", "chunk_horizon"),
+    ("switch_settle_ms = 1000", "switch_settle_ms = -5", "policy.switch_settle_ms", ">= 0"),
     (
         'phrasings = "gr1/phrasings_train.toml"',
         'phrasings = "gr1/no_such_phrasings.toml"',

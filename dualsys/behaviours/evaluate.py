@@ -23,7 +23,14 @@ import torch
 from dualsys import config
 from dualsys.behaviours.expert import BEHAVIOURS, Expert
 from dualsys.behaviours.rollout import apply_setup, ground_truth, new_setup
-from dualsys.behaviours.scoring import EVAL_EPISODE_S, Score, Scorer, Trajectory
+from dualsys.behaviours.scoring import (
+    EVAL_EPISODE_S,
+    LEAD_IN,
+    LEAD_S,
+    Score,
+    Scorer,
+    Trajectory,
+)  # fmt: skip
 from dualsys.config import RobotConfig
 from dualsys.robot.model import OBJECTS
 
@@ -74,7 +81,8 @@ class OfflineBrain:
 def run_policy_episode(sim, brain: OfflineBrain, cfg: RobotConfig, setup, text: str,
                        seconds: float = EVAL_EPISODE_S, rtc: bool = True,
                        delay_ns: int = LIVE_DELAY_NS,
-                       latent_delay_ns: int = 0) -> Trajectory:  # fmt: skip
+                       latent_delay_ns: int = 0,
+                       lead: tuple[str, float] | None = None) -> Trajectory:  # fmt: skip
     """One closed-loop episode from `setup` following instruction `text`.
 
     rtc: plan each new chunk as the live policy process does (`chunks.plan_next`: same grid,
@@ -82,6 +90,10 @@ def run_policy_episode(sim, brain: OfflineBrain, cfg: RobotConfig, setup, text: 
     the inpainting sampler); False: every chunk sampled fresh from noise, starting now.
     latent_delay_ns: a latent made from the frame at time t reaches the policy at
     t + latent_delay_ns (live: System 2's step, transport and frame age; 0 = at once).
+    lead: (instruction, seconds) said first, as the live eval's lead-in; the trajectory starts
+    when `text` is said. A latent made for a new instruction makes a chunk due at once, and
+    chunks are planned in settling mode for `policy.switch_settle_ms`, as the live policy
+    process does.
     """
     from dualsys.robot.interface import RUN
     from dualsys.system1.chunks import Chunk, needs_replan, plan_next
@@ -99,27 +111,38 @@ def run_policy_episode(sim, brain: OfflineBrain, cfg: RobotConfig, setup, text: 
     k.reset(setup.q_start)
     cam = cfg.cameras[0].name
     latent, chunk_t0, current = None, None, None
-    pending: list[tuple[int, np.ndarray]] = []  # (due time, latent) not yet delivered
+    said = chunk_said = None  # instruction of the newest latent / of the current chunk
+    pending: list[tuple[int, np.ndarray, str]] = []  # (due time, latent, said) not delivered
     ctrl = cfg.controlled_indices
     ts, qs, hands, objs = [], [], [], []
-    for tick in range(round(seconds * r.control_hz)):
+    lead_ticks = round(lead[1] * r.control_hz) if lead else 0
+    switch_ns, settle_ns = 0, int(cfg.policy.switch_settle_ms * 1e6)
+    for tick in range(lead_ticks + round(seconds * r.control_hz)):
         t_ns = tick * tick_ns
         s = sim.read_state()
         if tick % per_frame == 0:
-            pending.append((t_ns + latent_delay_ns, brain.latent(sim.render(cam), s.q, s.dq, text)))
+            now_said = text if tick >= lead_ticks else lead[0]
+            lat = brain.latent(sim.render(cam), s.q, s.dq, now_said)
+            pending.append((t_ns + latent_delay_ns, lat, now_said))
         while pending and (pending[0][0] <= t_ns or latent is None):
-            latent = pending.pop(0)[1]
+            _, latent, said = pending.pop(0)
         if tick % per_action == 0:
-            h, o = ground_truth(sim)
-            ts.append(t_ns / 1e9)
-            qs.append(s.q.copy())
-            hands.append(h)
-            objs.append(o)
-            if rtc and needs_replan(current, t_ns, cfg.policy.replan_below):
-                plan = plan_next(current, t_ns, delay_ns, act_ns, hold=s.q[ctrl])
+            if tick >= lead_ticks:
+                h, o = ground_truth(sim)
+                ts.append((tick - lead_ticks) * tick_ns / 1e9)
+                qs.append(s.q.copy())
+                hands.append(h)
+                objs.append(o)
+            new_task = said != chunk_said
+            if new_task:
+                switch_ns = t_ns
+            if rtc and (new_task or needs_replan(current, t_ns, cfg.policy.replan_below)):
+                settling = t_ns - switch_ns < settle_ns
+                plan = plan_next(current, t_ns, delay_ns, act_ns, hold=s.q[ctrl],
+                                 settling=settling)  # fmt: skip
                 prefix = plan.prefix if plan.frozen else None
                 acts = brain.sampler.sample(latent, s.q, s.dq, prefix, plan.weights)
-                current = Chunk(acts, plan.t0_ns, act_ns)
+                current, chunk_said = Chunk(acts, plan.t0_ns, act_ns), said
                 new_t0 = plan.t0_ns
             elif not rtc and (chunk_t0 is None or H - (t_ns - chunk_t0) // act_ns
                               < cfg.policy.replan_below):  # fmt: skip
@@ -152,8 +175,13 @@ def evaluate(
     progress=None,
     rtc: bool = True,
     latent_delay_ns: int = 0,
+    lead_in: bool = True,
 ) -> dict:
-    """Success per behaviour over `episodes` randomised episodes each (report dict)."""
+    """Success per behaviour over `episodes` randomised episodes each (report dict).
+
+    lead_in: a return_to_rest episode starts at rest and says `LEAD_IN[e]` for `LEAD_S` first,
+    as the live eval does (False: from `new_setup`'s start pose, the policy starting fresh).
+    """
     from dualsys.behaviours.kinematics import Kinematics
     from dualsys.robot.simulation import Simulation
 
@@ -169,8 +197,12 @@ def evaluate(
         for e in range(episodes):
             text = texts[e % len(texts)]
             setup = new_setup(sim, expert, b, text, seed + 1000 * BEHAVIOURS.index(b) + e)
+            lead = None
+            if b == "return_to_rest" and lead_in:  # as the live eval: from rest, via another
+                setup.q_start = expert.default.copy()
+                lead = (LEAD_IN[e % len(LEAD_IN)], LEAD_S)
             tr = run_policy_episode(
-                sim, brain, cfg, setup, text, rtc=rtc, latent_delay_ns=latent_delay_ns
+                sim, brain, cfg, setup, text, rtc=rtc, latent_delay_ns=latent_delay_ns, lead=lead
             )
             sc: Score = scorer.score(b, tr)
             rows.append({"instruction": text, "success": sc.success, **sc.values})
@@ -221,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="raw instruction embeddings to the fusion head (no bank)")  # fmt: skip
     p.add_argument("--no-rtc", action="store_true",
                    help="sample every chunk fresh (no real-time-chunking inpainting)")  # fmt: skip
+    p.add_argument("--no-lead-in", action="store_true",
+                   help="return to rest from a drawn start pose, no lead-in")  # fmt: skip
     p.add_argument("--latent-delay-ms", type=float, default=0.0,
                    help="deliver each latent this long after its frame (live lag)")  # fmt: skip
     args = p.parse_args(argv)
@@ -242,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg, brain, args.episodes, phrasings, behaviours, args.seed,
         progress=lambda b, e, s: print(f"{b} #{e}: {'ok' if s.success else 'FAIL'} {s.values}"),
         rtc=not args.no_rtc, latent_delay_ns=int(args.latent_delay_ms * 1e6),
+        lead_in=not args.no_lead_in,
     )  # fmt: skip
     report["wall_s"] = time.monotonic() - t0
     report["phrasings"] = ph

@@ -25,7 +25,7 @@ import numpy as np
 import zmq
 
 from dualsys.behaviours.kinematics import Kinematics
-from dualsys.behaviours.scoring import EVAL_EPISODE_S, Scorer, Trajectory
+from dualsys.behaviours.scoring import EVAL_EPISODE_S, LEAD_IN, LEAD_S, Scorer, Trajectory
 from dualsys.bus import Instruction, Latent, Publisher, RobotState, SceneReset, Subscriber
 from dualsys.config import RobotConfig
 from dualsys.robot.model import OBJECTS, build_model
@@ -37,12 +37,6 @@ SWITCH_PROGRESS_RAD = 0.05
 SWITCH_MIN_RAD = 0.1
 REST_PHRASE = "return to rest"
 REST_S = 3.0
-#: What a return_to_rest episode starts from: one of these (in turn) said for LEAD_S first.
-LEAD_IN = (
-    "raise both arms", "wave the left hand", "point forward", "open and close both hands",
-    "wave the right hand", "touch the red cup", "bring the hands together", "touch the blue box",
-)  # fmt: skip
-LEAD_S = 3.0
 EPISODE_S = EVAL_EPISODE_S
 SAMPLE_HZ = 50
 

@@ -37,6 +37,13 @@ from dualsys.config import RobotConfig
 #: Length of an evaluated episode (s), offline and live: long enough for the gestures to show
 #: several periods after the robot has got there (demonstrations may be shorter).
 EVAL_EPISODE_S = 6.0
+#: What an evaluated return_to_rest episode starts from, offline and live: from rest, one of
+#: these (in turn) is said for LEAD_S, then "return to rest" is judged on the way back.
+LEAD_IN = (
+    "raise both arms", "wave the left hand", "point forward", "open and close both hands",
+    "wave the right hand", "touch the red cup", "bring the hands together", "touch the blue box",
+)  # fmt: skip
+LEAD_S = 3.0
 TOUCH_RADIUS = 0.05
 TOUCH_HOLD_S = 0.3
 GESTURE_WINDOW_S = 2.5

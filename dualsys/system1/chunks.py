@@ -53,6 +53,8 @@ class Plan:
 
 #: soft-guidance weight decay per action over the overlap with the previous chunk
 GUIDANCE_DECAY = 0.6
+#: frozen actions beyond the delay while settling after an instruction switch (`plan_next`)
+SETTLE_SUPPORT = 1
 
 
 def needs_replan(current: Chunk | None, now_ns: int, replan_below: int) -> bool:
@@ -67,6 +69,7 @@ def plan_next(
     dt_ns: int,
     hold: np.ndarray | None = None,
     guidance_decay: float = GUIDANCE_DECAY,
+    settling: bool = False,
 ) -> Plan:
     """Plan the next chunk given the one being executed and the expected inference delay.
 
@@ -75,16 +78,27 @@ def plan_next(
     frozen; the rest of the overlap gets soft-guidance weights decaying by `guidance_decay`
     per action. Without one (cold start or the chunk ran out), the new chunk starts at
     now + delay and its first action is frozen to `hold` (the pose being held), if given.
+
+    settling (the robot config's `policy.switch_settle_ms` after a new instruction): only
+    SETTLE_SUPPORT actions beyond the delay are frozen and the rest of the old chunk gives
+    no guidance, so the old task's motion is not carried into the new one. A policy trained
+    with prefix conditioning continues the motion its frozen actions show; told to rest
+    while still waving, the trained GR-1 policy kept the shoulder swinging (+-0.4 rad, for
+    the whole episode) with 3 hand-over actions frozen, and came to rest with 1 (offline, a
+    lead-in behaviour then "return to rest": 6 / 16 -> 16 / 16 episodes). Settling for the
+    whole task instead stops the waves and open/close, which carry their phase in the frozen
+    actions (benchmarks/results/behaviours.md).
     """
     if current is not None and current.remaining(now_ns) > 0:
         k0 = max(0, current.executed(now_ns) - 1)
         t0 = current.t0_ns + k0 * current.dt_ns
         prefix = current.actions[k0:]
-        need = -(-(now_ns + delay_ns - t0) // current.dt_ns) + SUPPORT
+        support = SETTLE_SUPPORT if settling else SUPPORT
+        need = -(-(now_ns + delay_ns - t0) // current.dt_ns) + support
         frozen = int(min(len(prefix), max(need, 1)))
         weights = np.ones(len(prefix), np.float32)
         free = np.arange(1, len(prefix) - frozen + 1, dtype=np.float32)
-        weights[frozen:] = guidance_decay**free
+        weights[frozen:] = 0.0 if settling else guidance_decay**free
         return Plan(t0, prefix, weights, frozen)
     t0 = now_ns + delay_ns
     if hold is None:

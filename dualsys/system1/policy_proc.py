@@ -23,7 +23,7 @@ from dualsys.bus.messages import ActionChunk, Hello, Latent, RobotState, Stats
 from dualsys.bus.transport import Publisher, Subscriber
 from dualsys.config import RobotConfig
 from dualsys.rundir import write_summary
-from dualsys.system1.chunks import GUIDANCE_DECAY, Chunk, DelayEstimator, needs_replan, plan_next
+from dualsys.system1.chunks import Chunk, DelayEstimator, needs_replan, plan_next
 from dualsys.system1.control_proc import StopFlag
 from dualsys.system1.monitor import Percentiles
 from dualsys.timing import Histogram, pin_to_core, warn_once
@@ -68,6 +68,8 @@ class PolicyLoop:
         self.latent: Latent | None = None
         #: instruction id of the latent the current chunk was sampled with
         self.chunk_instruction: int | None = None
+        self.switch_ns = 0  # when the newest instruction's first chunk was planned
+        self.settle_ns = int(cfg.policy.switch_settle_ms * 1e6)
         self.stale_ns = int(cfg.budgets.latent_stale_ms * 1e6)
         self.hello = Hello(ROLE, cfg.name, cfg.system2.latent_dim, n, os.getpid())
 
@@ -86,8 +88,9 @@ class PolicyLoop:
         """Publish a new chunk if one is due and inputs exist. Returns True if it published.
 
         A latent computed for a new instruction makes a chunk due at once (not when the
-        current one runs low), and that chunk keeps only the frozen actions of the old one
-        (no soft guidance towards the old task): the robot follows a new command sooner.
+        current one runs low): the robot follows a new command sooner. For
+        `policy.switch_settle_ms` after it, chunks are planned in settling mode
+        (`chunks.plan_next`): the old task's motion is not carried into the new one.
         """
         now = time.monotonic_ns()
         if self.state is None or self.latent is None:
@@ -95,11 +98,13 @@ class PolicyLoop:
         new_task = self.latent.instruction_id != self.chunk_instruction
         if not new_task and not needs_replan(self.current, now, self.cfg.policy.replan_below):
             return False
+        if new_task:
+            self.switch_ns = now
         hold = self.state.q[self.ctrl]
+        settling = now - self.switch_ns < self.settle_ns
         plan = plan_next(
-            self.current, now, self.delay.estimate_ns, self.dt_ns, hold=hold,
-            guidance_decay=0.0 if new_task else GUIDANCE_DECAY,
-        )  # fmt: skip
+            self.current, now, self.delay.estimate_ns, self.dt_ns, hold=hold, settling=settling
+        )
         t_start = time.monotonic_ns()
         actions = self.sampler.sample(
             self.latent.vector,

@@ -13,7 +13,7 @@ from dualsys import config
 from dualsys.bus.codec import decode, encode
 from dualsys.bus.messages import ActionChunk, Command, Latent, RobotState
 from dualsys.bus.transport import Publisher, Subscriber
-from dualsys.system1.chunks import Chunk, DelayEstimator, plan_next
+from dualsys.system1.chunks import SETTLE_SUPPORT, SUPPORT, Chunk, DelayEstimator, plan_next
 from dualsys.system1.control import DEFAULT, HOLD, RUN, ControlLoop
 from dualsys.system1.wire import CommandEncoder
 
@@ -150,6 +150,14 @@ def test_plan_freezes_what_runs_before_the_next_chunk() -> None:
     assert np.all(plan.weights[: plan.frozen] == 1) and np.all(plan.weights[plan.frozen :] < 1)
     cold = plan_next(None, now, 30_000_000, dt, hold=np.ones(NC))
     assert cold.frozen == 1 and cold.t0_ns == now + 30_000_000
+    # settling after an instruction switch: fewer frozen actions, none soft-guided, and still
+    # every action that runs before the new chunk arrives
+    settle = plan_next(cur, now, delay_ns=30_000_000, dt_ns=dt, settling=True)
+    assert settle.t0_ns == plan.t0_ns
+    assert settle.frozen == plan.frozen - (SUPPORT - SETTLE_SUPPORT)
+    assert settle.t0_ns + (settle.frozen - 1) * dt >= now + 30_000_000
+    assert np.all(settle.weights[: settle.frozen] == 1)
+    assert np.all(settle.weights[settle.frozen :] == 0)
 
 
 def test_delay_estimate_follows_the_typical_latency_not_one_spike() -> None:
