@@ -6,6 +6,8 @@ builtin System 2 encoder (MiniLM, MobileNetV2, trained fusion head) makes a late
 policy (`ChunkSampler`, the inference precision of the robot config) samples a chunk
 whenever fewer than `replan_below` actions remain; the numba kernel of the 200 Hz control
 loop (`KernelState`, seam blend 80 ms) turns chunks into commands; the simulation tracks them.
+A return-to-rest episode starts at rest and first says a lead-in behaviour for 3 s, as the live
+eval does, and the switch is planned as the policy process plans it (settling included).
 Episodes are scored with `dualsys.behaviours.scoring` (the same functions the live eval
 uses). `python -m dualsys.behaviours.evaluate --episodes 5` prints a table.
 """
