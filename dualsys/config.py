@@ -90,8 +90,8 @@ class PolicyConfig:
     layers: int
     heads: int
     checkpoint: Path | None
-    #: after a new instruction, chunks are planned in settling mode for this long unless the
-    #: robot held its default pose (`dualsys.system1.chunks.settle_until`); 0 = never
+    #: after a new instruction, chunks are planned in settling mode for this long
+    #: (`dualsys.system1.chunks.plan_next`); 0 = never
     switch_settle_ms: float = 1000.0
 
 

@@ -94,11 +94,11 @@ def run_policy_episode(sim, brain: OfflineBrain, cfg: RobotConfig, setup, text: 
     t + latent_delay_ns (live: System 2's step, transport and frame age; 0 = at once).
     lead: (instruction, seconds) said first, as the live eval's lead-in; the trajectory starts
     when `text` is said. A latent made for a new instruction makes a chunk due at once, and
-    chunks are planned in settling mode for `policy.switch_settle_ms` unless the robot held
-    its default pose, as the live policy process does (`chunks.settle_until`).
+    chunks are planned in settling mode for `policy.switch_settle_ms`, as the live policy
+    process does.
     """
     from dualsys.robot.interface import RUN
-    from dualsys.system1.chunks import Chunk, needs_replan, plan_next, settle_until
+    from dualsys.system1.chunks import Chunk, needs_replan, plan_next
     from dualsys.system1.interp import DT as I_DT
     from dualsys.system1.interp import MODE, MODE_CHUNK, N_ACT, T0, KernelState
 
@@ -118,8 +118,7 @@ def run_policy_episode(sim, brain: OfflineBrain, cfg: RobotConfig, setup, text: 
     ctrl = cfg.controlled_indices
     ts, qs, hands, objs = [], [], [], []
     lead_ticks = round(lead[1] * r.control_hz) if lead else 0
-    settle_end, settle_ns = 0, int(cfg.policy.switch_settle_ms * 1e6)
-    default = cfg.limits()["default"][ctrl]
+    switch_ns, settle_ns = 0, int(cfg.policy.switch_settle_ms * 1e6)
     for tick in range(lead_ticks + round(seconds * r.control_hz)):
         t_ns = tick * tick_ns
         s = sim.read_state()
@@ -138,9 +137,9 @@ def run_policy_episode(sim, brain: OfflineBrain, cfg: RobotConfig, setup, text: 
                 objs.append(o)
             new_task = said != chunk_said
             if new_task:
-                settle_end = settle_until(current, t_ns, settle_ns, default)
+                switch_ns = t_ns
             if rtc and (new_task or needs_replan(current, t_ns, cfg.policy.replan_below)):
-                settling = t_ns < settle_end
+                settling = t_ns - switch_ns < settle_ns
                 plan = plan_next(current, t_ns, delay_ns, act_ns, hold=s.q[ctrl],
                                  settling=settling)  # fmt: skip
                 prefix = plan.prefix if plan.frozen else None

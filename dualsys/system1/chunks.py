@@ -57,29 +57,6 @@ GUIDANCE_DECAY = 0.6
 SETTLE_SUPPORT = 1
 
 
-#: a switch settles unless the chunk being executed holds the default pose: every action
-#: within this (rad) of it on every joint (`settle_until`)
-SETTLE_AT_DEFAULT_RAD = 0.1
-
-
-def settle_until(current: Chunk | None, now_ns: int, settle_ns: int, default: np.ndarray) -> int:
-    """When settling after an instruction switch at now_ns ends (`plan_next`): now_ns (no
-    settling) when there is no chunk or the one being executed holds the default pose
-    (`default`, controlled joints), else now_ns + settle_ns.
-
-    At the default pose nothing of the old task is left to drop, and settling there costs the
-    next task its start: live, wave left from rest 20/20 without settling, 14/20 with (same
-    scenes; the hand went up and never swung). Away from it, still or not, the old task's
-    frozen actions start the oscillation (rest after holding the hands together failed
-    unsettled although the robot was still).
-    """
-    if current is None or settle_ns <= 0:
-        return now_ns
-    if float(np.abs(current.actions - default).max()) <= SETTLE_AT_DEFAULT_RAD:
-        return now_ns
-    return now_ns + settle_ns
-
-
 def needs_replan(current: Chunk | None, now_ns: int, replan_below: int) -> bool:
     """True when there is no chunk or its unexecuted part fell below the threshold."""
     return current is None or current.remaining(now_ns) < replan_below
@@ -102,8 +79,7 @@ def plan_next(
     per action. Without one (cold start or the chunk ran out), the new chunk starts at
     now + delay and its first action is frozen to `hold` (the pose being held), if given.
 
-    settling (the robot config's `policy.switch_settle_ms` after a new instruction, unless
-    the robot held its default pose: `settle_until`): only
+    settling (the robot config's `policy.switch_settle_ms` after a new instruction): only
     SETTLE_SUPPORT actions beyond the delay are frozen and the rest of the old chunk gives
     no guidance, so the old task's motion is not carried into the new one. A policy trained
     with prefix conditioning continues the motion its frozen actions show; told to rest

@@ -23,7 +23,7 @@ from dualsys.bus.messages import ActionChunk, Hello, Latent, RobotState, Stats
 from dualsys.bus.transport import Publisher, Subscriber
 from dualsys.config import RobotConfig
 from dualsys.rundir import write_summary
-from dualsys.system1.chunks import Chunk, DelayEstimator, needs_replan, plan_next, settle_until
+from dualsys.system1.chunks import Chunk, DelayEstimator, needs_replan, plan_next
 from dualsys.system1.control_proc import StopFlag
 from dualsys.system1.monitor import Percentiles
 from dualsys.timing import Histogram, pin_to_core, warn_once
@@ -68,8 +68,7 @@ class PolicyLoop:
         self.latent: Latent | None = None
         #: instruction id of the latent the current chunk was sampled with
         self.chunk_instruction: int | None = None
-        self.settle_end = 0  # settling after the newest instruction ends then (monotonic ns)
-        self.default = cfg.limits()["default"][self.ctrl]
+        self.switch_ns = 0  # when the newest instruction's first chunk was planned
         self.settle_ns = int(cfg.policy.switch_settle_ms * 1e6)
         self.stale_ns = int(cfg.budgets.latent_stale_ms * 1e6)
         self.hello = Hello(ROLE, cfg.name, cfg.system2.latent_dim, n, os.getpid())
@@ -89,10 +88,9 @@ class PolicyLoop:
         """Publish a new chunk if one is due and inputs exist. Returns True if it published.
 
         A latent computed for a new instruction makes a chunk due at once (not when the
-        current one runs low): the robot follows a new command sooner. Unless the robot
-        holds its default pose, chunks are planned in settling mode for
-        `policy.switch_settle_ms` after it (`chunks.settle_until`, `chunks.plan_next`): the
-        old task's motion is not carried into the new one.
+        current one runs low): the robot follows a new command sooner. For
+        `policy.switch_settle_ms` after it, chunks are planned in settling mode
+        (`chunks.plan_next`): the old task's motion is not carried into the new one.
         """
         now = time.monotonic_ns()
         if self.state is None or self.latent is None:
@@ -101,9 +99,9 @@ class PolicyLoop:
         if not new_task and not needs_replan(self.current, now, self.cfg.policy.replan_below):
             return False
         if new_task:
-            self.settle_end = settle_until(self.current, now, self.settle_ns, self.default)
+            self.switch_ns = now
         hold = self.state.q[self.ctrl]
-        settling = now < self.settle_end
+        settling = now - self.switch_ns < self.settle_ns
         plan = plan_next(
             self.current, now, self.delay.estimate_ns, self.dt_ns, hold=hold, settling=settling
         )

@@ -13,14 +13,7 @@ from dualsys import config
 from dualsys.bus.codec import decode, encode
 from dualsys.bus.messages import ActionChunk, Command, Latent, RobotState
 from dualsys.bus.transport import Publisher, Subscriber
-from dualsys.system1.chunks import (
-    SETTLE_SUPPORT,
-    SUPPORT,
-    Chunk,
-    DelayEstimator,
-    plan_next,
-    settle_until,
-)
+from dualsys.system1.chunks import SETTLE_SUPPORT, SUPPORT, Chunk, DelayEstimator, plan_next
 from dualsys.system1.control import DEFAULT, HOLD, RUN, ControlLoop
 from dualsys.system1.wire import CommandEncoder
 
@@ -165,19 +158,6 @@ def test_plan_freezes_what_runs_before_the_next_chunk() -> None:
     assert settle.t0_ns + (settle.frozen - 1) * dt >= now + 30_000_000
     assert np.all(settle.weights[: settle.frozen] == 1)
     assert np.all(settle.weights[settle.frozen :] == 0)
-
-
-def test_a_switch_settles_unless_the_robot_holds_its_default_pose() -> None:
-    dt, settle, now = 20_000_000, 1_000_000_000, 3 * 20_000_000 + 1
-    default = np.linspace(-0.5, 0.5, NC).astype(np.float32)
-    at_rest = Chunk(np.tile(default + 0.03, (H, 1)), 0, dt)
-    held_away = Chunk(np.tile(default + 0.4, (H, 1)), 0, dt)  # e.g. hands held together
-    waving = Chunk(default + np.sin(np.linspace(0, 3, H))[:, None].astype(np.float32), 0, dt)
-    assert settle_until(at_rest, now, settle, default) == now
-    assert settle_until(held_away, now, settle, default) == now + settle
-    assert settle_until(waving, now, settle, default) == now + settle
-    assert settle_until(None, now, settle, default) == now
-    assert settle_until(waving, now, 0, default) == now  # switch_settle_ms = 0: never
 
 
 def test_delay_estimate_follows_the_typical_latency_not_one_spike() -> None:
