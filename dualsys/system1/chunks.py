@@ -84,8 +84,9 @@ def plan_next(
     no guidance, so the old task's motion is not carried into the new one. A policy trained
     with prefix conditioning continues the motion its frozen actions show; told to rest
     while still waving, the trained GR-1 policy kept the shoulder swinging (+-0.4 rad, for
-    the whole episode) with 3 hand-over actions frozen, and came to rest with 1 (offline, a
-    lead-in behaviour then "return to rest": 6 / 16 -> 16 / 16 episodes). Settling for the
+    the whole episode) with 3 hand-over actions frozen, and came to rest with 1 (a lead-in
+    behaviour, then "return to rest": live 6 / 20 -> 20 / 20, offline 3 / 8 -> 8 / 8
+    episodes). Settling for the
     whole task instead stops the waves and open/close, which carry their phase in the frozen
     actions (benchmarks/results/behaviours.md).
     """
