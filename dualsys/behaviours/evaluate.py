@@ -25,14 +25,7 @@ import torch
 from dualsys import config
 from dualsys.behaviours.expert import BEHAVIOURS, Expert
 from dualsys.behaviours.rollout import apply_setup, ground_truth, new_setup
-from dualsys.behaviours.scoring import (
-    EVAL_EPISODE_S,
-    LEAD_IN,
-    LEAD_S,
-    Score,
-    Scorer,
-    Trajectory,
-)  # fmt: skip
+from dualsys.behaviours.scoring import EVAL_EPISODE_S, LEAD_S, Score, Scorer, Trajectory, lead_in
 from dualsys.config import RobotConfig
 from dualsys.robot.model import OBJECTS
 
@@ -98,7 +91,7 @@ def run_policy_episode(sim, brain: OfflineBrain, cfg: RobotConfig, setup, text: 
     process does.
     """
     from dualsys.robot.interface import RUN
-    from dualsys.system1.chunks import Chunk, needs_replan, plan_next
+    from dualsys.system1.chunks import Chunk, Settling, needs_replan, plan_next
     from dualsys.system1.interp import DT as I_DT
     from dualsys.system1.interp import MODE, MODE_CHUNK, N_ACT, T0, KernelState
 
@@ -118,7 +111,7 @@ def run_policy_episode(sim, brain: OfflineBrain, cfg: RobotConfig, setup, text: 
     ctrl = cfg.controlled_indices
     ts, qs, hands, objs = [], [], [], []
     lead_ticks = round(lead[1] * r.control_hz) if lead else 0
-    switch_ns, settle_ns = 0, int(cfg.policy.switch_settle_ms * 1e6)
+    settle = Settling(int(cfg.policy.switch_settle_ms * 1e6))
     for tick in range(lead_ticks + round(seconds * r.control_hz)):
         t_ns = tick * tick_ns
         s = sim.read_state()
@@ -136,12 +129,9 @@ def run_policy_episode(sim, brain: OfflineBrain, cfg: RobotConfig, setup, text: 
                 hands.append(h)
                 objs.append(o)
             new_task = said != chunk_said
-            if new_task:
-                switch_ns = t_ns
             if rtc and (new_task or needs_replan(current, t_ns, cfg.policy.replan_below)):
-                settling = t_ns - switch_ns < settle_ns
                 plan = plan_next(current, t_ns, delay_ns, act_ns, hold=s.q[ctrl],
-                                 settling=settling)  # fmt: skip
+                                 settling=settle.at(t_ns, new_task))  # fmt: skip
                 prefix = plan.prefix if plan.frozen else None
                 acts = brain.sampler.sample(latent, s.q, s.dq, prefix, plan.weights)
                 current, chunk_said = Chunk(acts, plan.t0_ns, act_ns), said
@@ -177,11 +167,11 @@ def evaluate(
     progress=None,
     rtc: bool = True,
     latent_delay_ns: int = 0,
-    lead_in: bool = True,
+    with_lead_in: bool = True,
 ) -> dict:
     """Success per behaviour over `episodes` randomised episodes each (report dict).
 
-    lead_in: a return_to_rest episode starts at rest and says `LEAD_IN[e]` for `LEAD_S` first,
+    with_lead_in: a return_to_rest episode starts at rest and says `lead_in(b, e)` for LEAD_S,
     as the live eval does (False: from `new_setup`'s start pose, the policy starting fresh).
     """
     from dualsys.behaviours.kinematics import Kinematics
@@ -199,13 +189,13 @@ def evaluate(
         for e in range(episodes):
             text = texts[e % len(texts)]
             setup = new_setup(sim, expert, b, text, seed + 1000 * BEHAVIOURS.index(b) + e)
-            lead = None
-            if b == "return_to_rest" and lead_in:  # as the live eval: from rest, via another
+            lead = lead_in(b, e) if with_lead_in else None
+            if lead is not None:  # as the live eval: from rest, via another behaviour
                 setup.q_start = expert.default.copy()
-                lead = (LEAD_IN[e % len(LEAD_IN)], LEAD_S)
             tr = run_policy_episode(
-                sim, brain, cfg, setup, text, rtc=rtc, latent_delay_ns=latent_delay_ns, lead=lead
-            )
+                sim, brain, cfg, setup, text, rtc=rtc, latent_delay_ns=latent_delay_ns,
+                lead=None if lead is None else (lead, LEAD_S),
+            )  # fmt: skip
             sc: Score = scorer.score(b, tr)
             rows.append({"instruction": text, "success": sc.success, **sc.values})
             if progress:
@@ -278,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg, brain, args.episodes, phrasings, behaviours, args.seed,
         progress=lambda b, e, s: print(f"{b} #{e}: {'ok' if s.success else 'FAIL'} {s.values}"),
         rtc=not args.no_rtc, latent_delay_ns=int(args.latent_delay_ms * 1e6),
-        lead_in=not args.no_lead_in,
+        with_lead_in=not args.no_lead_in,
     )  # fmt: skip
     report["wall_s"] = time.monotonic() - t0
     report["phrasings"] = ph

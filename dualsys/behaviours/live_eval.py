@@ -25,7 +25,7 @@ import numpy as np
 import zmq
 
 from dualsys.behaviours.kinematics import Kinematics
-from dualsys.behaviours.scoring import EVAL_EPISODE_S, LEAD_IN, LEAD_S, Scorer, Trajectory
+from dualsys.behaviours.scoring import EVAL_EPISODE_S, LEAD_S, Scorer, Trajectory, lead_in
 from dualsys.bus import Instruction, Latent, Publisher, RobotState, SceneReset, Subscriber
 from dualsys.config import RobotConfig
 from dualsys.robot.model import OBJECTS, build_model
@@ -128,8 +128,8 @@ class LiveEvaluator:
         self._wait(REST_S)
         objects = self._reset_scene(seed, index)
         self._wait(0.3)
-        if behaviour == "return_to_rest":
-            self._say(LEAD_IN[index % len(LEAD_IN)])
+        if (lead := lead_in(behaviour, index)) is not None:
+            self._say(lead)
             self._wait(LEAD_S)
         record: list[tuple[int, np.ndarray]] = []
         while self.states.recv_nowait() is not None:  # drop what came before the instruction

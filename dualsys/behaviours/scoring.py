@@ -44,6 +44,13 @@ LEAD_IN = (
     "wave the right hand", "touch the red cup", "bring the hands together", "touch the blue box",
 )  # fmt: skip
 LEAD_S = 3.0
+
+
+def lead_in(behaviour: str, index: int) -> str | None:
+    """The instruction said for LEAD_S before episode `index` of `behaviour`, or None."""
+    return LEAD_IN[index % len(LEAD_IN)] if behaviour == "return_to_rest" else None
+
+
 TOUCH_RADIUS = 0.05
 TOUCH_HOLD_S = 0.3
 GESTURE_WINDOW_S = 2.5

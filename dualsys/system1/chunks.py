@@ -68,14 +68,13 @@ def plan_next(
     delay_ns: int,
     dt_ns: int,
     hold: np.ndarray | None = None,
-    guidance_decay: float = GUIDANCE_DECAY,
     settling: bool = False,
 ) -> Plan:
     """Plan the next chunk given the one being executed and the expected inference delay.
 
     With a current chunk that still has actions left, the new chunk starts one action before
     the first unexecuted one (same grid); the actions due before now + delay (+ SUPPORT) are
-    frozen; the rest of the overlap gets soft-guidance weights decaying by `guidance_decay`
+    frozen; the rest of the overlap gets soft-guidance weights decaying by `GUIDANCE_DECAY`
     per action. Without one (cold start or the chunk ran out), the new chunk starts at
     now + delay and its first action is frozen to `hold` (the pose being held), if given.
 
@@ -99,12 +98,28 @@ def plan_next(
         frozen = int(min(len(prefix), max(need, 1)))
         weights = np.ones(len(prefix), np.float32)
         free = np.arange(1, len(prefix) - frozen + 1, dtype=np.float32)
-        weights[frozen:] = 0.0 if settling else guidance_decay**free
+        weights[frozen:] = 0.0 if settling else GUIDANCE_DECAY**free
         return Plan(t0, prefix, weights, frozen)
     t0 = now_ns + delay_ns
     if hold is None:
         return Plan(t0, np.zeros((0, 0), np.float32), np.zeros(0, np.float32), 0)
     return Plan(t0, hold[None].astype(np.float32), np.ones(1, np.float32), 1)
+
+
+class Settling:
+    """Whether chunks are planned in settling mode (`plan_next`): for `settle_ns` after each
+    new instruction (the robot config's `policy.switch_settle_ms`; 0 = never). Used by the
+    policy process and the offline evaluator alike."""
+
+    def __init__(self, settle_ns: int) -> None:
+        self.settle_ns = settle_ns
+        self.since_ns: int | None = None  # when the newest instruction's first chunk was planned
+
+    def at(self, now_ns: int, new_task: bool) -> bool:
+        """Settling for a chunk planned at now_ns (new_task: the first one of an instruction)."""
+        if new_task:
+            self.since_ns = now_ns
+        return self.since_ns is not None and now_ns - self.since_ns < self.settle_ns
 
 
 def back_to_back(now_ns: int, delay_ns: int) -> Plan:

@@ -23,7 +23,7 @@ from dualsys.bus.messages import ActionChunk, Hello, Latent, RobotState, Stats
 from dualsys.bus.transport import Publisher, Subscriber
 from dualsys.config import RobotConfig
 from dualsys.rundir import write_summary
-from dualsys.system1.chunks import Chunk, DelayEstimator, needs_replan, plan_next
+from dualsys.system1.chunks import Chunk, DelayEstimator, Settling, needs_replan, plan_next
 from dualsys.system1.control_proc import StopFlag
 from dualsys.system1.monitor import Percentiles
 from dualsys.timing import Histogram, pin_to_core, warn_once
@@ -68,8 +68,7 @@ class PolicyLoop:
         self.latent: Latent | None = None
         #: instruction id of the latent the current chunk was sampled with
         self.chunk_instruction: int | None = None
-        self.switch_ns = 0  # when the newest instruction's first chunk was planned
-        self.settle_ns = int(cfg.policy.switch_settle_ms * 1e6)
+        self.settling = Settling(int(cfg.policy.switch_settle_ms * 1e6))
         self.stale_ns = int(cfg.budgets.latent_stale_ms * 1e6)
         self.hello = Hello(ROLE, cfg.name, cfg.system2.latent_dim, n, os.getpid())
 
@@ -98,13 +97,11 @@ class PolicyLoop:
         new_task = self.latent.instruction_id != self.chunk_instruction
         if not new_task and not needs_replan(self.current, now, self.cfg.policy.replan_below):
             return False
-        if new_task:
-            self.switch_ns = now
         hold = self.state.q[self.ctrl]
-        settling = now - self.switch_ns < self.settle_ns
         plan = plan_next(
-            self.current, now, self.delay.estimate_ns, self.dt_ns, hold=hold, settling=settling
-        )
+            self.current, now, self.delay.estimate_ns, self.dt_ns, hold=hold,
+            settling=self.settling.at(now, new_task),
+        )  # fmt: skip
         t_start = time.monotonic_ns()
         actions = self.sampler.sample(
             self.latent.vector,
