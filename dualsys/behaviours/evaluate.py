@@ -88,7 +88,8 @@ def run_policy_episode(sim, brain: OfflineBrain, cfg: RobotConfig, setup, text: 
     lead: (instruction, seconds) said first, as the live eval's lead-in; the trajectory starts
     when `text` is said. A latent made for a new instruction makes a chunk due at once, and
     chunks are planned in settling mode for `policy.switch_settle_ms`, as the live policy
-    process does.
+    process does. The sampler's noise is seeded with `setup.seed`: an episode is
+    reproducible on its own, whatever ran before it.
     """
     from dualsys.robot.interface import RUN
     from dualsys.system1.chunks import Chunk, Settling, needs_replan, plan_next
@@ -112,6 +113,7 @@ def run_policy_episode(sim, brain: OfflineBrain, cfg: RobotConfig, setup, text: 
     ts, qs, hands, objs = [], [], [], []
     lead_ticks = round(lead[1] * r.control_hz) if lead else 0
     settle = Settling(int(cfg.policy.switch_settle_ms * 1e6))
+    brain.sampler.seed(setup.seed)
     for tick in range(lead_ticks + round(seconds * r.control_hz)):
         t_ns = tick * tick_ns
         s = sim.read_state()

@@ -57,9 +57,11 @@ class EpisodeResult:
 class LiveEvaluator:
     """Runs episodes against a supervised live system (call `start`, `episode`..., `stop`)."""
 
-    def __init__(self, cfg: RobotConfig, run_dir: Path, untrained: bool = False) -> None:
+    def __init__(
+        self, cfg: RobotConfig, run_dir: Path, untrained: bool = False, record: Path | None = None
+    ) -> None:
         self.cfg, self.run_dir = cfg, Path(run_dir)
-        self.sup = Supervisor(cfg, self.run_dir, UpOptions(untrained=untrained))
+        self.sup = Supervisor(cfg, self.run_dir, UpOptions(untrained=untrained, record=record))
         model, jmap = build_model(cfg)
         self.kin = Kinematics(cfg, model, jmap.qpos_adr)
         self.scorer = Scorer(cfg)
@@ -204,9 +206,11 @@ def run_live_eval(
     seed: int = 0,
     untrained: bool = False,
     progress: Callable[[EpisodeResult], None] | None = None,
+    record: Path | None = None,
 ) -> tuple[list[EpisodeResult], dict[str, int | None], Supervisor]:
-    """All episodes of all behaviours in `phrasings`, through one live system."""
-    ev = LiveEvaluator(cfg, run_dir, untrained)
+    """All episodes of all behaviours in `phrasings`, through one live system (record: an
+    MCAP file for every bus topic, as `dualsys up --record`)."""
+    ev = LiveEvaluator(cfg, run_dir, untrained, record)
     results: list[EpisodeResult] = []
     try:
         ev.start()

@@ -74,6 +74,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         )
         return 2
     run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(cfg.name)
+    record = Path(args.record) if args.record else None
     console = Console(stderr=True)
     total = args.episodes * len(phrasings)
     t0 = time.monotonic()
@@ -90,7 +91,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             bar.advance(task)
 
         results, codes, sup = run_live_eval(
-            cfg, run_dir, phrasings, args.episodes, args.seed, untrained, progress
+            cfg, run_dir, phrasings, args.episodes, args.seed, untrained, progress, record
         )
     summary = summarise(results, heldout)
     table = Table(title=f"dualsys eval --robot {cfg.name} (live, {args.episodes} per behaviour)")
@@ -149,5 +150,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=1000, help="first scene seed")
     p.add_argument("--report", help="write JSON here (and a PNG beside it)")
     p.add_argument("--run-dir", help="run directory for sockets and summaries")
+    p.add_argument(
+        "--record", help="record every bus topic of the evaluation to this MCAP file (replay)"
+    )
     p.add_argument("--untrained", action="store_true", help="pipeline check with random models")
     p.set_defaults(func=cmd_eval)

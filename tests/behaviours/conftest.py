@@ -11,3 +11,11 @@ def expert(cfg, sim):
     from dualsys.behaviours.kinematics import Kinematics
 
     return Expert(cfg, Kinematics(cfg, sim.model, sim.jmap.qpos_adr))
+
+
+@pytest.fixture(scope="module")
+def brain(cfg):
+    """System 2's encoder and System 1's sampler from the shipped GR-1 checkpoints."""
+    from dualsys.behaviours.evaluate import OfflineBrain
+
+    return OfflineBrain(cfg, cfg.policy.checkpoint, cfg.system2.checkpoint)

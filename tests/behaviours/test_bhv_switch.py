@@ -7,16 +7,8 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-import pytest
 
 from dualsys.behaviours.scoring import LEAD_S, Scorer
-
-
-@pytest.fixture(scope="module")
-def brain(cfg):
-    from dualsys.behaviours.evaluate import OfflineBrain
-
-    return OfflineBrain(cfg, cfg.policy.checkpoint, cfg.system2.checkpoint)
 
 
 def _rest_after_wave(cfg, sim, expert, brain, settle_ms: float):

@@ -14,6 +14,7 @@ import pytest
 from dualsys import config
 from dualsys.behaviours.live_eval import run_live_eval, summarise
 from dualsys.behaviours.phrasings import load_phrasings
+from dualsys.replay import read_mcap
 
 pytestmark = [pytest.mark.slow]
 CFG = config.load_robot("gr1")
@@ -30,9 +31,17 @@ BEHAVIOURS = ("touch_blue_box", "bring_hands_together")
 def test_trained_brain_does_two_behaviours_live(tmp_path: Path) -> None:
     trained = load_phrasings(CFG.path.parent / "gr1" / "phrasings_train.toml")
     phrasings = {b: trained[b] for b in (*BEHAVIOURS, "return_to_rest")}
-    results, codes, sup = run_live_eval(CFG, tmp_path / "run", phrasings, episodes=2, seed=7)
+    mcap = tmp_path / "eval.mcap"
+    results, codes, sup = run_live_eval(
+        CFG, tmp_path / "run", phrasings, episodes=2, seed=7, record=mcap
+    )
     summary = summarise(results)
     assert set(codes.values()) == {0}, codes
+    # `dualsys eval --record`: the bus of the whole evaluation, every instruction said in it
+    rec = read_mcap(mcap)
+    assert rec.topics.get("chunk") and rec.topics.get("state"), sorted(rec.topics)
+    said = {r.msg.instruction for r in rec.topics["latent"]}
+    assert {r.phrasing for r in results} <= said, said
     # a rest episode starts from another behaviour's pose (LEAD_IN), so the robot has a way
     # back to make: its switch is measurable (from rest it would not be)
     rest = [r for r in results if r.behaviour == "return_to_rest"]

@@ -1,0 +1,38 @@
+"""A wave asked for while the hand is already up and still (shipped GR-1 weights, offline
+closed loop): the sampler's small noise (policy.json `noise_scale`) gets the swing going; a
+deterministic sampler (noise 0) holds the hand up and never swings, the live eval's "hand up,
+0 swings" failure."""
+
+from __future__ import annotations
+
+from dualsys.behaviours.expert import WAVE_HZ
+from dualsys.behaviours.scoring import Scorer
+
+TEXT = "wave the left hand"
+
+
+def _wave_from_mid_swing(cfg, sim, expert, brain, noise_scale: float):
+    from dualsys.behaviours.evaluate import run_policy_episode
+    from dualsys.behaviours.rollout import new_setup
+
+    setup = new_setup(sim, expert, "wave_left_hand", TEXT, 18_101)
+    plan = expert.plan("wave_left_hand", expert.default, setup.objects)
+    # the swing's middle (it runs from one end to the other in half a period), standing still
+    setup.q_start = plan(plan.segments[0].t1 + 0.25 / WAVE_HZ)
+    shipped = brain.sampler.noise_scale
+    brain.sampler.noise_scale = noise_scale
+    try:
+        tr = run_policy_episode(sim, brain, cfg, setup, TEXT, latent_delay_ns=50_000_000)
+    finally:
+        brain.sampler.noise_scale = shipped
+    return Scorer(cfg).score("wave_left_hand", tr)
+
+
+def test_a_wave_starts_from_a_still_raised_hand(cfg, sim, expert, brain):
+    shipped = brain.sampler.noise_scale
+    assert shipped > 0
+    score = _wave_from_mid_swing(cfg, sim, expert, brain, shipped)
+    assert score.success, score.values
+    stuck = _wave_from_mid_swing(cfg, sim, expert, brain, 0.0)
+    assert not stuck.success and stuck.values["swings"] == 0, stuck.values
+    assert stuck.values["hand_min_z"] > score.values["hand_min_z"]  # held up, still
