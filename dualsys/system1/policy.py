@@ -50,7 +50,9 @@ class PolicySpec:
     layers: int
     heads: int
     #: scale of the starting noise when sampling (1 = the trained distribution; < 1 samples
-    #: closer to the mode: less jitter, more precise holds). Optional in the JSON (default 1).
+    #: closer to the mode: less jitter, more precise holds; 0 = deterministic, which can hold
+    #: still where a motion should start: the GR-1 wave, benchmarks/results/behaviours.md).
+    #: Optional in the JSON (default 1).
     noise_scale: float = 1.0
     #: add the projected latent to every action token as well as giving it its own prefix
     #: token (a stronger, FiLM-like conditioning path; optional in the JSON, default off).
