@@ -85,9 +85,8 @@ def plan_next(
     while still waving, the trained GR-1 policy kept the shoulder swinging (+-0.4 rad, for
     the whole episode) with 3 hand-over actions frozen, and came to rest with 1 (a lead-in
     behaviour, then "return to rest": live 6 / 20 -> 20 / 20, offline 3 / 8 -> 8 / 8
-    episodes). Settling for the
-    whole task instead stops the waves and open/close, which carry their phase in the frozen
-    actions (benchmarks/results/behaviours.md).
+    episodes). Settling for the whole task instead stops the waves and open/close, which
+    carry their phase in the frozen actions (benchmarks/results/behaviours.md).
     """
     if current is not None and current.remaining(now_ns) > 0:
         k0 = max(0, current.executed(now_ns) - 1)
