@@ -150,8 +150,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=1000, help="first scene seed")
     p.add_argument("--report", help="write JSON here (and a PNG beside it)")
     p.add_argument("--run-dir", help="run directory for sockets and summaries")
-    p.add_argument(
-        "--record", help="record every bus topic of the evaluation to this MCAP file"
-    )
+    p.add_argument("--record", help="record every bus topic of the evaluation to this MCAP file")
     p.add_argument("--untrained", action="store_true", help="pipeline check with random models")
     p.set_defaults(func=cmd_eval)
