@@ -30,6 +30,7 @@ from dualsys.bus.messages import ActionChunk, Command, Hello, Latent, RobotState
 from dualsys.bus.transport import Publisher, Subscriber
 from dualsys.config import RobotConfig
 from dualsys.system1 import interp
+from dualsys.system1.floor import CAUSES as MISS_CAUSES
 from dualsys.system1.interp import KernelState
 from dualsys.system1.monitor import LoopMonitor
 from dualsys.system1.wire import CommandEncoder, LatestFrame
@@ -111,6 +112,8 @@ class ControlLoop:
         self.hello = Hello(ROLE, cfg.name, cfg.system2.latent_dim, n, os.getpid())
         self.stats = Stats(process=ROLE, values={})
         self.fifo = 0
+        #: misses per cause (dualsys.system1.floor.CAUSES), filled by the loop's attribution
+        self.miss_causes = np.zeros(len(MISS_CAUSES), np.int64)
         self.configured = True
         self.activate(time.monotonic_ns())
 
@@ -266,6 +269,10 @@ class ControlLoop:
                 "fifo": float(self.fifo),
                 "safe_state": float(self.safe),
                 "nan_guard_trips": float(self.k.trips),
+                **{
+                    f"misses_{n}": float(c)
+                    for n, c in zip(MISS_CAUSES, self.miss_causes, strict=True)
+                },
             }
             self.stats_pub.send(self.stats)
         if self.tick % self.hello_every == 7:

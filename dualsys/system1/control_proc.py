@@ -13,6 +13,7 @@ import zmq
 from dualsys.config import RobotConfig
 from dualsys.rundir import write_summary
 from dualsys.system1.control import ROLE, ControlLoop
+from dualsys.system1.floor import IdleLatency, MissAttribution, calibrate_margin, margin_cap_ns
 from dualsys.system1.rt import drop_realtime, freeze_gc, setup_realtime, sleep_until
 from dualsys.timing import pin_to_core
 
@@ -35,9 +36,20 @@ class StopFlag:
         self.set = True
 
 
-def run_loop(loop: ControlLoop, stop: StopFlag, duration_s: float, margin_ns: int) -> int:
+#: ticks between two baselines of the miss attribution (procfs reads after the send)
+BASELINE_EVERY = 32
+
+
+def run_loop(
+    loop: ControlLoop,
+    stop: StopFlag,
+    duration_s: float,
+    margin_ns: int,
+    causes: MissAttribution | None = None,
+) -> int:
     """The 200 Hz loop: sleep to the margin, spin to the deadline, tick; skip missed periods.
 
+    Every miss is given a cause in `causes` (woke late, overran, preempted, host).
     Returns the end time (monotonic ns).
     """
     period = loop.period_ns
@@ -53,6 +65,8 @@ def run_loop(loop: ControlLoop, stop: StopFlag, duration_s: float, margin_ns: in
         if late >= period:  # woke after the next deadline: skip, never catch up
             n = late // period
             mon.skip(n)
+            if causes is not None:
+                causes.attribute(late, period, n)
             loop.on_misses(wake)
             deadline += n * period
             late -= n * period
@@ -67,6 +81,10 @@ def run_loop(loop: ControlLoop, stop: StopFlag, duration_s: float, margin_ns: in
         tick_total.record((done - wake) // 1000)
         if missed:
             loop.on_misses(done)
+            if causes is not None:
+                causes.attribute(late, period)
+        elif causes is not None and mon.ticks % BASELINE_EVERY == 0:
+            causes.baseline()
         deadline += period
     return time.monotonic_ns()
 
@@ -82,11 +100,25 @@ def run_control(cfg: RobotConfig, run_dir: Path, duration_s: float, fifo: bool =
     loop.warm()  # would starve the policy process that shares the core
     rt = setup_realtime(cfg.cores.system1, fifo=fifo)
     loop.fifo = int(rt.fifo)
+    idle = IdleLatency()
+    if idle.hold(0):
+        rt.notes.append(idle.note)
+    margin_ns, margin_info = calibrate_margin(
+        loop.period_ns, margin_cap_ns(loop.period_ns, cfg.budgets.spin_margin_us * 1000)
+    )
+    causes = MissAttribution(rt.cpus[0] if len(rt.cpus) == 1 else -1)
+    loop.miss_causes = causes.counts
     freeze_gc()
-    end_ns = run_loop(loop, stop, duration_s, cfg.budgets.spin_margin_us * 1000)
+    end_ns = run_loop(loop, stop, duration_s, margin_ns, causes)
     loop.deactivate()
+    idle_held = idle.held
+    idle.release()
     drop_realtime()
     summary = loop.summary(rt.scheduler, rt.cpus, end_ns)
+    summary["miss_causes"] = causes.as_dict()
+    summary["spin_margin"] = margin_info
+    summary["idle_latency_held"] = idle_held
+    causes.close()
     summary["tick_total_us"] = loop.tick_total_us.summary()
     summary["rt_notes"] = rt.notes
     summary["mlocked"] = rt.mlocked
