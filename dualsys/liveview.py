@@ -1,13 +1,64 @@
-"""The live status panel of `dualsys up` / `dualsys status` (rich), and the headless line."""
+"""The live status panel of `dualsys up` / `dualsys status` (rich), and the headless line.
+
+Text that came from outside (the instruction, names, events) is data: it reaches the panel as
+rich `Text` (never parsed as markup) and passes through `display_text` first, which makes
+control characters visible as escapes and bounds the width, so no instruction can restyle,
+move the cursor of, or crash the terminal view.
+"""
 
 from __future__ import annotations
 
 import math
+import unicodedata
 from typing import Any
 
+from rich.cells import cell_len
 from rich.table import Table
+from rich.text import Text
 
 from dualsys.config import RobotConfig
+
+#: Display width (terminal cells) of an instruction in the panel and the headless line.
+INSTRUCTION_CELLS = 160
+_NAMED_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def _escape(ch: str) -> str:
+    named = _NAMED_ESCAPES.get(ch)
+    if named is not None:
+        return named
+    code = ord(ch)
+    if code <= 0xFF:
+        return f"\\x{code:02x}"
+    if code <= 0xFFFF:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
+
+
+def display_text(text: object, max_cells: int = INSTRUCTION_CELLS) -> str:
+    """`text` made safe to print: every control or format character (Unicode category C:
+    C0/C1 controls, ESC, DEL, bidi overrides, zero-width marks, surrogates, private use,
+    unassigned) is written as a visible escape (``\\x1b``, ``\\n``, ``\\u202e``), and the
+    result is cut with an ellipsis to `max_cells` terminal cells and as many characters (so a
+    pile of zero-width combining marks is bounded too). Everything else, brackets and
+    backslashes included, is kept verbatim: print the result as plain text, never as markup."""
+    s = text if isinstance(text, str) else str(text)
+    out: list[str] = []
+    cells = chars = 0
+    for ch in s:
+        piece = _escape(ch) if unicodedata.category(ch)[0] == "C" else ch
+        width = cell_len(piece)
+        if cells + width > max_cells or chars + len(piece) > max_cells:
+            # cut back until the ellipsis fits
+            while out and (cells > max_cells - 1 or chars > max_cells - 1):
+                last = out.pop()
+                cells -= cell_len(last)
+                chars -= len(last)
+            return "".join(out) + "\u2026"
+        out.append(piece)
+        cells += width
+        chars += len(piece)
+    return "".join(out)
 
 
 def _f(values: dict[str, Any], key: str, fmt: str = "{:.1f}") -> str:
@@ -32,7 +83,9 @@ def panel(cfg: RobotConfig, snap: dict[str, Any]) -> Table:
     b = cfg.budgets
     c, s2, rb, pol = (snap.get(r) or {} for r in ("control", "system2", "robot", "policy"))
     t = Table(
-        title=f"dualsys up --robot {cfg.name}   t = {snap.get('t', 0):.0f} s",
+        title=Text(
+            f"dualsys up --robot {display_text(cfg.name, 64)}   t = {snap.get('t', 0):.0f} s"
+        ),
         title_justify="left",
         show_header=True,
         header_style="bold",
@@ -76,8 +129,9 @@ def panel(cfg: RobotConfig, snap: dict[str, Any]) -> Table:
         f"watchdog trips {_f(rb, 'watchdog_trips', '{:.0f}')}, "
         f"refused {_f(rb, 'commands_refused', '{:.0f}')}",
     )
-    instr = snap.get("instruction") or "-"
-    t.caption = f'instruction: "{instr}"   ' + "   ".join(snap.get("events") or [])
+    instr = display_text(snap.get("instruction") or "-")
+    events = "   ".join(display_text(e, 100) for e in snap.get("events") or [])
+    t.caption = Text(f'instruction: "{instr}"   {events}')
     return t
 
 
@@ -91,5 +145,5 @@ def headless_line(cfg: RobotConfig, snap: dict[str, Any]) -> str:
         f"S2 {_f(s2, 'rate_hz', '{:.2f}')} Hz step p50 {_f(s2, 'step_p50_ms')} ms | "
         f"latent age {_f(snap, 'latent_age_ms', '{:.0f}')} ms | "
         f"RTF {_f(rb, 'realtime_factor', '{:.3f}')} | "
-        f'"{snap.get("instruction") or ""}"'
+        f'"{display_text(snap.get("instruction") or "")}"'
     )

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from dualsys.config import RobotConfig
+from dualsys.liveview import display_text
 
 
 def _load(run_dir: Path, role: str) -> dict[str, Any]:
@@ -150,9 +151,11 @@ def _budget_checks(
 def summary_text(report: dict[str, Any]) -> str:
     """A short human summary of the report (printed at exit)."""
     s1, s2 = report["system1"], report["system2"]
+    # names and the reason can carry text from outside (a peer's handshake): printed as data
+    name, reason = display_text(report["robot_name"], 64), display_text(report["reason"], 400)
     lines = [
-        f"dualsys run of {report['robot_name']}: {report['duration_s']:.1f} s, "
-        f"{'clean exit' if report['clean_exit'] else 'FAILED: ' + report['reason']}",
+        f"dualsys run of {name}: {report['duration_s']:.1f} s, "
+        f"{'clean exit' if report['clean_exit'] else 'FAILED: ' + reason}",
     ]
     if s1.get("ticks"):
         lat, work = s1.get("lateness_us") or {}, s1.get("work_us") or {}
@@ -178,6 +181,8 @@ def summary_text(report: dict[str, Any]) -> str:
         )
     if report["bus"]["dropped"]:
         lines.append(f"  Bus: dropped {report['bus']['dropped']}")
+    if report.get("untrusted"):
+        lines.append(f"  Supervisor: ignored untrusted messages {report['untrusted']}")
     budget = report["budget"]
     bad = [k for k, v in budget["checks"].items() if not v["ok"]]
     lines.append(
@@ -241,7 +246,9 @@ def _plot(report: dict[str, Any], hist: list[list[float]], png: Path) -> None:
     ax.set_xlabel("time [s]")
     ax.set_ylabel("ms")
     ax.legend(fontsize=8)
-    fig.suptitle(f"dualsys up --robot {report['robot_name']} ({report['duration_s']:.0f} s)")
+    # a "$" would start matplotlib mathtext (a bad formula fails the whole PNG): escaped
+    name = display_text(report["robot_name"], 64).replace("$", r"\$")
+    fig.suptitle(f"dualsys up --robot {name} ({report['duration_s']:.0f} s)")
     fig.tight_layout()
     fig.savefig(png, dpi=90)
     plt.close(fig)
