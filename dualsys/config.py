@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,29 @@ import numpy as np
 ROBOTS_DIR = Path(__file__).resolve().parent.parent / "robots"
 PRECISIONS = ("fp32", "bf16", "int8")
 ENDPOINT_NAMES = ("state", "command", "camera", "latent", "chunk", "instruction", "stats")
+
+# Bounds that keep a config that loads a config that runs: sizes that allocate, rates the
+# loops can serve, budgets the processes can meet. Far outside any real robot, never near one.
+#: highest integer rate (control, action, state, camera), Hz
+MAX_RATE_HZ = 10_000
+#: System 2 and stats rates: slowest and fastest, Hz
+MIN_SLOW_HZ, MAX_SLOW_HZ = 0.01, 1000.0
+#: stats are sent every control_hz / stats_hz ticks: at least this many ticks apart
+MIN_TICKS_PER_STATS = 10
+#: the control loop spins for at most this fraction of its period
+MAX_SPIN_FRACTION = 0.5
+#: the robot's command watchdog: at least this many control periods, at most this long (ms)
+MIN_TIMEOUT_PERIODS, MAX_COMMAND_TIMEOUT_MS = 2, 1000.0
+#: the stale-latent limit covers at least this many periods of System 2 at its slowest rate
+MIN_STALE_PERIODS = 2
+#: physics steps per control tick
+MAX_STEPS_PER_TICK = 1000
+#: camera image side (pixels), and model sizes (policy, latent)
+MAX_IMAGE_SIDE = 4096
+MAX_CHUNK_HORIZON, MAX_EULER_STEPS, MAX_WIDTH, MAX_LAYERS = 1024, 100, 8192, 64
+MAX_LATENT_DIM, MAX_THREADS, MAX_CORE = 65_536, 256, 1023
+#: latent age limits (ms): an hour
+MAX_LATENT_MS = 3_600_000.0
 
 
 class ConfigError(ValueError):
@@ -260,15 +284,28 @@ class _Table:
     def bool(self, name: str, default: Any = ...) -> bool:
         return self._typed(name, (bool,), "true or false", default)
 
-    def int(self, name: str, default: Any = ..., lo: int | None = None) -> int:
+    def int(
+        self, name: str, default: Any = ..., lo: int | None = None, hi: int | None = None
+    ) -> int:
         value = self._typed(name, (int,), "an integer", default)
         if lo is not None and value < lo:
             raise ConfigError(
                 self.path, self.key(name), f"expected an integer >= {lo}, got {value}"
             )
+        if hi is not None and value > hi:
+            raise ConfigError(
+                self.path, self.key(name), f"expected an integer <= {hi}, got {value}"
+            )
         return value
 
-    def float(self, name: str, default: Any = ..., positive: bool = False, lo: float = -math.inf):
+    def float(
+        self,
+        name: str,
+        default: Any = ...,
+        positive: bool = False,
+        lo: float = -math.inf,
+        hi: float = math.inf,
+    ) -> float:
         value = float(self._typed(name, (int, float), "a number", default))
         if not math.isfinite(value):
             raise ConfigError(self.path, self.key(name), f"expected a finite number, got {value}")
@@ -276,6 +313,8 @@ class _Table:
             raise ConfigError(self.path, self.key(name), f"expected a number > 0, got {value}")
         if value < lo:
             raise ConfigError(self.path, self.key(name), f"expected a number >= {lo}, got {value}")
+        if value > hi:
+            raise ConfigError(self.path, self.key(name), f"expected a number <= {hi}, got {value}")
         return value
 
     def table(self, name: str) -> _Table:
@@ -298,10 +337,36 @@ def _resolve(t: _Table, name: str, value: str, base: Path) -> Path:
         raise ConfigError(t.path, t.key(name), f"not a usable path {value!r}: {exc}") from None
 
 
+def _stays_inside(path: Path, key: str, value: str) -> None:
+    """A relative path may not climb out of the config's directory ("../x"); absolute is fine.
+
+    The test is on the text (normalised), so a config cannot point a relative name at files
+    elsewhere by stacking "..". A path that must live elsewhere is written absolute.
+    """
+    if os.path.isabs(value):
+        return
+    parts = Path(os.path.normpath(value)).parts
+    if parts and parts[0] == "..":
+        raise ConfigError(
+            path,
+            key,
+            f"relative path {value!r} leaves the config's directory; write it absolute",
+        )
+
+
+def _dir(t: _Table, name: str, value: str, base: Path) -> Path | None:
+    """An optional directory named relative to the config (or absolute); "" is None."""
+    if not value:
+        return None
+    _stays_inside(t.path, t.key(name), value)
+    return _resolve(t, name, value, base)
+
+
 def _checkpoint(t: _Table, name: str, base: Path) -> Path | None:
     value = t.str(name, "")
     if not value:
         return None
+    _stays_inside(t.path, t.key(name), value)
     path = _resolve(t, name, value, base)
     if not path.exists():
         # a relative path not found beside the config falls back to the shipped robots/ dir,
@@ -318,16 +383,26 @@ def _checkpoint(t: _Table, name: str, base: Path) -> Path | None:
 
 def _rates(t: _Table) -> Rates:
     r = Rates(
-        control_hz=t.int("control_hz", lo=1),
-        action_hz=t.int("action_hz", lo=1),
-        state_hz=t.int("state_hz", lo=1),
-        camera_hz=t.int("camera_hz", lo=1),
-        system2_min_hz=t.float("system2_min_hz", positive=True),
-        system2_max_hz=t.float("system2_max_hz", positive=True),
-        system2_target_hz=t.float("system2_target_hz", positive=True),
+        control_hz=t.int("control_hz", lo=1, hi=MAX_RATE_HZ),
+        action_hz=t.int("action_hz", lo=1, hi=MAX_RATE_HZ),
+        state_hz=t.int("state_hz", lo=1, hi=MAX_RATE_HZ),
+        camera_hz=t.int("camera_hz", lo=1, hi=MAX_RATE_HZ),
+        system2_min_hz=t.float("system2_min_hz", lo=MIN_SLOW_HZ, hi=MAX_SLOW_HZ),
+        system2_max_hz=t.float("system2_max_hz", lo=MIN_SLOW_HZ, hi=MAX_SLOW_HZ),
+        system2_target_hz=t.float("system2_target_hz", lo=MIN_SLOW_HZ, hi=MAX_SLOW_HZ),
         stats_hz=t.float("stats_hz", positive=True),
     )
     t.done()
+    # the control loop sends Stats every control_hz / stats_hz ticks; faster than every
+    # MIN_TICKS_PER_STATS ticks the stats work crowds the tick it shares the thread with
+    stats_max = r.control_hz / MIN_TICKS_PER_STATS
+    if not MIN_SLOW_HZ <= r.stats_hz <= stats_max:
+        raise ConfigError(
+            t.path,
+            t.key("stats_hz"),
+            f"must lie in [{MIN_SLOW_HZ}, control_hz / {MIN_TICKS_PER_STATS}] = "
+            f"[{MIN_SLOW_HZ}, {stats_max:g}] Hz (a rate the loops can serve), got {r.stats_hz}",
+        )
     if r.control_hz % r.action_hz:
         raise ConfigError(
             t.path,
@@ -358,13 +433,13 @@ def _rates(t: _Table) -> Rates:
 
 def _policy(t: _Table, base: Path) -> PolicyConfig:
     p = PolicyConfig(
-        chunk_horizon=t.int("chunk_horizon", lo=2),
-        euler_steps=t.int("euler_steps", lo=1),
+        chunk_horizon=t.int("chunk_horizon", lo=2, hi=MAX_CHUNK_HORIZON),
+        euler_steps=t.int("euler_steps", lo=1, hi=MAX_EULER_STEPS),
         replan_below=t.int("replan_below", lo=1),
         precision=t.str("precision"),
-        threads=t.int("threads", 1, lo=1),
-        width=t.int("width", lo=8),
-        layers=t.int("layers", lo=1),
+        threads=t.int("threads", 1, lo=1, hi=MAX_THREADS),
+        width=t.int("width", lo=8, hi=MAX_WIDTH),
+        layers=t.int("layers", lo=1, hi=MAX_LAYERS),
         heads=t.int("heads", lo=1),
         checkpoint=_checkpoint(t, "checkpoint", base),
         switch_settle_ms=t.float("switch_settle_ms", 1000.0, lo=0.0),
@@ -385,12 +460,12 @@ def _system2(t: _Table, base: Path) -> System2Config:
     model_dir = t.str("model_dir", "")
     s = System2Config(
         encoder=t.str("encoder"),
-        latent_dim=t.int("latent_dim", lo=1),
+        latent_dim=t.int("latent_dim", lo=1, hi=MAX_LATENT_DIM),
         checkpoint=_checkpoint(t, "checkpoint", base),
         device=t.str("device", "cpu"),
         max_instruction_chars=t.int("max_instruction_chars", 512, lo=1),
         default_instruction=t.str("default_instruction", "stand still"),
-        model_dir=_resolve(t, "model_dir", model_dir, base) if model_dir else None,
+        model_dir=_dir(t, "model_dir", model_dir, base),
         phrasings=_checkpoint(t, "phrasings", base),
         grounding_temperature=t.float("grounding_temperature", 0.02, lo=0.0),
     )
@@ -398,21 +473,56 @@ def _system2(t: _Table, base: Path) -> System2Config:
     return s
 
 
-def _budgets(t: _Table) -> Budgets:
+def _budgets(t: _Table, rates: Rates) -> Budgets:
     b = Budgets(
         miss_rate=t.float("miss_rate", lo=0.0),
         max_consecutive_misses=t.int("max_consecutive_misses", lo=1),
-        latent_age_p99_ms=t.float("latent_age_p99_ms", positive=True),
-        latent_stale_ms=t.float("latent_stale_ms", positive=True),
-        latent_dead_ms=t.float("latent_dead_ms", positive=True),
+        latent_age_p99_ms=t.float("latent_age_p99_ms", positive=True, hi=MAX_LATENT_MS),
+        latent_stale_ms=t.float("latent_stale_ms", positive=True, hi=MAX_LATENT_MS),
+        latent_dead_ms=t.float("latent_dead_ms", positive=True, hi=MAX_LATENT_MS),
         command_timeout_ms=t.float("command_timeout_ms", positive=True),
         spin_margin_us=t.int("spin_margin_us", lo=0),
     )
     t.done()
     if b.miss_rate >= 1:
         raise ConfigError(t.path, t.key("miss_rate"), "expected a fraction of ticks in [0, 1)")
-    if b.latent_stale_ms > b.latent_dead_ms:
-        raise ConfigError(t.path, t.key("latent_stale_ms"), "must be <= latent_dead_ms")
+    period_ms = 1000.0 / rates.control_hz
+    # the loop sleeps until spin_margin before each deadline and spins the rest: a margin near
+    # the period turns the loop into a busy wait that starves the policy process on its core
+    spin_max_us = int(MAX_SPIN_FRACTION * period_ms * 1000)
+    if b.spin_margin_us > spin_max_us:
+        raise ConfigError(
+            t.path,
+            t.key("spin_margin_us"),
+            f"must be <= {MAX_SPIN_FRACTION:g} of the control period "
+            f"({spin_max_us} us at {rates.control_hz} Hz), got {b.spin_margin_us}",
+        )
+    # the robot's watchdog: shorter than two periods trips on one late tick; longer than
+    # MAX_COMMAND_TIMEOUT_MS lets a dead controller's last command drive the robot too long
+    timeout_min = MIN_TIMEOUT_PERIODS * period_ms
+    if not timeout_min <= b.command_timeout_ms <= MAX_COMMAND_TIMEOUT_MS:
+        raise ConfigError(
+            t.path,
+            t.key("command_timeout_ms"),
+            f"must lie in [{MIN_TIMEOUT_PERIODS} control periods, {MAX_COMMAND_TIMEOUT_MS:g}] = "
+            f"[{timeout_min:g}, {MAX_COMMAND_TIMEOUT_MS:g}] ms, got {b.command_timeout_ms:g}",
+        )
+    # System 2 may legally run at system2_min_hz: a stale limit under two of its periods
+    # makes System 1 hold between two on-time latents
+    stale_min = MIN_STALE_PERIODS * 1000.0 / rates.system2_min_hz
+    if b.latent_stale_ms < stale_min:
+        raise ConfigError(
+            t.path,
+            t.key("latent_stale_ms"),
+            f"must be >= {MIN_STALE_PERIODS} System 2 periods at system2_min_hz "
+            f"({stale_min:g} ms at {rates.system2_min_hz:g} Hz), got {b.latent_stale_ms:g}",
+        )
+    if b.latent_dead_ms <= b.latent_stale_ms:
+        raise ConfigError(
+            t.path,
+            t.key("latent_dead_ms"),
+            f"must be > latent_stale_ms ({b.latent_stale_ms:g}), got {b.latent_dead_ms:g}",
+        )
     return b
 
 
@@ -439,6 +549,13 @@ def _security(t: _Table, base: Path) -> SecurityConfig:
     if sec.curve and sec.keys_dir is None:
         raise ConfigError(t.path, t.key("keys_dir"), "required when curve = true")
     return sec
+
+
+def _check_security_paths(path: Path, raw: Any) -> None:
+    """[security] keys_dir written relative may not climb out of the config's directory."""
+    value = raw.get("keys_dir") if isinstance(raw, dict) else None
+    if isinstance(value, str) and value:
+        _stays_inside(path, "security.keys_dir", value)
 
 
 def _endpoints(t: _Table) -> dict[str, str]:
@@ -518,9 +635,9 @@ def _cameras(path: Path, doc: _Table) -> tuple[Camera, ...]:
         out.append(
             Camera(
                 name=c.str("name"),
-                width=c.int("width", lo=16),
-                height=c.int("height", lo=16),
-                fovy=c.float("fovy", positive=True),
+                width=c.int("width", lo=16, hi=MAX_IMAGE_SIDE),
+                height=c.int("height", lo=16, hi=MAX_IMAGE_SIDE),
+                fovy=c.float("fovy", positive=True, hi=179.0),
             )
         )
         c.done()
@@ -547,12 +664,12 @@ def load(path: str | Path) -> RobotConfig:
     rates = _rates(doc.table("rates"))
     policy = _policy(doc.table("policy"), base)
     system2 = _system2(doc.table("system2"), base)
-    budgets = _budgets(doc.table("budgets"))
+    budgets = _budgets(doc.table("budgets"), rates)
     ct = doc.table("cores")
     cores = Cores(
-        system2=ct.int("system2", lo=0),
-        robot=ct.int("robot", lo=0),
-        system1=ct.int("system1", lo=0),
+        system2=ct.int("system2", lo=0, hi=MAX_CORE),
+        robot=ct.int("robot", lo=0, hi=MAX_CORE),
+        system1=ct.int("system1", lo=0, hi=MAX_CORE),
     )
     ct.done()
     endpoints = _endpoints(doc.table("endpoints"))
@@ -576,8 +693,17 @@ def load(path: str | Path) -> RobotConfig:
             "sim.timestep",
             f"1/control_hz must be a whole multiple of the physics timestep ({sim.timestep})",
         )
+    if round(steps_per_tick) > MAX_STEPS_PER_TICK:
+        raise ConfigError(
+            path,
+            "sim.timestep",
+            f"{round(steps_per_tick)} physics steps per control tick; at most {MAX_STEPS_PER_TICK}",
+        )
+    if not sim.model.startswith("fourier:"):
+        _stays_inside(path, "sim.model", sim.model)
     groups, joints = _groups_and_joints(path, doc)
     security = _security(doc.table("security"), base) if "security" in doc.data else None
+    _check_security_paths(path, doc.data.get("security"))
     doc.done()
     return RobotConfig(
         path=path.resolve(),

@@ -30,8 +30,11 @@ def cmd_robots(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Validate one config; print a summary, or the error (file, key, reason) and exit 2."""
+    from dualsys.robot import config_check  # loads MuJoCo: only here, not in config.load
+
     try:
         cfg = config.load_robot(args.file)
+        config_check.check(cfg)
     except config.ConfigError as exc:
         print(f"dualsys: error: {exc}", file=sys.stderr)
         return 2

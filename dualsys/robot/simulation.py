@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from dualsys.config import RobotConfig
+from dualsys.robot.config_check import check_model_limits
 from dualsys.robot.interface import DAMP, DriverInfo, JointState, RobotDriver, register_driver
 from dualsys.robot.model import MESH_CELL, OBJECT_XY, OBJECTS, TABLE_TOP_Z, build_model
 
@@ -47,6 +48,7 @@ class Simulation(RobotDriver):
 
         self._mj = mujoco
         self.model, self.jmap = build_model(self.cfg, self.mesh_cell)
+        check_model_limits(self.cfg, self.model, self.jmap)  # config limits inside the model's
         self.data = mujoco.MjData(self.model)
         m, act = self.model, self.jmap.actuator_ids
         self._qadr, self._vadr, self._act = self.jmap.qpos_adr, self.jmap.qvel_adr, act
