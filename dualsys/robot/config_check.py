@@ -38,7 +38,12 @@ def frame_bytes(camera: str, width: int, height: int) -> int:
 
 
 def camera_limit() -> int:
-    """The largest message the camera link accepts (bytes)."""
+    """The largest message the camera link accepts (bytes).
+
+    The bus's cap on any message (`MAX_BYTES`, defined with the per-topic limits in
+    dualsys/bus/limits.py and re-exported by the codec); the camera topic's own limit is
+    derived from the configured image size, so the cap is what a frame can outgrow.
+    """
     return codec.MAX_BYTES
 
 
