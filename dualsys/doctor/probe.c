@@ -1,0 +1,109 @@
+/* dualsys doctor: cyclictest-style wake-up latency probe.
+ *
+ * usage: probe CORE HZ SECONDS PRIO
+ * Pins itself to CORE, asks for SCHED_FIFO at PRIO (0: stay on normal scheduling), locks its
+ * memory, then sleeps to absolute CLOCK_MONOTONIC deadlines every 1/HZ s for SECONDS s and
+ * records how late each wake-up was (1 us buckets up to 100 ms). Like cyclictest it does not
+ * skip periods after a stall: each late tick is counted. Prints one JSON object on stdout.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <sched.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+
+#define NBUCKETS 100000 /* 1 us buckets: 0 .. 99999 us; later values go to the last one */
+#define WARMUP_TICKS 5  /* first ticks page in code and data; not recorded */
+
+static uint32_t hist[NBUCKETS];
+
+static int64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static long pct(uint64_t n, double p) {
+    uint64_t want = (uint64_t)((double)n * p / 100.0 + 0.999999), seen = 0;
+    if (want < 1) want = 1;
+    for (long i = 0; i < NBUCKETS; i++) {
+        seen += hist[i];
+        if (seen >= want) return i;
+    }
+    return NBUCKETS - 1;
+}
+
+int main(int argc, char **argv) {
+    if (argc != 5) {
+        fprintf(stderr, "usage: %s CORE HZ SECONDS PRIO\n", argv[0]);
+        return 2;
+    }
+    int core = atoi(argv[1]), hz = atoi(argv[2]), prio = atoi(argv[4]);
+    double seconds = atof(argv[3]);
+    if (hz <= 0 || seconds <= 0) {
+        fprintf(stderr, "probe: HZ and SECONDS must be positive\n");
+        return 2;
+    }
+    char pin_err[64] = "", fifo_err[64] = "", mlock_err[64] = "";
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(core, &set);
+    if (sched_setaffinity(0, sizeof set, &set) != 0) snprintf(pin_err, sizeof pin_err, "%s", strerror(errno));
+    int fifo = 0;
+    if (prio > 0) {
+        struct sched_param sp = {.sched_priority = prio};
+        if (sched_setscheduler(0, SCHED_FIFO, &sp) == 0) fifo = 1;
+        else snprintf(fifo_err, sizeof fifo_err, "%s", strerror(errno));
+    }
+    int mlocked = mlockall(MCL_CURRENT | MCL_FUTURE) == 0;
+    if (!mlocked) snprintf(mlock_err, sizeof mlock_err, "%s", strerror(errno));
+    memset(hist, 0, sizeof hist); /* touch every page before measuring */
+
+    const int64_t period = 1000000000LL / hz;
+    const uint64_t n = (uint64_t)(seconds * hz + 0.5);
+    uint64_t ticks = 0, misses = 0, late_half = 0, streak = 0, max_streak = 0;
+    int64_t max_late = 0;
+    double sum_us = 0.0;
+    int64_t next = now_ns() + period;
+    int64_t t_start = 0;
+    for (uint64_t i = 0; i < n + WARMUP_TICKS; i++) {
+        struct timespec ts = {.tv_sec = next / 1000000000LL, .tv_nsec = next % 1000000000LL};
+        while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {
+        }
+        int64_t late = now_ns() - next;
+        next += period;
+        if (i < WARMUP_TICKS) {
+            t_start = next - period;
+            continue;
+        }
+        if (late < 0) late = 0;
+        long us = (long)(late / 1000);
+        hist[us < NBUCKETS ? us : NBUCKETS - 1]++;
+        sum_us += (double)late / 1000.0;
+        if (late > max_late) max_late = late;
+        if (late > period / 2) late_half++;
+        if (late > period) {
+            misses++;
+            if (++streak > max_streak) max_streak = streak;
+        } else {
+            streak = 0;
+        }
+        ticks++;
+    }
+    double wall = (double)(now_ns() - t_start) / 1e9;
+    printf("{\"probe\": \"c\", \"core\": %d, \"hz\": %d, \"ticks\": %llu, \"wall_s\": %.3f, "
+           "\"fifo\": %s, \"fifo_error\": \"%s\", \"mlocked\": %s, \"mlock_error\": \"%s\", "
+           "\"pin_error\": \"%s\", \"p50_us\": %ld, \"p99_us\": %ld, \"p999_us\": %ld, "
+           "\"max_us\": %.1f, \"mean_us\": %.1f, \"misses\": %llu, \"late_half\": %llu, "
+           "\"max_streak\": %llu}\n",
+           core, hz, (unsigned long long)ticks, wall, fifo ? "true" : "false", fifo_err,
+           mlocked ? "true" : "false", mlock_err, pin_err, pct(ticks, 50), pct(ticks, 99),
+           pct(ticks, 99.9), (double)max_late / 1000.0, ticks ? sum_us / ticks : 0.0,
+           (unsigned long long)misses, (unsigned long long)late_half,
+           (unsigned long long)max_streak);
+    return 0;
+}
