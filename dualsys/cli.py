@@ -14,6 +14,7 @@ import sys
 
 from dualsys import __version__, commands
 from dualsys.config import ConfigError
+from dualsys.rundir import RunDirError
 
 #: Exit codes: 0 ok, 1 run failed, 2 bad input/config, 3 not implemented yet.
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_NOT_IMPLEMENTED = 0, 1, 2, 3
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         return int(args.func(args) or 0)
-    except ConfigError as exc:
+    except (ConfigError, RunDirError) as exc:  # RunDirError: foreign/busy run dir, bad name
         print(f"dualsys: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

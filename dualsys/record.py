@@ -13,6 +13,9 @@ MCAP layout (readable by Foxglove-style tools, which list the topics and their s
   clocks read together at start (monotonic times in the messages map to wall time with it).
 
 Only messages that pass the codec's validation are written; drops are counted per reason.
+A recording is never overwritten: if the file already exists (a recorder restarted by the
+supervisor, or a second run with the same --out), the new one goes to ``NAME.1.mcap``,
+``NAME.2.mcap``, ... beside it (`fresh_path`).
 Instructions are not recorded as their own topic: System 2 binds a SUB for them, which a
 subscriber cannot listen to; every Latent carries the instruction text and id it came from.
 On off-board tcp:// links it is a CURVE client like any other process (`[security]`).
@@ -60,6 +63,25 @@ TOPICS = {
 }
 ENVELOPE = ["type", "version", "seq", "t_mono_ns", "t_wall_ns", "source", "body"]
 RECV_HWM = 100_000
+#: Publishers (topic, source) whose sequence numbers are followed for gap counting; a source
+#: past this is still recorded but not followed (the map cannot grow without bound).
+MAX_SEQ_SOURCES = 64
+
+
+def fresh_path(path: str | Path) -> Path:
+    """`path` if nothing is there yet, else the first free NAME.N.SUFFIX (N = 1, 2, ...).
+
+    The caller opens it exclusively (`open(.., "xb")`), so two recorders never share a file."""
+    path = Path(path)
+    if not path.exists():
+        return path
+    stem, suffix = path.name[: -len(path.suffix)] if path.suffix else path.name, path.suffix
+    n = 1
+    while True:
+        candidate = path.with_name(f"{stem}.{n}{suffix}")
+        if not candidate.exists():
+            return candidate
+        n += 1
 
 
 def schema_json(cls) -> bytes:
@@ -85,9 +107,16 @@ class McapLog:
     """An MCAP file with one channel per recorded topic (not real-time; one writer thread)."""
 
     def __init__(self, path: str | Path, robot: str, endpoints: dict[str, str]) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.file = open(self.path, "wb")  # noqa: SIM115 - closed in close()
+        """Create the file at `path`, or beside it if a file is already there (`fresh_path`;
+        `self.path` says where). Never truncates an existing file."""
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            self.path = fresh_path(path)
+            try:
+                self.file = open(self.path, "xb")  # noqa: SIM115 - closed in close()
+                break
+            except FileExistsError:  # another recorder took the name first: next one
+                continue
         self.writer = Writer(self.file, compression=CompressionType.LZ4)
         self.writer.start(profile="dualsys", library="dualsys-recorder")
         self.channels: dict[str, int] = {}
@@ -194,7 +223,8 @@ class Recorder:
         prev = self._last_seq.get(key)
         if prev is not None and h.seq > prev + 1:
             self.gaps[topic] += h.seq - prev - 1
-        self._last_seq[key] = h.seq
+        if prev is not None or len(self._last_seq) < MAX_SEQ_SOURCES:
+            self._last_seq[key] = h.seq
         self.log.write(topic, data, t_recv_wall, h.t_wall_ns, h.seq)
         self.count[topic] += 1
         self.bytes += len(data)
@@ -248,6 +278,8 @@ def run_recorder(cfg: RobotConfig, run_dir: Path, out: Path, duration_s: float) 
         warn_once(note)
     sec = BusSecurity(ctx, cfg, binds=False)  # CURVE client keys for tcp:// links, if set
     rec = Recorder(cfg, ctx, run_dir, out, sec)
+    if rec.log.path != Path(out):
+        print(f"dualsys record: {out} exists (kept); recording to {rec.log.path}", file=sys.stderr)
     stats_ep = cfg.endpoint("stats", run_dir)
     stats_pub = Publisher(ctx, stats_ep, ROLE, bind=False, curve=sec.curve(stats_ep, bind=False))
     hello = Hello(ROLE, cfg.name, cfg.system2.latent_dim, cfg.n_joints, os.getpid())

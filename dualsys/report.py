@@ -15,6 +15,33 @@ from dualsys.config import RobotConfig
 from dualsys.liveview import display_text
 
 
+class History:
+    """The report's time series, bounded: at most `max_points` samples whatever the run's
+    length. When full, every other sample is dropped and only every 2nd (then 4th, ...) new
+    sample is kept, so a long run keeps its whole span at a coarser step."""
+
+    def __init__(self, max_points: int = 4000) -> None:
+        self.max_points = max(2, max_points)
+        self.points: list[dict[str, float]] = []
+        self.stride = 1
+        self._seen = 0
+
+    def append(self, point: dict[str, float]) -> None:
+        """Offer one sample (kept or skipped by the current stride)."""
+        self._seen += 1
+        if (self._seen - 1) % self.stride:
+            return
+        if len(self.points) >= self.max_points:
+            del self.points[1::2]
+            self.stride *= 2
+            if (self._seen - 1) % self.stride:
+                return
+        self.points.append(point)
+
+    def __len__(self) -> int:
+        return len(self.points)
+
+
 def _load(run_dir: Path, role: str) -> dict[str, Any]:
     path = run_dir / f"{role}.json"
     try:
@@ -33,10 +60,12 @@ def build_report(
     duration_s: float,
     clean_exit: bool,
     reason: str,
-    history: list[dict[str, Any]],
+    history: list[dict[str, Any]] | History,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Merge the per-process summaries into the report dict (see README: the run report)."""
+    if isinstance(history, History):
+        history = list(history.points)
     c, s2, rb, pol = (_load(run_dir, r) for r in ("control", "system2", "robot", "policy"))
     system1 = _pick(
         c,

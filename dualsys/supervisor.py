@@ -3,10 +3,19 @@
 Order of start: robot, System 2, policy, control (each a `dualsys` subcommand in its own
 process). A process is ready when its Hello arrives on the stats link and agrees with the robot
 config (robot name, latent size, joint count; the codec already refuses other schema versions).
+A start-up can be cut short at any moment by the `should_stop` predicate (up's Ctrl-C).
+
+Trust: the supervisor believes only its children. A Hello counts only if its header source,
+its role and its pid are those of the process started for that role; a Stats only from a
+source whose current process has said Hello that way. Anything else is dropped and counted in
+`untrusted` by reason (shown in the run report); bookkeeping per source is fixed in size, and
+one poll reads at most MAX_DRAIN stats messages, so a flood cannot starve it. One run owns its
+run directory (rundir.RunLock), so a second `dualsys up` there is refused.
 
 Failure policy: System 2 or the policy process dies -> restarted with backoff while the control
-loop carries on (it degrades on latent age / holds without chunks); the control process or the
-robot dies -> everything stops, non-zero exit, the reason printed.
+loop carries on (it degrades on latent age / holds without chunks); the backoff starts over once
+a process has stayed up for `UpOptions.healthy_after_s`. The control process or the robot dies
+-> everything stops, non-zero exit, the reason printed.
 
 Shutdown: System 2 first, then control (ramps the robot to hold), policy, robot (damps); every
 child gets SIGTERM, then SIGKILL if it is still there; all are reaped within 5 s.
@@ -22,6 +31,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,7 +41,7 @@ import zmq
 from dualsys.bus import Hello, Latent, Publisher, Stats, Subscriber
 from dualsys.bus.curve import BusSecurity
 from dualsys.config import RobotConfig
-from dualsys.rundir import make_run_dir
+from dualsys.rundir import SUMMARIES, RunLock, make_run_dir
 
 ROLES = ("robot", "system2", "policy", "control")
 #: Roles whose death is survivable: restarted with backoff.
@@ -43,11 +54,23 @@ STOP_STAGES = (
     (("recorder",), 1.0),  # last: it records the hold ramp and the robot's last states
 )
 STATUS_SOCKET = "status.sock"
+#: Most stats-link messages one poll reads (the rest wait for the next poll, 50 ms later).
+MAX_DRAIN = 256
+#: Stats under another process name that a child may publish: name -> the role allowed to.
+EXTRA_STATS = {"scene": "robot"}  # the simulation's evaluation hook (robot/process.py)
+#: Restart backoff: first delay, cap (seconds); it doubles per restart in a row.
+BACKOFF_S = (0.5, 8.0)
+#: How many supervisor events (restarts, kills) are kept for the view and the report.
+MAX_EVENTS = 200
 _PR_SET_PDEATHSIG = 1
 
 
 class SupervisorError(RuntimeError):
     """The system could not be brought up or had to stop; the message says why."""
+
+
+class StartInterruptedError(SupervisorError):
+    """start() was cut short by the should_stop predicate (a stop signal during start-up)."""
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
@@ -64,10 +87,13 @@ class Child:
     proc: subprocess.Popen | None = None
     ready: bool = False
     restarts: int = 0
+    backoff_level: int = 0  # restarts in a row without a healthy period between them
     next_start: float = 0.0
-    exit_codes: list[int] = field(default_factory=list)
+    started_at: float = 0.0  # monotonic time of the last spawn
+    exit_codes: deque[int] = field(default_factory=lambda: deque(maxlen=20))
     stats: dict[str, float] = field(default_factory=dict)
     stats_t: float = 0.0
+    hello_pid: int = 0  # pid of a Hello that matched this role's process (0: none yet)
 
     @property
     def alive(self) -> bool:
@@ -83,23 +109,38 @@ class UpOptions:
     record: Path | None = None
     ready_timeout_s: float = 120.0
     log_dir: Path | None = None
+    #: a restarted process that stays up this long has its restart backoff start over
+    healthy_after_s: float = 30.0
 
 
 class Supervisor:
-    """Runs one robot's processes. Use: start(); then poll() regularly; finally stop()."""
+    """Runs one robot's processes. Use: start(); then poll() regularly; finally stop().
 
-    def __init__(self, cfg: RobotConfig, run_dir: Path, opts: UpOptions | None = None) -> None:
+    `should_stop`: checked while start() waits for the processes; when it returns True the
+    start-up ends at once with StartInterruptedError (up sets it from its SIGINT/SIGTERM handler).
+    """
+
+    def __init__(
+        self,
+        cfg: RobotConfig,
+        run_dir: Path,
+        opts: UpOptions | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> None:
         self.cfg, self.run_dir, self.opts = cfg, Path(run_dir), opts or UpOptions()
+        self.should_stop = should_stop or (lambda: False)
         self.children: dict[str, Child] = {}
         self.failure: str = ""
-        self.events: list[str] = []
+        self.events: deque[str] = deque(maxlen=MAX_EVENTS)
         self.instruction = ""
         self.latent_age_ms = float("nan")
         self.latent_age_max_ms = 0.0  # worst age seen since the last status()
-        self.history: list[dict[str, float]] = []
         self.extra_stats: dict[str, dict[str, float]] = {}
+        #: stats-link messages not believed, by reason (unknown_source, wrong_pid, ...)
+        self.untrusted: Counter[str] = Counter()
         self.t_start = 0.0
         self.ctx: zmq.Context | None = None
+        self.lock: RunLock | None = None
 
     # ------------------------------------------------------------------ start-up
 
@@ -138,6 +179,8 @@ class Supervisor:
         if log is not None:
             log.close()
         child.ready = False
+        child.hello_pid = 0
+        child.started_at = time.monotonic()
         self._write_pids()
 
     def _write_pids(self) -> None:
@@ -147,28 +190,15 @@ class Supervisor:
         (self.run_dir / "pids.json").write_text(json.dumps(pids) + "\n")
 
     def start(self) -> None:
-        """Open the stats link, start every process and wait until all are ready."""
+        """Take the run directory, open the stats link, start every process and wait until all
+        are ready. Raises RunDirError (nothing touched) if the directory is foreign or another
+        run holds it, SupervisorError if a process fails to come up, StartInterruptedError if
+        `should_stop` turned true."""
         make_run_dir(self.run_dir)
-        for stale in self.run_dir.glob("*.json"):
-            stale.unlink()
-        self.ctx = zmq.Context()
-        self.sec = BusSecurity(self.ctx, self.cfg)  # CURVE on tcp:// links when configured
-        ep_stats, ep_latent = (self.cfg.endpoint(n, self.run_dir) for n in ("stats", "latent"))
-        self.stats = Subscriber(
-            self.ctx,
-            ep_stats,
-            (Hello, Stats),
-            bind=True,
-            latest=False,
-            hwm=10_000,
-            curve=self.sec.curve(ep_stats, bind=True),
-        )
-        self.latent = Subscriber(
-            self.ctx, ep_latent, (Latent,), curve=self.sec.curve(ep_latent, bind=False)
-        )
-        self.status_pub = Publisher(
-            self.ctx, f"ipc://{self.run_dir}/{STATUS_SOCKET}", "supervisor", hwm=8
-        )
+        self.lock = RunLock(self.run_dir)  # refuses while another run owns the directory
+        for name in SUMMARIES:  # the last run's summaries; nothing else is removed
+            (self.run_dir / f"{name}.json").unlink(missing_ok=True)
+        self._open_links()
         roles = list(ROLES) + (["recorder"] if self.opts.record else [])
         for role in roles:
             self.children[role] = Child(role, self._argv(role))
@@ -188,11 +218,37 @@ class Supervisor:
                 self._spawn(self.children[role])
         self._wait_ready(tuple(roles))
 
+    def _open_links(self) -> None:
+        """The stats link (bound), the latent subscription and the status publisher."""
+        self.ctx = zmq.Context()
+        self.sec = BusSecurity(self.ctx, self.cfg)  # CURVE on tcp:// links when configured
+        ep_stats, ep_latent = (self.cfg.endpoint(n, self.run_dir) for n in ("stats", "latent"))
+        self.stats = Subscriber(
+            self.ctx,
+            ep_stats,
+            (Hello, Stats),
+            bind=True,
+            latest=False,
+            hwm=10_000,
+            curve=self.sec.curve(ep_stats, bind=True),
+        )
+        self.latent = Subscriber(
+            self.ctx, ep_latent, (Latent,), curve=self.sec.curve(ep_latent, bind=False)
+        )
+        self.status_pub = Publisher(
+            self.ctx, f"ipc://{self.run_dir}/{STATUS_SOCKET}", "supervisor", hwm=8
+        )
+
     def _wait_ready(self, roles: tuple[str, ...], need_latent: bool = False) -> None:
         deadline = time.monotonic() + self.opts.ready_timeout_s
         while not all(self.children[r].ready for r in roles) or (
             need_latent and self.latent.recv_latest() is None and self.latent.last is None
         ):
+            if self.should_stop():
+                late = [r for r in roles if not self.children[r].ready]
+                raise StartInterruptedError(
+                    f"stopped during start-up (waiting for {', '.join(late)})"
+                )
             self._drain_stats()
             for r in roles:
                 c = self.children[r]
@@ -212,23 +268,37 @@ class Supervisor:
     # ------------------------------------------------------------------ watching
 
     def _drain_stats(self) -> None:
-        while True:
+        """Read at most MAX_DRAIN messages of the stats link; believe only the children."""
+        for _ in range(MAX_DRAIN):
             msg = self.stats.recv_nowait()
             if msg is None:
                 return
-            if isinstance(msg, Stats) and msg.process not in self.children:
-                self.extra_stats[msg.process] = dict(msg.values)  # e.g. "scene" from the sim
-                continue
-            child = self.children.get(msg.header.source) or self.children.get(
-                getattr(msg, "role", "") or getattr(msg, "process", "")
-            )
-            if child is None:
-                continue
-            if isinstance(msg, Hello):
-                self._check_hello(child, msg)
+            self._take(msg)
+
+    def _take(self, msg: Hello | Stats) -> None:
+        source = msg.header.source
+        child = self.children.get(source)
+        if child is None or child.proc is None:
+            self.untrusted["unknown_source"] += 1
+            return
+        if isinstance(msg, Hello):
+            if msg.role != source:
+                self.untrusted["role_mismatch"] += 1
+            elif msg.pid != child.proc.pid:
+                self.untrusted["wrong_pid"] += 1
             else:
-                child.stats = dict(msg.values)
-                child.stats_t = time.monotonic()
+                child.hello_pid = msg.pid
+                self._check_hello(child, msg)
+            return
+        if child.hello_pid != child.proc.pid:  # this process has not said Hello yet
+            self.untrusted["stats_before_hello"] += 1
+        elif msg.process == source:
+            child.stats = dict(msg.values)
+            child.stats_t = time.monotonic()
+        elif EXTRA_STATS.get(msg.process) == source:
+            self.extra_stats[msg.process] = dict(msg.values)  # e.g. "scene" from the sim
+        else:
+            self.untrusted["unknown_process"] += 1
 
     def _check_hello(self, child: Child, msg: Hello) -> None:
         cfg = self.cfg
@@ -269,11 +339,14 @@ class Supervisor:
                 if role not in RESTARTABLE and role != "recorder":
                     self.failure = f"{role} died (exit code {code}); stopping everything"
                     return False
-                backoff = min(0.5 * 2**c.restarts, 8.0)
+                if now - c.started_at >= self.opts.healthy_after_s:
+                    c.backoff_level = 0  # it had been healthy: not a crash loop
+                backoff = min(BACKOFF_S[0] * 2**c.backoff_level, BACKOFF_S[1])
                 c.next_start = now + backoff
                 self.events.append(f"{role} died (exit {code}); restart in {backoff:.1f} s")
             elif now >= c.next_start:
                 c.restarts += 1
+                c.backoff_level += 1
                 c.next_start = 0.0
                 self._spawn(c)
         return not self.failure
@@ -286,7 +359,7 @@ class Supervisor:
             "instruction": self.instruction,
             "latent_age_ms": self.latent_age_ms,
             "latent_age_max_ms": self.latent_age_max_ms,
-            "events": self.events[-3:],
+            "events": list(self.events)[-3:],
         }
         for role, c in self.children.items():
             snap[role] = dict(c.stats, alive=float(c.alive), restarts=float(c.restarts))
@@ -309,6 +382,8 @@ class Supervisor:
         robot to hold), then the robot (damps). SIGTERM first, SIGKILL for anything still
         there; every child is reaped within 5 s. Returns the exit codes."""
         codes: dict[str, int | None] = {}
+        if self.lock is None:  # start() never owned the run directory: nothing to undo
+            return codes
         t_end = time.monotonic() + 4.5
         for stage, share in STOP_STAGES:
             kids = [self.children[r] for r in stage if r in self.children]
@@ -326,11 +401,14 @@ class Supervisor:
                     c.proc.kill()
                     codes[c.role] = c.proc.wait(timeout=1)
                     self.events.append(f"{c.role} did not stop on SIGTERM in time: killed")
-        for sub in (self.stats, self.latent):
-            sub.close()
-        self.status_pub.close()
-        self.sec.close()
-        self.ctx.destroy(0)
+        for name in ("stats", "latent", "status_pub", "sec"):  # what _open_links got to open
+            link = getattr(self, name, None)
+            if link is not None:
+                link.close()
+        if self.ctx is not None:
+            self.ctx.destroy(0)
         for sock in self.run_dir.glob("*.sock"):
             sock.unlink(missing_ok=True)
+        self.lock.release()
+        self.lock = None
         return codes

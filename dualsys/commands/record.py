@@ -25,5 +25,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--robot", default="gr1", help="robot name in robots/ or a TOML path")
     p.add_argument("--run-dir", default=None, help="run directory (default: per user/robot)")
     p.add_argument("--duration", type=float, default=0.0, help="seconds; 0 = until signalled")
-    p.add_argument("--out", default=None, help="MCAP file (default: RUN_DIR/run.mcap)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="MCAP file (default: RUN_DIR/run.mcap); an existing file is kept and the "
+        "recording goes to NAME.1.mcap, NAME.2.mcap, ...",
+    )
     p.set_defaults(func=cmd_record)

@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 
 from dualsys import config
-from dualsys.report import build_report, summary_text, write_report
-from dualsys.rundir import default_run_dir
-from dualsys.supervisor import Supervisor, SupervisorError, UpOptions
+from dualsys.report import History, build_report, summary_text, write_report
+from dualsys.rundir import RunDirError, default_run_dir
+from dualsys.supervisor import StartInterruptedError, Supervisor, SupervisorError, UpOptions
 from dualsys.timing import warn_once
 
 
@@ -39,7 +39,11 @@ def _history_point(snap: dict) -> dict[str, float]:
 
 def run_up(cfg: config.RobotConfig, args: argparse.Namespace) -> int:
     """Start, watch and stop the system; write the report. Returns the exit code."""
-    run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(cfg.name)
+    try:
+        run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(cfg.name)
+    except RunDirError as exc:
+        print(f"dualsys up: error: {exc}", file=sys.stderr)
+        return 2
     untrained = args.untrained
     if not untrained and (cfg.policy.checkpoint is None or cfg.system2.checkpoint is None):
         warn_once(
@@ -63,13 +67,13 @@ def run_up(cfg: config.RobotConfig, args: argparse.Namespace) -> int:
     )
     if opts.log_dir:
         opts.log_dir.mkdir(parents=True, exist_ok=True)
-    sup = Supervisor(cfg, run_dir, opts)
     stop = _Stop()
+    sup = Supervisor(cfg, run_dir, opts, should_stop=lambda: bool(stop.why))
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     print(f"dualsys up: starting {cfg.name} ({cfg.path}) in {run_dir} ...", file=sys.stderr)
     t0 = time.monotonic()
-    reason, history = "", []
+    reason, history = "", History()
     try:
         sup.start()
         print(
@@ -78,6 +82,13 @@ def run_up(cfg: config.RobotConfig, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         reason = _watch(cfg, sup, stop, args, history)
+    except RunDirError as exc:  # another run owns the directory, or it is not dualsys's
+        print(f"dualsys up: error: {exc}", file=sys.stderr)
+        return 1
+    except StartInterruptedError as exc:
+        codes = sup.stop()
+        print(f"dualsys up: {stop.why}: {exc}; processes stopped {codes}", file=sys.stderr)
+        return 130 if stop.why == "SIGINT" else 143
     except SupervisorError as exc:
         reason = str(exc)
     t_run = time.monotonic() - (sup.t_start or t0)
@@ -98,9 +109,10 @@ def run_up(cfg: config.RobotConfig, args: argparse.Namespace) -> int:
         extra={
             "exit_codes": codes,
             "shutdown_s": round(shutdown_s, 3),
-            "events": sup.events,
+            "events": list(sup.events),
             "restarts": {r: c.restarts for r, c in sup.children.items()},
             "untrained": untrained,
+            "untrusted": dict(sup.untrusted),
         },
     )
     print(summary_text(report), file=sys.stderr)
@@ -112,7 +124,7 @@ def run_up(cfg: config.RobotConfig, args: argparse.Namespace) -> int:
     return 0 if clean else 1
 
 
-def _watch(cfg, sup: Supervisor, stop: _Stop, args, history: list) -> str:
+def _watch(cfg, sup: Supervisor, stop: _Stop, args, history: History) -> str:
     t_end = time.monotonic() + args.duration if args.duration else float("inf")
     live = None
     if not args.headless:
