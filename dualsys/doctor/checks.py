@@ -275,6 +275,31 @@ def rt_throttling() -> dict:
     }
 
 
+def rt_tasks(priority: int = 80) -> dict:
+    """Other user-space real-time threads at or above `priority`: they delay a FIFO loop at
+    that priority on their core (kernel threads, which have no cmdline, are left out)."""
+    found = []
+    me = os.getpid()
+    for task in Path("/proc").glob("[0-9]*/task/[0-9]*/stat"):
+        pid = int(task.parts[2])
+        if pid == me or not read(f"/proc/{pid}/cmdline"):
+            continue
+        t = parse.parse_task_stat(read(task))
+        if t and t["policy"] in ("SCHED_FIFO", "SCHED_RR") and t["rt_priority"] >= priority:
+            found.append({"pid": pid, "tid": int(task.parts[4]), **t})
+    return {
+        "tasks": found,
+        "status": "warn" if found else "ok",
+        "text": "; ".join(
+            f"{t['comm']} (pid {t['pid']}) {t['policy']} {t['rt_priority']} last on core {t['cpu']}"
+            for t in found[:4]
+        )
+        + (f" and {len(found) - 4} more" if len(found) > 4 else "")
+        + (" compete with the probe" if found else "")
+        or f"no other user real-time threads at priority >= {priority}",
+    }
+
+
 def run_all(cores: list[int], fifo_priority: int = 80) -> dict:
     """Every static check, keyed by name (cheap: well under a second)."""
     return {
@@ -286,4 +311,5 @@ def run_all(cores: list[int], fifo_priority: int = 80) -> dict:
         "idle": idle(cores),
         "virtualisation": virtualisation(),
         "rt_throttling": rt_throttling(),
+        "rt_tasks": rt_tasks(fifo_priority),
     }

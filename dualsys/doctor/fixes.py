@@ -93,7 +93,7 @@ def suggest(
         worst_ms = max((f.p999_us for f in floors), default=0) / 1000
         out.append(
             "this is a virtual machine: the host can stall a vCPU for milliseconds"
-            + (f" (p99.9 here {worst_ms:.1f} ms)" if worst_ms else "")
+            + (f" (worst p99.9 measured {worst_ms:.1f} ms)" if worst_ms else "")
             + "; ask for dedicated, pinned vCPUs (host-side isolation) or run the control loop "
             "on bare metal"
         )
@@ -103,6 +103,11 @@ def suggest(
             "steal time "
             + ", ".join(f"core {k} {x:.1f}%" for k, x in high.items())
             + ": the host overcommits this VM's CPUs"
+        )
+    if checks.get("rt_tasks", {}).get("tasks"):
+        out.append(
+            "other real-time threads ran at the probe's priority or above (rt_tasks): stop them "
+            "or run the doctor again when the machine is as it will be on the robot"
         )
     if checks["rt_throttling"]["status"] == "warn":
         out.append("raise kernel.sched_rt_runtime_us to 950000 (sysctl): FIFO time is throttled")

@@ -172,3 +172,23 @@ def parse_cyclictest(text: str, hz: int) -> dict:
         "late_half": late_half,
         "max_streak": None,
     }
+
+
+#: Scheduling policies as /proc/PID/stat numbers them.
+POLICIES = {0: "SCHED_OTHER", 1: "SCHED_FIFO", 2: "SCHED_RR", 3: "SCHED_BATCH", 5: "SCHED_IDLE",
+            6: "SCHED_DEADLINE"}  # fmt: skip
+
+
+def parse_task_stat(text: str) -> dict | None:
+    """/proc/PID/task/TID/stat -> {comm, cpu, rt_priority, policy}; None when malformed."""
+    head, sep, rest = text.rpartition(")")
+    fields = rest.split()
+    if not sep or len(fields) < 39:
+        return None
+    policy = int(fields[38])
+    return {
+        "comm": head.partition("(")[2],
+        "cpu": int(fields[36]),  # the CPU it last ran on (field 39)
+        "rt_priority": int(fields[37]),
+        "policy": POLICIES.get(policy, str(policy)),
+    }

@@ -32,7 +32,7 @@ def test_doctor_writes_table_and_json(tmp_path: Path, monkeypatch) -> None:
     for key in ("robot", "checks", "probe", "results", "verdicts", "verdict", "fixes", "notes"):
         assert key in doc, key
     for key in ("scheduler", "preemption", "isolation", "smt", "governor", "idle",
-                "virtualisation", "rt_throttling"):  # fmt: skip
+                "virtualisation", "rt_throttling", "rt_tasks"):  # fmt: skip
         assert key in doc["checks"], key
     cores = sorted({CFG.cores.system1, CFG.cores.system2, CFG.cores.robot})
     want = {(c, hz, cond) for c in cores for hz in (CFG.rates.control_hz, 500, 1000)

@@ -98,3 +98,11 @@ def test_cyclictest_histogram() -> None:
     assert r["max_streak"] is None  # a histogram does not say which ticks were in a row
     with pytest.raises(ValueError, match="no histogram"):
         parse.parse_cyclictest("# Max Latencies: 00012\n", hz=200)
+
+
+def test_task_stat_policy_priority_and_cpu() -> None:
+    # comm with a space and a parenthesis; fields after it as the kernel writes them
+    tail = " ".join(["S"] + ["0"] * 35 + ["1", "80", "1"] + ["0"] * 10)
+    t = parse.parse_task_stat(f"4242 (dualsys (ctl) x) {tail}")
+    assert t == {"comm": "dualsys (ctl) x", "cpu": 1, "rt_priority": 80, "policy": "SCHED_FIFO"}
+    assert parse.parse_task_stat("4242 (short) S 1 2") is None
