@@ -1,0 +1,175 @@
+"""The control loop against the machine's floor: dualsys vs a C loop, rounds interleaved.
+
+For each control rate (200, 500, 1000 Hz) and condition (quiet; loaded = the doctor's standard
+load: a CPU burner per core + a memory streamer), each round runs the C probe of
+`dualsys doctor` (clock_nanosleep to absolute deadlines, FIFO 80, mlockall, cpu_dma_latency
+held at 0: what cyclictest does) and then the real dualsys control process on System 1's core,
+one after the other, beside the same dualsys neighbours (echo robot, fake System 2 at 10 Hz,
+untrained policy process on the control core). The rate is set with the documented override
+(`DUALSYS_SET`, what `dualsys up --set` passes to every process).
+
+A miss: C, woke more than a period late; dualsys, its command left after the next deadline.
+
+    .venv/bin/python benchmarks/floor.py [--seconds 10] [--rounds 3] [--hz 200,500,1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _load import header, write  # noqa: E402
+
+from dualsys import config  # noqa: E402
+from dualsys.doctor.load import StandardLoad  # noqa: E402
+from dualsys.doctor.probe import choose, run_parallel  # noqa: E402
+from dualsys.system1.floor import IdleLatency  # noqa: E402
+
+PY = sys.executable
+
+
+def overrides(hz: int) -> str:
+    """The `--set` items that run gr1 at `hz` (spin margin within its period)."""
+    margin = min(1000, 200_000 // hz)  # the loop caps it at 20% of the period anyway
+    return f"rates.control_hz={hz};budgets.spin_margin_us={margin}"
+
+
+def start_neighbours(rd: Path, env: dict) -> list[subprocess.Popen]:
+    """Echo robot, fake System 2 and the untrained policy process, as in production."""
+    dn = subprocess.DEVNULL
+    args = [
+        ["-m", "dualsys.testing.echo_robot", "--run-dir", str(rd)],
+        ["-m", "dualsys.testing.latents", "--run-dir", str(rd)],
+        ["-m", "dualsys.cli", "system1", "policy", "--run-dir", str(rd), "--untrained-policy"],
+    ]
+    return [subprocess.Popen([PY, *a], env=env, stdout=dn, stderr=dn) for a in args]
+
+
+def stop(procs: list[subprocess.Popen]) -> None:
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def run_c(core: int, hz: int, seconds: float) -> dict:
+    probe = choose("c")
+    hold = IdleLatency()
+    hold.hold(0)
+    try:
+        return run_parallel(probe, [core], hz, seconds, 80)[core]
+    finally:
+        hold.release()
+
+
+def run_dualsys(rd: Path, env: dict, seconds: float) -> dict:
+    cmd = [PY, "-m", "dualsys.cli", "system1", "control", "--run-dir", str(rd)]
+    subprocess.run(
+        [*cmd, "--duration", str(seconds)], env=env, check=True, stderr=subprocess.DEVNULL
+    )
+    return json.loads((rd / "control.json").read_text())
+
+
+def add(acc: dict, key: str, ticks: int, misses: int, p99: float, streak: int) -> None:
+    a = acc.setdefault(key, {"ticks": 0, "misses": 0, "p99": [], "streak": 0})
+    a["ticks"] += ticks
+    a["misses"] += misses
+    a["p99"].append(p99)
+    a["streak"] = max(a["streak"], streak)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seconds", type=float, default=10.0, help="per loop per round")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--hz", default="200,500,1000")
+    args = ap.parse_args()
+    cfg = config.load_robot("gr1")
+    core = cfg.cores.system1
+    rates = [int(h) for h in args.hz.split(",")]
+    acc: dict[tuple, dict] = {}
+    causes: dict[tuple, dict] = {}
+    extra: dict[tuple, dict] = {}
+    for hz in rates:
+        env = dict(os.environ, DUALSYS_SUPERVISED="1", DUALSYS_SET=overrides(hz))
+        for cond in ("quiet", "loaded"):
+            with tempfile.TemporaryDirectory() as tmpd:
+                rd = Path(tmpd)
+                neigh = start_neighbours(rd, env)
+                time.sleep(5)  # policy up and producing chunks
+                load = StandardLoad(list(range(os.cpu_count() or 1))) if cond == "loaded" else None
+                try:
+                    if load:
+                        load.__enter__()
+                    for r in range(args.rounds):
+                        print(f"[{hz} Hz {cond}] round {r + 1}/{args.rounds}", file=sys.stderr)
+                        c = run_c(core, hz, args.seconds)
+                        add(acc, (hz, cond, "C"), c["ticks"], c["misses"], c["p99_us"],
+                            c["max_streak"])  # fmt: skip
+                        d = run_dualsys(rd, env, args.seconds)
+                        add(acc, (hz, cond, "dualsys"), d["ticks"], d["deadline_misses"],
+                            d["lateness_us"]["p99"], d["max_consecutive_misses"])  # fmt: skip
+                        for k, v in d.get("miss_causes", {}).items():
+                            cs = causes.setdefault((hz, cond), {})
+                            cs[k] = cs.get(k, 0) + v
+                        e = extra.setdefault((hz, cond), {"work_p99": [], "margin": []})
+                        e["work_p99"].append(d["work_us"]["p99"])
+                        e["margin"].append(d.get("spin_margin", {}).get("margin_us", 0))
+                finally:
+                    if load:
+                        load.__exit__()
+                    stop(neigh)
+    text = header(
+        "The control loop against the machine's floor (C loop vs dualsys, rounds interleaved)",
+        f".venv/bin/python benchmarks/floor.py --seconds {args.seconds:g} "
+        f"--rounds {args.rounds} --hz {args.hz}",
+    )
+    text += (
+        "Each round: the C probe of `dualsys doctor` (clock_nanosleep, FIFO 80, mlockall, "
+        "cpu_dma_latency 0), then the dualsys control process, on core "
+        f"{core}, beside echo robot + fake System 2 + untrained policy (same core). Loaded: a CPU "
+        "burner per core + a memory streamer. Lateness in µs (p99: worst round). Target: "
+        "dualsys misses <= 1.5x the C loop's, p99 at or below it.\n\n"
+        "| rate | condition | loop | ticks | misses | miss rate | p99 lateness | longest streak "
+        "| verdict |\n|---|---|---|---|---|---|---|---|---|\n"
+    )
+    for hz in rates:
+        for cond in ("quiet", "loaded"):
+            c, d = acc[(hz, cond, "C")], acc[(hz, cond, "dualsys")]
+            rate_c, rate_d = c["misses"] / c["ticks"], d["misses"] / d["ticks"]
+            ok_miss = rate_d <= 1.5 * rate_c or d["misses"] <= 1
+            ok_p99 = max(d["p99"]) <= max(c["p99"])
+            verdict = "meets" if ok_miss and ok_p99 else "MISSES TARGET"
+            for name, a, rate in (("C", c, rate_c), ("dualsys", d, rate_d)):
+                mark = verdict if name == "dualsys" else ""
+                text += (
+                    f"| {hz} Hz | {cond} | {name} | {a['ticks']} | {a['misses']} | {rate:.3%} | "
+                    f"{max(a['p99']):.1f} | {a['streak']} | {mark} |\n"
+                )
+    text += (
+        "\ndualsys misses by cause, tick work p99 (µs, worst round) and derived spin margin:\n\n"
+    )
+    text += "| rate | condition | causes | work p99 | spin margin (µs) |\n|---|---|---|---|---|\n"
+    for hz in rates:
+        for cond in ("quiet", "loaded"):
+            cs = causes.get((hz, cond), {})
+            e = extra[(hz, cond)]
+            text += (
+                f"| {hz} Hz | {cond} | {', '.join(f'{k} {v}' for k, v in cs.items()) or '-'} | "
+                f"{max(e['work_p99']):.0f} | {', '.join(map(str, e['margin']))} |\n"
+            )
+    write("floor", text)
+
+
+if __name__ == "__main__":
+    main()
