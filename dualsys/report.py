@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from dualsys.config import RobotConfig
+from dualsys.doctor import machine_summary
 from dualsys.liveview import display_text
 
 
@@ -83,6 +84,9 @@ def build_report(
             "scheduler",
             "cpus",
             "safe_state_events",
+            "miss_causes",
+            "spin_margin",
+            "idle_latency_held",
         ),
     )
     system1["policy"] = _pick(pol, ("chunks", "latency_ms", "precision", "params"))
@@ -123,6 +127,10 @@ def build_report(
             "system2_target_hz": cfg.rates.system2_target_hz,
         },
         "history": history,
+        "overrides": list(cfg.overrides),
+        # what the machine itself can hold (static checks + the last `dualsys doctor` probe),
+        # so a broken budget says whether the machine or dualsys caused it
+        "machine": machine_summary(cfg),
     }
     if extra:
         report.update(extra)
@@ -177,6 +185,25 @@ def _budget_checks(
     return checks
 
 
+def machine_line(m: dict[str, Any]) -> str:
+    """One line on the machine under the run: scheduling, isolation and its measured floor."""
+    if not m:
+        return "not measured"
+    parts = [
+        f"FIFO {'yes' if m.get('fifo') else 'no'}",
+        f"preemption {m.get('preemption', '?')}",
+        "virtual machine" if m.get("virtual") else "bare metal",
+        f"control core {'isolated' if m.get('control_core_isolated') else 'not isolated'}",
+    ]
+    last = m.get("last_doctor")
+    if last:
+        floor = ", ".join(last.get("verdicts") or []) or last.get("verdict", "?")
+        parts.append(f"dualsys doctor {last.get('age_s', 0) // 60:.0f} min ago: {floor}")
+    else:
+        parts.append("no `dualsys doctor` result at this rate: run it to learn the floor")
+    return "; ".join(parts)
+
+
 def summary_text(report: dict[str, Any]) -> str:
     """A short human summary of the report (printed at exit)."""
     s1, s2 = report["system1"], report["system2"]
@@ -214,6 +241,13 @@ def summary_text(report: dict[str, Any]) -> str:
         lines.append(f"  Supervisor: ignored untrusted messages {report['untrusted']}")
     budget = report["budget"]
     bad = [k for k, v in budget["checks"].items() if not v["ok"]]
+    if s1.get("deadline_misses"):
+        causes = s1.get("miss_causes") or {}
+        lines.append(
+            "  Misses by cause: "
+            + (", ".join(f"{k} {v}" for k, v in causes.items() if v) or "not attributed")
+        )
+    lines.append("  Machine: " + machine_line(report.get("machine") or {}))
     lines.append(
         "  Budgets: " + ("all held" if budget["ok"] else f"BROKEN: {', '.join(bad) or 'no data'}")
     )

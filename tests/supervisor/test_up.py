@@ -13,9 +13,11 @@ from pathlib import Path
 import pytest
 
 from dualsys import config
+from dualsys.testing.floor import judge_misses, measure_floor
 
 pytestmark = [pytest.mark.slow]
 CFG = config.load_robot("gr1")
+FLOOR_S = 4.0  # seconds of floor probe before and after a budget run
 
 
 def _alive(pid: int) -> bool:
@@ -68,10 +70,18 @@ def _wait_ready(proc: subprocess.Popen, lines: list[str], timeout: float = 150) 
 @pytest.mark.timing
 def test_up_headless_run_report_and_clean_exit(tmp_path: Path) -> None:
     report_path = tmp_path / "report.json"
+    floors = [measure_floor(CFG, FLOOR_S)]  # the machine's floor beside the run
     proc = _up(tmp_path, "--duration", "15", "--report", str(report_path))
     out, _ = proc.communicate(timeout=240)
+    floors.append(measure_floor(CFG, FLOOR_S))
+    report = json.loads(report_path.read_text()) if report_path.exists() else {}
+    s1 = report.get("system1") or {}
+    ok, why = judge_misses(
+        s1.get("deadline_misses", 0), s1.get("ticks", 0), CFG.budgets.miss_rate, floors
+    )
+    print(why)
+    assert ok, why
     assert proc.returncode == 0, out
-    report = json.loads(report_path.read_text())
     s1, s2, b = report["system1"], report["system2"], report["budget"]
     for key in ("robot", "duration_s", "clean_exit", "system1", "system2", "bus", "budget"):
         assert key in report
@@ -90,15 +100,17 @@ def test_up_headless_run_report_and_clean_exit(tmp_path: Path) -> None:
     assert report["shutdown_s"] <= 5.0 and set(report["exit_codes"].values()) == {0}
     assert abs(s1["rate_hz"] - CFG.rates.control_hz) <= 0.01 * CFG.rates.control_hz
     assert CFG.rates.system2_min_hz <= s2["rate_hz"] <= CFG.rates.system2_max_hz * 1.01
-    assert s1["miss_rate"] <= CFG.budgets.miss_rate
-    assert b["ok"] is True, b["checks"]
+    # the miss budget is judged against the machine's floor above; every other budget holds
+    broken = [k for k, v in b["checks"].items() if not v["ok"] and k != "miss_rate"]
+    assert not broken, b["checks"]
     assert report["robot"]["realtime_factor"] > 0.95
     assert report_path.with_suffix(".png").stat().st_size > 10_000
     pids = json.loads((tmp_path / "run" / "pids.json").read_text())
     pids.pop("supervisor")
     assert not [r for r, pid in pids.items() if _alive(pid)], "orphan processes left"
     assert not list((tmp_path / "run").glob("*.sock")), "ipc socket files left behind"
-    assert "Budgets: all held" in out
+    assert "Budgets: all held" in out or not b["checks"]["miss_rate"]["ok"]
+    assert "Machine: " in out and report["machine"]["checks"]
 
 
 def test_system2_killed_is_restarted_and_control_death_stops_all(tmp_path: Path) -> None:
