@@ -10,7 +10,10 @@ its role and its pid are those of the process started for that role; a Stats onl
 source whose current process has said Hello that way. Anything else is dropped and counted in
 `untrusted` by reason (shown in the run report); bookkeeping per source is fixed in size, and
 one poll reads at most MAX_DRAIN stats messages, so a flood cannot starve it. One run owns its
-run directory (rundir.RunLock), so a second `dualsys up` there is refused.
+run directory (rundir.RunLock), so a second `dualsys up` there is refused. Limits: Stats carry
+no pid, so after a child's Hello its source name is believed; a peer that can reach the link
+(the run directory is owner-only; tcp links take CURVE) and copies a child's pid and source
+is not told apart.
 
 Failure policy: System 2 or the policy process dies -> restarted with backoff while the control
 loop carries on (it degrades on latent age / holds without chunks); the backoff starts over once
@@ -138,6 +141,7 @@ class Supervisor:
         self.extra_stats: dict[str, dict[str, float]] = {}
         #: stats-link messages not believed, by reason (unknown_source, wrong_pid, ...)
         self.untrusted: Counter[str] = Counter()
+        self.stats_before_hello = 0  # Stats from a child's source before its Hello (dropped)
         self.t_start = 0.0
         self.ctx: zmq.Context | None = None
         self.lock: RunLock | None = None
@@ -290,8 +294,10 @@ class Supervisor:
                 child.hello_pid = msg.pid
                 self._check_hello(child, msg)
             return
-        if child.hello_pid != child.proc.pid:  # this process has not said Hello yet
-            self.untrusted["stats_before_hello"] += 1
+        if child.hello_pid != child.proc.pid:
+            # not yet believed: sent before this process's first Hello, or by its predecessor
+            # just before a restart (normal, so counted apart from `untrusted`)
+            self.stats_before_hello += 1
         elif msg.process == source:
             child.stats = dict(msg.values)
             child.stats_t = time.monotonic()
@@ -399,8 +405,12 @@ class Supervisor:
                     codes[c.role] = c.proc.wait(timeout=max(0.05, stage_end - time.monotonic()))
                 except subprocess.TimeoutExpired:
                     c.proc.kill()
-                    codes[c.role] = c.proc.wait(timeout=1)
                     self.events.append(f"{c.role} did not stop on SIGTERM in time: killed")
+                    try:  # a killed process in the middle of disk I/O can take a moment
+                        codes[c.role] = c.proc.wait(timeout=2)
+                    except subprocess.TimeoutExpired:
+                        codes[c.role] = None
+                        self.events.append(f"{c.role} (pid {c.proc.pid}) not reaped after SIGKILL")
         for name in ("stats", "latent", "status_pub", "sec"):  # what _open_links got to open
             link = getattr(self, name, None)
             if link is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import time
@@ -113,6 +114,7 @@ def run_up(cfg: config.RobotConfig, args: argparse.Namespace) -> int:
             "restarts": {r: c.restarts for r, c in sup.children.items()},
             "untrained": untrained,
             "untrusted": dict(sup.untrusted),
+            "stats_before_hello": sup.stats_before_hello,
         },
     )
     print(summary_text(report), file=sys.stderr)
@@ -165,7 +167,13 @@ def _watch(cfg, sup: Supervisor, stop: _Stop, args, history: History) -> str:
 
 def cmd_up(args: argparse.Namespace) -> int:
     """Entry of `dualsys up`."""
+    if args.set:
+        # validated here first, then handed to every child process through the environment
+        config.parse_overrides(config.resolve(args.robot), args.set)
+        os.environ[config.OVERRIDES_ENV] = ";".join(args.set)
     cfg = config.load_robot(args.robot)
+    if cfg.overrides:
+        print(f"dualsys up: overrides {'; '.join(cfg.overrides)}", file=sys.stderr)
     return run_up(cfg, args)
 
 
@@ -191,4 +199,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="run random-init policy and fusion head (timing work; no checkpoint needed)",
     )
     p.add_argument("--no-fifo", action="store_true", help="do not ask for SCHED_FIFO")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one config value for this run (repeatable; validated like the file), "
+        "e.g. --set rates.control_hz=1000 --set budgets.spin_margin_us=200",
+    )
     p.set_defaults(func=cmd_up)
