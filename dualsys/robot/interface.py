@@ -90,6 +90,12 @@ class RobotDriver:
     def advance(self, dt: float) -> None:
         """Let `dt` seconds of robot time pass (simulated drivers step; hardware: no-op)."""
 
+    @property
+    def state_age_s(self) -> float:
+        """Seconds since the newest measured state arrived, on this computer's clock (loop
+        thread). 0 for drivers that measure on read; a bridge reports its peer's silence."""
+        return 0.0
+
     def deactivate(self) -> None:
         """Leave the robot safe (damping only) and release resources."""
         self.active = False

@@ -3,6 +3,9 @@
 One loop thread wakes on absolute deadlines at cfg.rates.state_hz (200 Hz): it takes the newest
 Command, runs the safety filter, writes the driver, advances the simulation by the period (5
 physics steps of cfg.sim.timestep; the PD runs inside every step) and publishes RobotState.
+A driver whose newest measured state is older than the command timeout (a bridged vendor
+process that stopped publishing) makes the safety filter hold, and its state is not published
+again until a new one arrives: a frozen state never goes out under fresh timestamps.
 Camera frames are rendered by a separate thread (render.FrameThread) at cfg.rates.camera_hz.
 If the loop falls more than `MAX_CATCHUP_S` behind it skips ahead (counted, warned once), so the
 real-time factor drops instead of the loop spiralling.
@@ -138,7 +141,8 @@ def run_robot(
     )
     cmd_to_state_us = Histogram()
     pending_cmd_ns = 0
-    ticks = steps = state_msgs = behind = 0
+    ticks = steps = state_msgs = behind = stale_ticks = 0
+    stale_s = safety.s.command_timeout_s  # a measured state older than this is not published
     mode = safety.mode
     error = ""
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -168,14 +172,18 @@ def run_robot(
             if accepted and not pending_cmd_ns:
                 pending_cmd_ns = msg.header.t_mono_ns
             state = driver.read_state()
-            q, dq, mode = safety.update(t, state.q, state.dq)
+            stale = driver.state_age_s > stale_s  # a bridged peer went silent: hold
+            q, dq, mode = safety.update(t, state.q, state.dq, stale)
             driver.write_command(q, dq, mode)
             driver.advance(dt)
             ticks += 1
             steps += substeps
             state = driver.read_state()
-            state_pub.send(RobotState(state.q, state.dq, state.tau, state.t, MODE_NAMES[mode]))
-            state_msgs += 1
+            if driver.state_age_s > stale_s:  # never republish a frozen state as a fresh one
+                stale_ticks += 1
+            else:
+                state_pub.send(RobotState(state.q, state.dq, state.tau, state.t, MODE_NAMES[mode]))
+                state_msgs += 1
             if pending_cmd_ns:
                 cmd_to_state_us.record((time.monotonic_ns() - pending_cmd_ns) // 1000)
                 pending_cmd_ns = 0
@@ -225,6 +233,8 @@ def run_robot(
         "render_ms": _render_ms(frames),
         "watchdog_trips": safety.watchdog_trips,
         "velocity_trips": safety.velocity_trips,
+        "state_stale_trips": safety.stale_trips,
+        "state_stale_ticks": stale_ticks,
         "commands": safety.commands,
         "commands_refused": safety.commands_refused + cmd_sub.dropped_total,
         "refused": dict(safety.refused),
@@ -266,6 +276,7 @@ def _values(rtf, steps, state_msgs, frames, safety, cmd_sub, mode, behind) -> di
         "render_ms_p99": r["p99"],
         "watchdog_trips": safety.watchdog_trips,
         "velocity_trips": safety.velocity_trips,
+        "state_stale_trips": safety.stale_trips,
         "commands": safety.commands,
         "commands_refused": safety.commands_refused + cmd_sub.dropped_total,
         "mode": mode,

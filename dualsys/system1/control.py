@@ -52,9 +52,9 @@ MISS_HOLD, WARMUP, RAMP = Command.FLAG_MISS_HOLD, Command.FLAG_WARMUP, Command.F
 COMMAND_HWM = 2000
 #: pause before the warm-up burst: subscribers still connecting to the command PUB (ipc
 #: reconnects every 100 ms; a robot or recorder started first connects once this process
-#: binds) join, so the burst and the first real commands reach them. Before the burst, not
-#: after it: the robot waits for its first command without a watchdog, but once commands
-#: flow a 50 ms gap trips it.
+#: binds) join, so the burst and the first real commands reach them. The burst says "hold"
+#: (and so does the stop ramp): the robot's watchdog guards only a stream it is following,
+#: so the pause between the burst and the loop (and the end after the ramp) trips nothing.
 JOIN_WAIT_S = 0.3
 
 
