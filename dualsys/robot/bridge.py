@@ -30,7 +30,9 @@ class BridgeRobot(RobotDriver):
     """dualsys side of the bridge: newest peer state in, checked commands out.
 
     read_state / write_command never block (loop-thread safe). `state_age_s` says how old the
-    newest peer state is; `configure` waits up to `connect_timeout_s` for the first one.
+    newest peer state is; `configure` waits up to `connect_timeout_s` for the first one. When
+    the peer goes silent for longer than the command timeout, the robot process holds (the
+    peer receives "hold" commands) and stops publishing RobotState until states flow again.
     """
 
     def __init__(
