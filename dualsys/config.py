@@ -180,18 +180,18 @@ class SimConfig:
 class SecurityConfig:
     """Optional ZeroMQ CURVE on tcp:// links (`[security]`; see dualsys/bus/curve.py).
 
-    keys_dir holds certificates in ZeroMQ's format (NAME.key public, NAME.key_secret
-    owner-only), made by `dualsys keys generate`. Binding sockets are CURVE servers with the
-    `server_key` certificate; connecting sockets are clients with `client_key` and need the
-    server's public NAME.key. With `authorized_dir` (relative to keys_dir) only the clients whose
-    public certificates lie there are heard; "" allows exactly `client_key`.
+    keys_dir holds one certificate pair per key role (ROLE.key public, ROLE.key_secret
+    owner-only; roles robot, system2, operator, stats: dualsys/bus/roles.py), made by
+    `dualsys keys generate`. Each link admits only the public keys of the roles allowed on it:
+    keys_dir/ROLE.key, or with `authorized_dir` (a directory inside keys_dir) every
+    authorized_dir/ROLE/*.key. A tcp:// link with curve off is refused at load unless
+    `allow_insecure_tcp` (then every process start warns).
     """
 
     curve: bool = False
     keys_dir: Path | None = None
-    server_key: str = "server"
-    client_key: str = "client"
     authorized_dir: str = ""
+    allow_insecure_tcp: bool = False
 
 
 @dataclass(frozen=True)
@@ -526,29 +526,42 @@ def _budgets(t: _Table, rates: Rates) -> Budgets:
     return b
 
 
-def _key_name(t: _Table, name: str, default: str) -> str:
-    value = t.str(name, default)
-    if not value or "/" in value or "\0" in value or value in (".", ".."):
-        raise ConfigError(t.path, t.key(name), f"expected a plain file name, got {value!r}")
-    return value
-
-
 def _security(t: _Table, base: Path) -> SecurityConfig:
     keys_dir = t.str("keys_dir", "")
     authorized = t.str("authorized_dir", "")
     sec = SecurityConfig(
         curve=t.bool("curve", False),
         keys_dir=_resolve(t, "keys_dir", keys_dir, base) if keys_dir else None,
-        server_key=_key_name(t, "server_key", "server"),
-        client_key=_key_name(t, "client_key", "client"),
         authorized_dir=authorized,
+        allow_insecure_tcp=t.bool("allow_insecure_tcp", False),
     )
     t.done()
-    if authorized and (authorized.startswith("/") or "\0" in authorized):
-        raise ConfigError(t.path, t.key("authorized_dir"), "expected a path inside keys_dir")
+    parts = Path(authorized).parts
+    if authorized and (Path(authorized).is_absolute() or "\0" in authorized or ".." in parts):
+        raise ConfigError(
+            t.path, t.key("authorized_dir"), f"expected a path inside keys_dir, got {authorized!r}"
+        )
     if sec.curve and sec.keys_dir is None:
         raise ConfigError(t.path, t.key("keys_dir"), "required when curve = true")
+    if sec.curve and sec.allow_insecure_tcp:
+        raise ConfigError(
+            t.path, t.key("allow_insecure_tcp"), "contradicts curve = true; set only one of them"
+        )
     return sec
+
+
+def _tcp_needs_curve(path: Path, endpoints: dict[str, str], sec: SecurityConfig) -> None:
+    """A tcp:// link without CURVE is refused unless the config allows it explicitly."""
+    if sec.curve or sec.allow_insecure_tcp:
+        return
+    for name, value in endpoints.items():
+        if value.startswith("tcp://"):
+            raise ConfigError(
+                path,
+                f"endpoints.{name}",
+                "tcp:// link without CURVE; enable [security] curve or set "
+                "[security] allow_insecure_tcp = true",
+            )
 
 
 def _check_security_paths(path: Path, raw: Any) -> None:
@@ -703,6 +716,7 @@ def load(path: str | Path) -> RobotConfig:
         _stays_inside(path, "sim.model", sim.model)
     groups, joints = _groups_and_joints(path, doc)
     security = _security(doc.table("security"), base) if "security" in doc.data else None
+    _tcp_needs_curve(path, endpoints, security or SecurityConfig())
     _check_security_paths(path, doc.data.get("security"))
     doc.done()
     return RobotConfig(

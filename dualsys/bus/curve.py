@@ -1,39 +1,41 @@
-"""ZeroMQ CURVE for off-board links: keys, socket options, and who may talk to us.
+"""ZeroMQ CURVE for off-board links: socket options, and which key may talk on which link.
 
-Keys are ZeroMQ certificates (the format of `zmq.auth`): ``NAME.key`` holds the public key,
-``NAME.key_secret`` the public and secret key and is written owner-only (0600) in an owner-only
-directory. `dualsys keys generate --out DIR` makes a ``server`` and a ``client`` pair.
+Keys have roles (dualsys/bus/roles.py): ``keys_dir/ROLE.key_secret`` and its public
+``ROLE.key`` for robot, system2, operator and stats, made by `dualsys keys generate`
+(dualsys/bus/keyfiles.py writes and checks the files). A socket that binds link L is a CURVE
+server with the key of L's server role; a socket that connects is a CURVE client with its
+role's key and pins the server role's public key, so it hears no impostor. Each binding socket
+sets its ZAP domain to its link name, and the ZAP handler (`start_authenticator`) admits on
+that domain only the public keys of the roles allowed to connect to L: ``ROLE.key`` in
+keys_dir, or every ``*.key`` in ``authorized_dir/ROLE/`` when `authorized_dir` is set. A peer
+holding one role's key cannot act in another, and a socket without a domain admits nobody.
 
-Roles follow the socket, not the topic: a socket that binds is a CURVE server (it needs its own
-secret key), a socket that connects is a CURVE client (its own key pair plus the server's
-public key). Without the server's public key a client's handshake fails; with an
-authenticator (`start_authenticator`, ZeroMQ's ZAP handler) the server also refuses every
-client whose public key is not in the allowed set, so a peer without the right key is never
-heard, in either direction (PUB or SUB may be the binding side).
-
-Only tcp:// links use CURVE (`curve_for`): ipc:// sockets are local files in an owner-only
-run directory. Every process applies it through one `BusSecurity` per ZeroMQ context:
-``Publisher(ctx, ep, ROLE, curve=sec.curve(ep, bind=True))``. Imports only pyzmq.
+Only tcp:// links use CURVE: ipc:// sockets are local files in an owner-only run directory.
+A tcp:// link without CURVE is refused unless `[security] allow_insecure_tcp = true`, which
+warns at every process start. Every process applies it through one `BusSecurity` per ZeroMQ
+context: ``Publisher(ctx, ep, SRC, curve=sec.curve(ep, bind=True))``. Imports only pyzmq.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import zmq
-import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
-PUBLIC_SUFFIX = ".key"
-SECRET_SUFFIX = ".key_secret"
-_BANNER = "#   ZeroMQ CURVE {kind} certificate written by `dualsys keys generate`.\n#   {note}\n"
-
-
-class CurveError(ValueError):
-    """A key file is missing, unreadable, malformed or not protected; the message names it."""
+from dualsys.bus.keyfiles import (
+    PUBLIC_SUFFIX,
+    SECRET_SUFFIX,
+    CurveError,
+    authorized_keys,
+    generate,
+    keys_dir_checked,
+    load_cert,
+)
+from dualsys.bus.roles import LINKS, MACHINES, ROBOT, bound_links, client_role, connected_links
 
 
 @dataclass(frozen=True)
@@ -46,22 +48,27 @@ class KeyPair:
 
 @dataclass(frozen=True)
 class CurveConfig:
-    """What one process needs to secure its sockets.
+    """What one socket needs for CURVE.
 
-    server: this process's key pair when it binds (None: it may not bind a CURVE socket).
-    client: this process's key pair when it connects (None: it may not connect one).
+    server: this socket's key pair when it binds (a CURVE server).
+    client: this socket's key pair when it connects (a CURVE client).
     server_public: the public key of the peer it connects to.
+    domain: the ZAP domain of a binding socket (its link name): the authenticator admits the
+        keys allowed on that domain.
     """
 
     server: KeyPair | None = None
     client: KeyPair | None = None
     server_public: bytes | None = None
+    domain: str = ""
 
     def apply(self, sock: zmq.Socket, *, bind: bool) -> None:
         """Set the CURVE options on `sock` (call before bind/connect)."""
         if bind:
             if self.server is None or self.server.secret is None:
                 raise CurveError("a CURVE socket that binds needs the server secret key")
+            if self.domain:
+                sock.zap_domain = self.domain.encode("ascii")
             sock.curve_server = True
             sock.curve_secretkey = self.server.secret
             sock.curve_publickey = self.server.public
@@ -75,100 +82,70 @@ class CurveConfig:
             sock.curve_secretkey = self.client.secret
 
 
-# ----------------------------------------------------------------------------- key files
-
-
-def _write_cert(path: Path, kind: str, pair: KeyPair) -> None:
-    note = "Keep this file secret (mode 0600)." if pair.secret else "Public: may be copied."
-    lines = [_BANNER.format(kind=kind, note=note), "metadata\n", "curve\n"]
-    lines.append(f'    public-key = "{pair.public.decode("ascii")}"\n')
-    if pair.secret is not None:
-        lines.append(f'    secret-key = "{pair.secret.decode("ascii")}"\n')
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if pair.secret else 0o644)
-    with os.fdopen(fd, "w", encoding="ascii") as f:
-        f.write("".join(lines))
-
-
-def generate(out_dir: str | Path, name: str, *, overwrite: bool = False) -> tuple[Path, Path]:
-    """Create NAME.key (public) and NAME.key_secret (0600) in `out_dir` (made 0700).
-
-    Refuses to replace existing files unless `overwrite`. Returns (public, secret) paths.
-    """
-    if not name or "/" in name or name in (".", ".."):
-        raise CurveError(f"key name {name!r}: expected a plain file name")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(out, 0o700)
-    public_path, secret_path = out / f"{name}{PUBLIC_SUFFIX}", out / f"{name}{SECRET_SUFFIX}"
-    for p in (public_path, secret_path):
-        if p.exists():
-            if not overwrite:
-                raise CurveError(f"{p} exists (use --force to replace it)")
-            p.unlink()
-    public, secret = zmq.curve_keypair()
-    _write_cert(secret_path, "secret", KeyPair(public, secret))
-    _write_cert(public_path, "public", KeyPair(public))
-    return public_path, secret_path
-
-
 def load_pair(keys_dir: str | Path, name: str, *, secret: bool) -> KeyPair:
     """Load NAME.key_secret (secret=True; must be owner-only) or NAME.key from keys_dir."""
     path = Path(keys_dir) / f"{name}{SECRET_SUFFIX if secret else PUBLIC_SUFFIX}"
-    if not path.is_file():
-        raise CurveError(f"{path}: no such key file (make one with `dualsys keys generate`)")
-    if secret and path.stat().st_mode & 0o077:
-        raise CurveError(f"{path}: secret key readable by others (chmod 600 {path})")
-    try:
-        public, sec = zmq.auth.load_certificate(path)
-    except (OSError, ValueError, zmq.ZMQError) as exc:
-        raise CurveError(f"{path}: not a ZeroMQ certificate: {exc}") from None
-    if not public or len(public) != 40 or (secret and (not sec or len(sec) != 40)):
-        raise CurveError(f"{path}: expected 40-character Z85 keys")
-    return KeyPair(public, sec if secret else None)
+    public, sec = load_cert(path, secret=secret)
+    return KeyPair(public, sec)
 
 
-# ----------------------------------------------------------------------------- from config
+# ----------------------------------------------------------------------------- ZAP
 
 
-def curve_for(security, endpoint: str, *, bind: bool) -> CurveConfig | None:
-    """The CurveConfig for one socket from a robot's `[security]` table, or None.
+class _KeySet:
+    """ZAP credentials provider accepting a fixed set of client public keys."""
 
-    None when CURVE is off or the endpoint is not tcp://. A binding socket loads the server's
-    secret key; a connecting one the client's key pair and the server's public key.
-    """
-    if not security.curve or not endpoint.startswith("tcp://"):
-        return None
-    d = security.keys_dir
-    if bind:
-        return CurveConfig(server=load_pair(d, security.server_key, secret=True))
-    server_public = load_pair(d, security.server_key, secret=False).public
-    return CurveConfig(
-        client=load_pair(d, security.client_key, secret=True), server_public=server_public
+    def __init__(self, keys: Collection[bytes]) -> None:
+        self.keys = frozenset(keys)
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        """True if the client's public key is allowed on this domain."""
+        return key in self.keys
+
+
+def start_authenticator(
+    ctx: zmq.Context, domains: Mapping[str, Collection[bytes]]
+) -> ThreadAuthenticator:
+    """Start ZeroMQ's ZAP handler on `ctx`: a CURVE client of a server socket whose ZAP domain
+    is D is accepted only if its public key is in `domains[D]` ("*": sockets without a domain).
+    Other domains admit nobody. Stop it with `.stop()` before closing the context."""
+    auth = ThreadAuthenticator(ctx)
+    auth.start()
+    for domain, keys in domains.items():
+        auth.configure_curve_callback(domain, credentials_provider=_KeySet(keys))
+    return auth
+
+
+# ----------------------------------------------------------------------------- per process
+
+_WARNED: set[tuple[str, str]] = set()
+
+
+def _warn_insecure(path, links: list[str]) -> None:
+    """Warn once per process, config and link that a tcp:// link runs without CURVE."""
+    new = [n for n in links if (str(path), n) not in _WARNED]
+    if not new:
+        return
+    _WARNED.update((str(path), n) for n in new)
+    from dualsys.timing import warn_once
+
+    warn_once(
+        f"{path}: [security] allow_insecure_tcp = true: the tcp:// links {', '.join(new)} are "
+        "neither authenticated nor encrypted; anyone who can reach them can read and inject "
+        "messages"
     )
-
-
-def authenticator_for(ctx: zmq.Context, security) -> ThreadAuthenticator | None:
-    """Start the authenticator a robot's `[security]` asks for (None when CURVE is off).
-
-    authorized_dir set: the public certificates in keys_dir/authorized_dir; otherwise exactly
-    the `client_key` public key.
-    """
-    if not security.curve:
-        return None
-    if security.authorized_dir:
-        return start_authenticator(ctx, allowed=Path(security.keys_dir) / security.authorized_dir)
-    client = load_pair(security.keys_dir, security.client_key, secret=False)
-    return start_authenticator(ctx, keys=[client.public])
 
 
 class BusSecurity:
     """CURVE for one process's sockets, from its robot config's `[security]` table.
 
-    `curve(endpoint, bind=...)` is the `curve=` argument of Publisher / Subscriber (or for
-    `CurveConfig.apply` on a raw socket): None for ipc:// and inproc:// links and when CURVE is
-    off. The first CURVE socket that binds starts the authenticator (ZAP) on the context, so a
-    client whose key is not allowed is never heard; `close()` stops it: call it after closing
-    the sockets and before terminating the context.
+    `role` is the process's key role (dualsys/bus/roles.py): "robot" for the robot computer's
+    processes, "system2", "operator" for `dualsys say`. `curve(endpoint, bind=...)` is the
+    `curve=` argument of Publisher / Subscriber (or for `CurveConfig.apply` on a raw socket):
+    None for ipc:// and inproc:// links, and for tcp:// ones when CURVE is off and the config
+    says `allow_insecure_tcp`. The first CURVE socket that binds starts the authenticator (ZAP)
+    on the context, shared by every BusSecurity of that context; `close()` stops it when the
+    last one closes: call it after closing the sockets and before terminating the context.
 
     Construct it before any socket: the keys are loaded and checked here (those for binding
     when `binds`, for connecting when `connects`), so a missing, malformed or unprotected key
@@ -176,18 +153,50 @@ class BusSecurity:
     the key file, and no socket left open.
     """
 
-    def __init__(self, ctx: zmq.Context, cfg, *, binds: bool = True, connects: bool = True):
-        self.ctx, self.security, self.path = ctx, cfg.security, cfg.path
+    def __init__(
+        self,
+        ctx: zmq.Context,
+        cfg,
+        *,
+        role: str = ROBOT,
+        binds: bool = True,
+        connects: bool = True,
+    ) -> None:
+        if role not in MACHINES:
+            raise ValueError(f"process role {role!r}: expected one of {', '.join(MACHINES)}")
+        self.ctx, self.cfg, self.role = ctx, cfg, role
+        self.security, self.path = cfg.security, cfg.path
         self.auth: ThreadAuthenticator | None = None
-        self._configs: dict[bool, CurveConfig] = {}
+        self._server: KeyPair | None = None
+        self._clients: dict[str, KeyPair] = {}
+        self._servers_public: dict[str, bytes] = {}
+        self._allowed: dict[str, frozenset[bytes]] = {}
         if not self.security.curve:
+            if self.security.allow_insecure_tcp:
+                tcp = [n for n, ep in cfg.endpoints.items() if ep.startswith("tcp://")]
+                _warn_insecure(self.path, tcp)
             return
         with self._named():
-            if binds:
-                self._configs[True] = curve_for(self.security, "tcp://", bind=True)
-                _allowed(self.security)
+            keys = keys_dir_checked(self.security.keys_dir)
+            if binds and bound_links(role):
+                self._server = load_pair(keys, role, secret=True)
+                for link in bound_links(role):
+                    self._allowed[link] = frozenset().union(
+                        *(self._role_keys(r) for r in LINKS[link].clients)
+                    )
             if connects:
-                self._configs[False] = curve_for(self.security, "tcp://", bind=False)
+                for link in connected_links(role):
+                    key_role = client_role(role, link)
+                    if key_role not in self._clients:
+                        self._clients[key_role] = load_pair(keys, key_role, secret=True)
+                    server = LINKS[link].server
+                    if server not in self._servers_public:
+                        self._servers_public[server] = load_pair(keys, server, secret=False).public
+
+    def _role_keys(self, role: str) -> frozenset[bytes]:
+        if self.security.authorized_dir:
+            return authorized_keys(self.security.keys_dir, self.security.authorized_dir, role)
+        return frozenset({load_pair(self.security.keys_dir, role, secret=False).public})
 
     @contextlib.contextmanager
     def _named(self):
@@ -198,63 +207,87 @@ class BusSecurity:
 
             raise ConfigError(self.path, "security", str(exc)) from None
 
-    def curve(self, endpoint: str, *, bind: bool) -> CurveConfig | None:
-        """The CURVE options for a socket on `endpoint` that binds (server) or connects."""
-        if not self.security.curve or not endpoint.startswith("tcp://"):
+    def _link_of(self, endpoint: str) -> str:
+        names = [n for n, ep in self.cfg.endpoints.items() if ep == endpoint]
+        if len(names) != 1:
+            raise CurveError(
+                f"tcp:// endpoint {endpoint!r} is not exactly one link of {self.path}; "
+                "name the link (link=...)"
+            )
+        return names[0]
+
+    def curve(self, endpoint: str, *, bind: bool, link: str | None = None) -> CurveConfig | None:
+        """The CURVE options for a socket on `endpoint` that binds (server) or connects.
+
+        `link` names the link (a key of roles.LINKS); by default it is the `[endpoints]` entry
+        whose value is `endpoint`. Raises ConfigError for a tcp:// link without CURVE (unless
+        allowed) and CurveError for a link this process's role may not serve or connect to.
+        """
+        if not endpoint.startswith("tcp://"):
             return None
-        if bind not in self._configs:
-            raise CurveError(f"BusSecurity made without {'binds' if bind else 'connects'}=True")
-        if bind and self.auth is None:
+        link = link or self._link_of(endpoint)
+        if not self.security.curve:
+            if self.security.allow_insecure_tcp:
+                _warn_insecure(self.path, [link])  # once: already said at start for [endpoints]
+                return None
             with self._named():
-                self.auth = authenticator_for(self.ctx, self.security)
-        return self._configs[bind]
+                raise CurveError(
+                    f"{link} link {endpoint}: tcp:// link without CURVE; enable [security] "
+                    "curve or set [security] allow_insecure_tcp = true"
+                )
+        if link not in LINKS:
+            raise CurveError(f"unknown link {link!r} (expected one of {', '.join(LINKS)})")
+        if bind:
+            return self._server_config(link)
+        key_role = client_role(self.role, link)
+        if key_role is None:
+            raise CurveError(f"role {self.role!r} may not connect to the {link} link")
+        if key_role not in self._clients:
+            raise CurveError("BusSecurity made without connects=True")
+        return CurveConfig(
+            client=self._clients[key_role],
+            server_public=self._servers_public[LINKS[link].server],
+        )
+
+    def _server_config(self, link: str) -> CurveConfig:
+        if LINKS[link].server != self.role:
+            raise CurveError(f"role {self.role!r} may not bind the {link} link")
+        if self._server is None:
+            raise CurveError("BusSecurity made without binds=True")
+        if self.auth is None:
+            self.auth = _share_authenticator(self.ctx, self._allowed)
+        return CurveConfig(server=self._server, domain=link)
 
     def close(self) -> None:
-        """Stop the authenticator, if one was started (before the context is terminated)."""
+        """Stop the authenticator when no other BusSecurity of the context uses it."""
         if self.auth is not None:
-            self.auth.stop()
+            _release_authenticator(self.ctx)
             self.auth = None
 
 
-def _allowed(security) -> None:
-    """Check that the clients a binding process allows can be read (raises CurveError)."""
-    if security.authorized_dir:
-        d = Path(security.keys_dir) / security.authorized_dir
-        if not d.is_dir():
-            raise CurveError(f"{d}: allowed-clients directory does not exist")
+#: One ZAP handler per context (ZeroMQ allows one): id(ctx) -> [ctx, authenticator, users].
+_AUTHS: dict[int, list] = {}
+
+
+def _share_authenticator(ctx: zmq.Context, allowed: dict[str, frozenset[bytes]]):
+    entry = _AUTHS.get(id(ctx))
+    if entry is None or entry[0] is not ctx:
+        entry = _AUTHS[id(ctx)] = [ctx, start_authenticator(ctx, allowed), 0]
     else:
-        load_pair(security.keys_dir, security.client_key, secret=False)
+        for domain, keys in allowed.items():
+            entry[1].configure_curve_callback(domain, credentials_provider=_KeySet(keys))
+    entry[2] += 1
+    return entry[1]
 
 
-def start_authenticator(
-    ctx: zmq.Context, *, allowed: str | Path | None = None, keys: list[bytes] | None = None
-) -> ThreadAuthenticator:
-    """Start ZeroMQ's ZAP handler on `ctx`: CURVE clients are accepted only if their public key
-    is in `allowed` (a directory of NAME.key certificates) or `keys`. Stop it with `.stop()`
-    before closing the context. Every CURVE server socket of `ctx` is covered.
-    """
-    if allowed is None and not keys:
-        raise CurveError("an authenticator needs an allowed-keys directory or a key list")
-    if allowed is not None and not Path(allowed).is_dir():
-        raise CurveError(f"{allowed}: allowed-clients directory does not exist")
-    auth = ThreadAuthenticator(ctx)
-    auth.start()
-    if keys:
-        auth.configure_curve_callback("*", credentials_provider=_KeySet(keys))
-    else:
-        auth.configure_curve(domain="*", location=str(allowed))
-    return auth
-
-
-class _KeySet:
-    """ZAP credentials provider accepting a fixed set of client public keys."""
-
-    def __init__(self, keys: list[bytes]) -> None:
-        self.keys = frozenset(keys)
-
-    def callback(self, domain: str, key: bytes) -> bool:
-        """True if the client's public key is allowed."""
-        return key in self.keys
+def _release_authenticator(ctx: zmq.Context) -> None:
+    entry = _AUTHS.get(id(ctx))
+    if entry is None or entry[0] is not ctx:
+        return
+    entry[2] -= 1
+    if entry[2] <= 0:
+        entry[1].stop()
+        del _AUTHS[id(ctx)]
 
 
 __all__ = [
@@ -262,8 +295,6 @@ __all__ = [
     "CurveConfig",
     "CurveError",
     "KeyPair",
-    "authenticator_for",
-    "curve_for",
     "generate",
     "load_pair",
     "start_authenticator",

@@ -45,6 +45,13 @@ def cmd_check(args: argparse.Namespace) -> int:
         f"actions {r.action_hz} Hz x {cfg.policy.chunk_horizon}, "
         f"System 2 {r.system2_min_hz:g}-{r.system2_max_hz:g} Hz, latent {cfg.system2.latent_dim}"
     )
+    insecure = [n for n, ep in cfg.endpoints.items() if ep.startswith("tcp://")]
+    if insecure and not cfg.security.curve:  # loading refused this unless allowed explicitly
+        print(
+            f"dualsys: warning: {cfg.path}: [security] allow_insecure_tcp = true: the tcp:// "
+            f"links {', '.join(insecure)} are neither authenticated nor encrypted",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -2,7 +2,8 @@
 
 The external driver process publishes `RobotState` and subscribes to `Command`, on two bridge
 endpoints that this driver binds (default `ipc://{run}/bridge_state.sock` and
-`ipc://{run}/bridge_command.sock`; pass tcp:// endpoints for a robot computer on the network).
+`ipc://{run}/bridge_command.sock`; pass tcp:// endpoints for a robot computer on the network:
+they use CURVE from `[security]`, links `bridge_state` / `bridge_command` of dualsys/bus/roles.py).
 dualsys keeps its robot-side safety (soft start, watchdog, velocity monitor, limits) in front
 of the bridge. `BridgePeer` is the external side, for teams writing that process in Python.
 """
@@ -16,6 +17,7 @@ import numpy as np
 import zmq
 
 from dualsys.bus import Command, Publisher, RobotState, Subscriber
+from dualsys.bus.curve import BusSecurity, CurveConfig
 from dualsys.config import RobotConfig
 from dualsys.robot.interface import MODE_NAMES, DriverInfo, JointState, RobotDriver, register_driver
 
@@ -65,6 +67,16 @@ class BridgeRobot(RobotDriver):
         self._own_ctx = self._ctx is None
         self._ctx = self._ctx or zmq.Context()
         n = self.n
+        try:  # CURVE on tcp:// bridge links like every other process (robot key role)
+            self.sec = BusSecurity(self._ctx, self.cfg)
+            state_curve = self.sec.curve(self.state_endpoint, bind=True, link="bridge_state")
+            cmd_curve = self.sec.curve(self.command_endpoint, bind=True, link="bridge_command")
+        except Exception:
+            if getattr(self, "sec", None) is not None:
+                self.sec.close()
+            if self._own_ctx:
+                self._ctx.term()
+            raise
         self.sub = Subscriber(
             self._ctx,
             self.state_endpoint,
@@ -72,8 +84,11 @@ class BridgeRobot(RobotDriver):
             bind=True,
             latest=True,
             shapes={"state": {"q": (n,), "dq": (n,), "tau": (n,)}},
+            curve=state_curve,
         )
-        self.pub = Publisher(self._ctx, self.command_endpoint, source="robot", bind=True)
+        self.pub = Publisher(
+            self._ctx, self.command_endpoint, source="robot", bind=True, curve=cmd_curve
+        )
         msg = self.sub.recv(int(self.connect_timeout_s * 1000))
         if msg is None:
             self.close()
@@ -118,16 +133,39 @@ class BridgeRobot(RobotDriver):
         self.sub.close()
         if hasattr(self, "pub"):
             self.pub.close()
+        self.sec.close()  # the ZAP handler, after the sockets and before the context
         if self._own_ctx:
             self._ctx.term()
+
+
+def _peer_curve(security: BusSecurity | None, endpoint: str, link: str) -> CurveConfig | None:
+    if security is not None:
+        return security.curve(endpoint, bind=False, link=link)
+    if endpoint.startswith("tcp://"):
+        raise ValueError(
+            f"bridge peer: tcp:// link {endpoint} needs security=BusSecurity(ctx, cfg) (CURVE, "
+            "or [security] allow_insecure_tcp = true)"
+        )
+    return None
 
 
 class BridgePeer:
     """The external side of the bridge: connects, publishes RobotState, receives Commands."""
 
-    def __init__(self, ctx: zmq.Context, n_joints: int, state_endpoint: str, command_endpoint: str):
+    def __init__(
+        self,
+        ctx: zmq.Context,
+        n_joints: int,
+        state_endpoint: str,
+        command_endpoint: str,
+        *,
+        security: BusSecurity | None = None,
+    ):
+        """`security`: `BusSecurity(ctx, cfg)` of the robot config, required on tcp:// links."""
         self.n = n_joints
-        self.pub = Publisher(ctx, state_endpoint, source="bridge", bind=False)
+        state_curve = _peer_curve(security, state_endpoint, "bridge_state")
+        cmd_curve = _peer_curve(security, command_endpoint, "bridge_command")
+        self.pub = Publisher(ctx, state_endpoint, source="bridge", bind=False, curve=state_curve)
         self.sub = Subscriber(
             ctx,
             command_endpoint,
@@ -135,6 +173,7 @@ class BridgePeer:
             bind=False,
             latest=True,
             shapes={"command": {"q": (n_joints,), "dq": (-1,)}},
+            curve=cmd_curve,
         )
 
     def publish(self, q: np.ndarray, dq: np.ndarray, tau: np.ndarray, t: float, mode: str):

@@ -41,7 +41,7 @@ def send_instruction(
     ident = new_instruction_id()
     ctx = zmq.Context()
     try:  # CURVE client keys on tcp:// links when configured (checked before any socket)
-        sec = BusSecurity(ctx, cfg, binds=False)
+        sec = BusSecurity(ctx, cfg, role="operator", binds=False)
     except Exception:
         ctx.term()
         raise

@@ -77,7 +77,7 @@ class System2Service:
         cam = self.camera
         names = ("camera", "state", "instruction", "latent", "stats")
         ep = {name: cfg.endpoint(name, self.run_dir) for name in names}
-        self.sec = sec = BusSecurity(self.ctx, cfg)  # CURVE on tcp:// links when configured
+        self.sec = sec = BusSecurity(self.ctx, cfg, role="system2")  # CURVE on tcp:// links
         self.frames = Subscriber(
             self.ctx,
             ep["camera"],

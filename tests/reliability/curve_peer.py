@@ -1,10 +1,11 @@
 """A CURVE peer process for the network-namespace test (run with `ip netns exec NS ...`).
 
 python -m tests.reliability.curve_peer pub ENDPOINT KEYS_DIR SECONDS
-    binds a CURVE-server Publisher (with an authenticator allowing only `client`) and
+    binds a CURVE-server Publisher with the `system2` key (on ZAP domain "latent", admitting
+    only the `robot` key) and
     publishes a Latent every 10 ms; prints {"sent": N, "auth": [...]} as JSON at the end.
 python -m tests.reliability.curve_peer sub ENDPOINT KEYS_DIR SECONDS
-    connects three Subscribers: the right client key, a `rogue` key, and no CURVE at all;
+    connects three Subscribers: the `robot` key, a `rogue` key, and no CURVE at all;
     prints {"good": N, "rogue": N, "plain": N} as JSON at the end.
 """
 
@@ -23,20 +24,19 @@ from dualsys.bus.transport import Publisher, Subscriber
 
 
 def client_config(keys: str, name: str) -> CurveConfig:
-    """CurveConfig of a client using key pair `name` and the real server's public key."""
+    """CurveConfig of a client using key pair `name` and System 2's public key."""
     return CurveConfig(
         client=load_pair(keys, name, secret=True),
-        server_public=load_pair(keys, "server", secret=False).public,
+        server_public=load_pair(keys, "system2", secret=False).public,
     )
 
 
 def run_pub(endpoint: str, keys: str, seconds: float) -> dict:
     """Publish for `seconds`; returns counts."""
     ctx = zmq.Context()
-    auth = start_authenticator(ctx, keys=[load_pair(keys, "client", secret=False).public])
-    pub = Publisher(
-        ctx, endpoint, "peer", curve=CurveConfig(server=load_pair(keys, "server", secret=True))
-    )
+    auth = start_authenticator(ctx, {"latent": [load_pair(keys, "robot", secret=False).public]})
+    server = CurveConfig(server=load_pair(keys, "system2", secret=True), domain="latent")
+    pub = Publisher(ctx, endpoint, "peer", curve=server)
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         pub.send(Latent(vector=np.arange(8, dtype=np.float32), step=pub.seq))
@@ -53,7 +53,7 @@ def run_sub(endpoint: str, keys: str, seconds: float) -> dict:
     ctx = zmq.Context()
     subs = {
         "good": Subscriber(
-            ctx, endpoint, (Latent,), latest=False, curve=client_config(keys, "client")
+            ctx, endpoint, (Latent,), latest=False, curve=client_config(keys, "robot")
         ),
         "rogue": Subscriber(
             ctx, endpoint, (Latent,), latest=False, curve=client_config(keys, "rogue")

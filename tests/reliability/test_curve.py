@@ -20,15 +20,15 @@ import zmq
 
 from dualsys import config
 from dualsys.bus.curve import (
+    BusSecurity,
     CurveConfig,
     CurveError,
-    authenticator_for,
-    curve_for,
     generate,
     load_pair,
     start_authenticator,
 )
 from dualsys.bus.messages import Instruction, Latent
+from dualsys.bus.roles import ROLES
 from dualsys.bus.transport import Publisher, Subscriber
 from dualsys.cli import main as cli_main
 from dualsys.config import SecurityConfig
@@ -55,7 +55,7 @@ def ctx():
 def _client(keys: Path, name: str, server_public: bytes | None = None) -> CurveConfig:
     return CurveConfig(
         client=load_pair(keys, name, secret=True),
-        server_public=server_public or load_pair(keys, "server", secret=False).public,
+        server_public=server_public or load_pair(keys, "system2", secret=False).public,
     )
 
 
@@ -71,19 +71,19 @@ def _pump(pub: Publisher, subs: dict[str, Subscriber], seconds: float) -> dict[s
 
 def test_key_files_are_owner_only_and_round_trip(keys: Path) -> None:
     assert keys.stat().st_mode & 0o777 == 0o700
-    for name in ("server", "client", "rogue"):
+    for name in (*ROLES, "rogue"):
         assert (keys / f"{name}.key_secret").stat().st_mode & 0o777 == 0o600
         pair = load_pair(keys, name, secret=True)
         assert len(pair.public) == 40 and len(pair.secret) == 40
         assert load_pair(keys, name, secret=False).public == pair.public
         assert b"secret" not in (keys / f"{name}.key").read_bytes().split(b"curve")[1]
-    assert cli_main(["keys", "generate", "--out", str(keys), "--name", "server"]) == 2  # no clobber
+    assert cli_main(["keys", "generate", "--out", str(keys), "--name", "robot"]) == 2  # no clobber
 
 
 def test_unsafe_or_missing_keys_are_refused_by_name(keys: Path, tmp_path: Path) -> None:
-    shutil.copy(keys / "client.key_secret", tmp_path / "leaky.key_secret")
+    shutil.copy(keys / "robot.key_secret", tmp_path / "leaky.key_secret")
     os.chmod(tmp_path / "leaky.key_secret", 0o644)
-    with pytest.raises(CurveError, match="leaky.key_secret: secret key readable by others"):
+    with pytest.raises(CurveError, match="leaky.key_secret: secret key readable or writable by"):
         load_pair(tmp_path, "leaky", secret=True)
     with pytest.raises(CurveError, match="nothere.key: no such key file"):
         load_pair(tmp_path, "nothere", secret=False)
@@ -93,18 +93,18 @@ def test_unsafe_or_missing_keys_are_refused_by_name(keys: Path, tmp_path: Path) 
 
 
 def test_right_key_heard_wrong_or_no_key_never(ctx, keys: Path) -> None:
-    auth = start_authenticator(ctx, keys=[load_pair(keys, "client", secret=False).public])
-    server = CurveConfig(server=load_pair(keys, "server", secret=True))
+    auth = start_authenticator(ctx, {"latent": [load_pair(keys, "robot", secret=False).public]})
+    server = CurveConfig(server=load_pair(keys, "system2", secret=True), domain="latent")
     pub = Publisher(ctx, "tcp://127.0.0.1:*", "s2", curve=server)
     ep = pub.sock.getsockopt(zmq.LAST_ENDPOINT).decode()
     rogue_public = load_pair(keys, "rogue", secret=False).public
     subs = {
-        "good": Subscriber(ctx, ep, (Latent,), latest=False, curve=_client(keys, "client")),
+        "good": Subscriber(ctx, ep, (Latent,), latest=False, curve=_client(keys, "robot")),
         # a key pair the server does not know, with the right server key: ZAP refuses it
         "rogue": Subscriber(ctx, ep, (Latent,), latest=False, curve=_client(keys, "rogue")),
         # the right client pair but the wrong server public key: the handshake fails
         "wrong_server": Subscriber(
-            ctx, ep, (Latent,), latest=False, curve=_client(keys, "client", rogue_public)
+            ctx, ep, (Latent,), latest=False, curve=_client(keys, "robot", rogue_public)
         ),
         "plain": Subscriber(ctx, ep, (Latent,), latest=False),  # no CURVE at all
     }
@@ -113,7 +113,7 @@ def test_right_key_heard_wrong_or_no_key_never(ctx, keys: Path) -> None:
         assert got["good"] > 50, got
         assert got["rogue"] == got["wrong_server"] == got["plain"] == 0, got
         # the server survived the refused peers: a new good client is still served
-        late = Subscriber(ctx, ep, (Latent,), latest=False, curve=_client(keys, "client"))
+        late = Subscriber(ctx, ep, (Latent,), latest=False, curve=_client(keys, "robot"))
         subs["late"] = late
         assert _pump(pub, {"late": late}, 0.5)["late"] > 20
         assert sum(s.dropped_total for s in subs.values()) == 0  # refused, not garbled
@@ -126,19 +126,21 @@ def test_right_key_heard_wrong_or_no_key_never(ctx, keys: Path) -> None:
 
 def test_binding_subscriber_never_hears_a_rogue_publisher(ctx, keys: Path) -> None:
     """Instruction-style link: the server binds a SUB; only the right client's PUB is heard."""
-    auth = start_authenticator(ctx, keys=[load_pair(keys, "client", secret=False).public])
+    auth = start_authenticator(
+        ctx, {"instruction": [load_pair(keys, "operator", secret=False).public]}
+    )
     sub = Subscriber(
         ctx,
         "tcp://127.0.0.1:*",
         (Instruction,),
         bind=True,
         latest=False,
-        curve=CurveConfig(server=load_pair(keys, "server", secret=True)),
+        curve=CurveConfig(server=load_pair(keys, "system2", secret=True), domain="instruction"),
     )
     ep = sub.sock.getsockopt(zmq.LAST_ENDPOINT).decode()
     rogue = Publisher(ctx, ep, "rogue", bind=False, curve=_client(keys, "rogue"))
     plain = Publisher(ctx, ep, "plain", bind=False)
-    good = Publisher(ctx, ep, "say", bind=False, curve=_client(keys, "client"))
+    good = Publisher(ctx, ep, "say", bind=False, curve=_client(keys, "operator"))
     try:
         heard: list[str] = []
         end = time.monotonic() + 1.0
@@ -156,22 +158,36 @@ def test_binding_subscriber_never_hears_a_rogue_publisher(ctx, keys: Path) -> No
         auth.stop()
 
 
-def test_security_table_drives_sockets(ctx, keys: Path) -> None:
-    sec = SecurityConfig(curve=True, keys_dir=keys)
-    assert curve_for(sec, "ipc:///tmp/x.sock", bind=True) is None  # local links: no CURVE
-    assert curve_for(SecurityConfig(), "tcp://127.0.0.1:1", bind=True) is None
-    auth = authenticator_for(ctx, sec)
-    pub = Publisher(ctx, "tcp://127.0.0.1:*", "s2", curve=curve_for(sec, "tcp://x", bind=True))
+def _tcp_config(tmp_path: Path, security: dict) -> config.RobotConfig:
+    from tests.reliability.fuzz_cases import GR1_DATA, dump_toml
+
+    data = dict(GR1_DATA, security=security)
+    data["endpoints"] = dict(GR1_DATA["endpoints"], latent="tcp://127.0.0.1:5999")
+    path = tmp_path / "gr1_tcp.toml"
+    path.write_text(dump_toml(data))
+    return config.load(path)
+
+
+def test_security_table_drives_sockets(ctx, keys: Path, tmp_path: Path) -> None:
+    cfg = _tcp_config(tmp_path, {"curve": True, "keys_dir": str(keys)})
+    s2 = BusSecurity(ctx, cfg, role="system2")
+    robot = BusSecurity(ctx, cfg, binds=False)
+    assert s2.curve("ipc:///tmp/x.sock", bind=True) is None  # local links: no CURVE
+    server = s2.curve("tcp://127.0.0.1:5999", bind=True)
+    assert server.domain == "latent" and s2.auth is not None
+    pub = Publisher(ctx, "tcp://127.0.0.1:*", "s2", curve=server)
     ep = pub.sock.getsockopt(zmq.LAST_ENDPOINT).decode()
-    sub = Subscriber(ctx, ep, (Latent,), latest=False, curve=curve_for(sec, ep, bind=False))
+    sub = Subscriber(
+        ctx, ep, (Latent,), latest=False, curve=robot.curve(ep, bind=False, link="latent")
+    )
     try:
         assert _pump(pub, {"s": sub}, 0.5)["s"] > 20
     finally:
         sub.close()
         pub.close()
-        auth.stop()
-    with pytest.raises(CurveError, match="no such key file"):
-        curve_for(SecurityConfig(curve=True, keys_dir=keys / "none"), "tcp://x", bind=True)
+        s2.close()
+    with pytest.raises(config.ConfigError, match="none: keys_dir is not a directory"):
+        BusSecurity(ctx, _tcp_config(tmp_path, {"curve": True, "keys_dir": str(keys / "none")}))
 
 
 def test_security_section_in_robot_toml(tmp_path: Path, keys: Path) -> None:
@@ -182,7 +198,7 @@ def test_security_section_in_robot_toml(tmp_path: Path, keys: Path) -> None:
     path = tmp_path / "gr1_secure.toml"
     path.write_text(base + f'[security]\ncurve = true\nkeys_dir = "{keys}"\n')
     sec = config.load(path).security
-    assert sec.curve and sec.keys_dir == keys and sec.server_key == "server"
+    assert sec.curve and sec.keys_dir == keys and not sec.allow_insecure_tcp
     path.write_text(base + "[security]\ncurve = true\n")
     with pytest.raises(config.ConfigError, match=r"gr1_secure.toml: security.keys_dir: required"):
         config.load(path)

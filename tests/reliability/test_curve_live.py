@@ -3,8 +3,9 @@
 `dualsys up` (robot, System 2, policy, control, recorder, supervisor) runs on a config copy
 whose endpoints are all tcp://127.0.0.1 and whose keys come from `dualsys keys generate`.
 While it runs, the test listens to the latent link without a key and with a key the system
-does not know, and sends instructions to System 2 the same two ways: none of it is heard.
-With the client key, latents arrive and `dualsys say` gets its instruction adopted. Afterwards
+does not know, and sends instructions to System 2 the same two ways and with the robot's key
+(a role that may not instruct): none of it is heard. With the robot key, latents arrive, and
+`dualsys say` (operator key) gets its instruction adopted. Afterwards
 the summaries show System 1 at 200 Hz on chunks and latents that flowed over CURVE, and the
 recorder (a CURVE client too) holds every topic.
 """
@@ -84,8 +85,9 @@ def _probe(cfg: config.RobotConfig, run_dir: Path, keys: Path, seconds: float) -
     """Listen on the latent link and talk to System 2 with no key, a rogue key, the right key."""
     ctx = zmq.Context()
     ep_lat, ep_ins = cfg.endpoint("latent", run_dir), cfg.endpoint("instruction", run_dir)
-    server_public = load_pair(keys, "server", secret=False).public
+    server_public = load_pair(keys, "system2", secret=False).public
     rogue = CurveConfig(client=load_pair(keys, "rogue", secret=True), server_public=server_public)
+    robot = CurveConfig(client=load_pair(keys, "robot", secret=True), server_public=server_public)
     good = BusSecurity(ctx, cfg, binds=False).curve(ep_lat, bind=False)
     subs = {
         "plain": Subscriber(ctx, ep_lat, (Latent,), latest=False),
@@ -95,6 +97,7 @@ def _probe(cfg: config.RobotConfig, run_dir: Path, keys: Path, seconds: float) -
     pubs = [
         Publisher(ctx, ep_ins, "plain", bind=False),
         Publisher(ctx, ep_ins, "rogue", bind=False, curve=rogue),
+        Publisher(ctx, ep_ins, "robot", bind=False, curve=robot),  # wrong role for instructions
     ]
     instructions: set[str] = set()
     try:
@@ -136,7 +139,7 @@ def test_live_system_requires_curve_keys(tmp_path: Path) -> None:
 
     # a peer without the right key is never heard, in either direction
     got = probe["received"]
-    assert got["good"] >= 10, got  # ~10 Hz for 2 s with the client key
+    assert got["good"] >= 10, got  # ~10 Hz for 2 s with the robot key
     assert got["plain"] == 0 and got["rogue"] == 0, got
     assert ROGUE_TEXT not in probe["instructions"], probe["instructions"]
     assert adopted is not None and adopted.instruction_id == ident  # `dualsys say` over CURVE
@@ -161,13 +164,14 @@ def test_bus_security_only_on_tcp_and_names_bad_keys(tmp_path: Path) -> None:
         assert sec.curve("ipc:///tmp/x.sock", bind=True) is None and sec.auth is None
         assert sec.curve(cfg.endpoint("latent", tmp_path), bind=False) is not None
         assert sec.auth is None  # connecting needs no authenticator
-        assert sec.curve(cfg.endpoint("latent", tmp_path), bind=True).server is not None
+        assert sec.curve(cfg.endpoint("state", tmp_path), bind=True).server is not None
         assert sec.auth is not None  # the first binding CURVE socket started it
         sec.close()
-        assert BusSecurity(ctx, config.load_robot("gr1")).curve("tcp://x:1", bind=True) is None
-        (keys / "client.key_secret").chmod(0o644)
-        with pytest.raises(ConfigError, match=r"gr1_curve.toml: security: .*client.key_secret"):
+        assert BusSecurity(ctx, config.load_robot("gr1")).curve("ipc://x", bind=True) is None
+        (keys / "stats.key_secret").chmod(0o644)
+        with pytest.raises(ConfigError, match=r"gr1_curve.toml: security: .*stats.key_secret"):
             BusSecurity(ctx, cfg)
-        BusSecurity(ctx, cfg, connects=False)  # a binding-only process needs no client secret
+        BusSecurity(ctx, cfg, connects=False)  # a binding-only process needs no stats secret
+        BusSecurity(ctx, cfg, role="operator")  # `dualsys say` never talks to the supervisor
     finally:
         ctx.term()
