@@ -139,7 +139,8 @@ class RobotSafety:
         np.clip(q, self.qmin, self.qmax, out=self._q_in)
         if m == RUN and self._jumps(now):
             return self._refuse("jump")
-        self._prev_t = now if m == RUN else -np.inf
+        if m != RUN:
+            self._prev_t = -np.inf  # a hold or damp ends the stream the jump check follows
         self.clipped += int(clipped)
         self._cmd_q[:] = self._q_in
         if dq is None or not dq.size:
