@@ -213,6 +213,8 @@ class RobotConfig:
     groups: dict[str, Group]
     joints: tuple[Joint, ...]
     security: SecurityConfig = SecurityConfig()
+    #: `section.key=value` overrides applied on top of the file (`dualsys up --set`)
+    overrides: tuple[str, ...] = ()
 
     @property
     def joint_names(self) -> tuple[str, ...]:
@@ -657,8 +659,50 @@ def _cameras(path: Path, doc: _Table) -> tuple[Camera, ...]:
     return tuple(out)
 
 
-def load(path: str | Path) -> RobotConfig:
-    """Load and validate one robot config file. Raises ConfigError naming file and key."""
+#: environment variable carrying `--set` overrides to every process of a run
+OVERRIDES_ENV = "DUALSYS_SET"
+MAX_OVERRIDES = 32
+
+
+def parse_overrides(path: Path, items: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Parse `section.key=value` overrides (value in TOML syntax, or a bare string)."""
+    if len(items) > MAX_OVERRIDES:
+        raise ConfigError(path, "--set", f"{len(items)} overrides; at most {MAX_OVERRIDES}")
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        parts = key.strip().split(".")
+        if not sep or len(parts) != 2 or not all(p.replace("_", "").isalnum() for p in parts):
+            raise ConfigError(path, "--set", f"{item!r}: expected section.key=value")
+        try:
+            value = tomllib.loads(f"v = {text.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text.strip()
+        out[".".join(parts)] = value
+    return out
+
+
+def env_overrides() -> list[str]:
+    """The overrides a supervisor handed to this process (DUALSYS_SET, ';'-separated)."""
+    raw = os.environ.get(OVERRIDES_ENV, "")
+    return [item for item in raw.split(";") if item.strip()]
+
+
+def _apply_overrides(path: Path, data: dict[str, Any], items: list[str]) -> None:
+    for key, value in parse_overrides(path, items).items():
+        section, name = key.split(".")
+        table = data.setdefault(section, {})
+        if not isinstance(table, dict):
+            raise ConfigError(path, "--set", f"{section} is not a table")
+        table[name] = value
+
+
+def load(path: str | Path, overrides: list[str] | None = None) -> RobotConfig:
+    """Load and validate one robot config file. Raises ConfigError naming file and key.
+
+    `overrides` (`section.key=value`, default: $DUALSYS_SET) replace values of the file before
+    validation, so an overridden config is checked like a written one.
+    """
     path = Path(path)
     try:
         text = path.read_text()
@@ -668,6 +712,8 @@ def load(path: str | Path) -> RobotConfig:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(path, "<toml>", f"not valid TOML: {exc}") from None
+    items = env_overrides() if overrides is None else list(overrides)
+    _apply_overrides(path, data, items)
     base = path.resolve().parent
     doc = _Table(path, "", data)
     robot = doc.table("robot")
@@ -735,6 +781,7 @@ def load(path: str | Path) -> RobotConfig:
         groups=groups,
         joints=joints,
         security=security or SecurityConfig(),
+        overrides=tuple(items),
     )
 
 
