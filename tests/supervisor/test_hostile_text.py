@@ -125,6 +125,8 @@ def test_report_summary_and_png_take_hostile_text(tmp_path: Path) -> None:
     text = summary_text(report)
     assert not RAW_CONTROL.search(text.replace("\n", " ")), repr(text)
     assert "\\x1b[2J[/]" in text
+    report["untrusted"] = {"wrong_pid": 3}
+    assert "ignored untrusted messages {'wrong_pid': 3}" in summary_text(report)
     report["robot_name"] = "gr1 $\\frac{ [/]"  # an unbalanced mathtext formula
     png = write_report(report, tmp_path / "r.json", tmp_path)
     assert png.stat().st_size > 1000
