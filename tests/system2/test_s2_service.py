@@ -202,7 +202,8 @@ def test_missing_fusion_checkpoint_without_flag_exits_2(tmp_path) -> None:
     toml = tmp_path / "nockpt.toml"
     text = config.load_robot("gr1").path.read_text()
     toml.write_text(re.sub(r'(?m)^checkpoint = "[^"]*"', 'checkpoint = ""', text))
-    proc = start_system2(tmp_path, "--robot", str(toml))
+    # the run directory must hold only dualsys's own files: not the config
+    proc = start_system2(tmp_path / "run", "--robot", str(toml))
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 2, out
     assert "no fusion checkpoint" in out and "--untrained" in out
