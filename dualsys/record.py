@@ -1,8 +1,15 @@
 """The recorder process: every bus topic, unconflated, into an MCAP file.
 
-MCAP layout (readable by Foxglove-style tools, which list the topics and their schemas):
+MCAP layout:
 
-- one channel per topic: ``/state``, ``/command``, ``/camera``, ``/latent``, ``/chunk``;
+- decodable channels for Foxglove and other MCAP tools (`dualsys.view.foxglove`): JSON messages
+  with JSON schemas: ``/robot/joint_states`` and ``/system1/command`` (joints by name, plottable,
+  50 Hz), ``/tf`` (``foxglove.FrameTransforms``: every link's pose from the robot's own model,
+  25 Hz), ``/camera/<name>`` (``foxglove.CompressedImage``, JPEG), ``/system1/chunk``,
+  ``/system2/latent`` and ``/system2/instruction`` (``foxglove.Log``);
+- the raw bus messages, one channel per topic: ``/dualsys/raw/state``, ``.../command``,
+  ``.../camera``, ``.../latent``, ``.../chunk`` (what `dualsys replay` reads; recordings made
+  before the decodable channels have them as ``/state``, ...);
   message encoding ``msgpack``; the message data is the exact bytes that travelled on the bus
   (the codec's ``[type, version, seq, t_mono_ns, t_wall_ns, source, body]`` envelope);
 - one schema per message type, named ``dualsys.<type>``, encoding ``dualsys-fields+json``:
@@ -51,6 +58,8 @@ from dualsys.config import RobotConfig
 from dualsys.rundir import write_summary
 
 ROLE = "recorder"
+#: Topic prefix of the raw bus channels.
+RAW_PREFIX = "/dualsys/raw/"
 MESSAGE_ENCODING = "msgpack"
 SCHEMA_ENCODING = "dualsys-fields+json"
 #: recorded topics: endpoint name -> message class
@@ -106,9 +115,16 @@ def schema_json(cls) -> bytes:
 class McapLog:
     """An MCAP file with one channel per recorded topic (not real-time; one writer thread)."""
 
-    def __init__(self, path: str | Path, robot: str, endpoints: dict[str, str]) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        robot: str,
+        endpoints: dict[str, str],
+        decoded: dict[str, tuple[str, dict]] | None = None,
+    ) -> None:
         """Create the file at `path`, or beside it if a file is already there (`fresh_path`;
-        `self.path` says where). Never truncates an existing file."""
+        `self.path` says where). Never truncates an existing file. `decoded`: topic ->
+        (schema name, JSON schema) of the decodable JSON channels (`foxglove.schemas`)."""
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         while True:
             self.path = fresh_path(path)
@@ -125,8 +141,12 @@ class McapLog:
                 f"dualsys.{cls.TYPE}", SCHEMA_ENCODING, schema_json(cls)
             )
             self.channels[topic] = self.writer.register_channel(
-                f"/{topic}", MESSAGE_ENCODING, sid, {"endpoint": endpoints.get(topic, "")}
+                RAW_PREFIX + topic, MESSAGE_ENCODING, sid, {"endpoint": endpoints.get(topic, "")}
             )
+        self.json_channels: dict[str, int] = {}
+        for topic, (name, schema) in (decoded or {}).items():
+            sid = self.writer.register_schema(name, "jsonschema", json.dumps(schema).encode())
+            self.json_channels[topic] = self.writer.register_channel(topic, "json", sid)
         self.writer.add_metadata(
             "dualsys",
             {
@@ -145,6 +165,12 @@ class McapLog:
             data=data,
             publish_time=publish_time,
             sequence=seq & 0xFFFFFFFF,
+        )
+
+    def write_json(self, topic: str, data: bytes, log_time: int, publish_time: int) -> None:
+        """Append one JSON record to a decodable channel."""
+        self.writer.add_message(
+            self.json_channels[topic], log_time=log_time, data=data, publish_time=publish_time
         )
 
     def close(self) -> None:
@@ -187,7 +213,11 @@ class Recorder:
         self.socks = {
             t: raw_subscriber(ctx, ep, sec.curve(ep, bind=False)) for t, ep in endpoints.items()
         }
-        self.log = McapLog(out, cfg.name, endpoints)
+        from dualsys.view import foxglove
+        from dualsys.view.poses import RobotPoses
+
+        self.fox = foxglove.FoxgloveChannels(cfg, RobotPoses(cfg))
+        self.log = McapLog(out, cfg.name, endpoints, foxglove.schemas(cfg))
         self.poller = zmq.Poller()
         self.by_sock = {}
         for topic, sock in self.socks.items():
@@ -226,6 +256,8 @@ class Recorder:
         if prev is not None or len(self._last_seq) < MAX_SEQ_SOURCES:
             self._last_seq[key] = h.seq
         self.log.write(topic, data, t_recv_wall, h.t_wall_ns, h.seq)
+        for fox_topic, record in self.fox.records(msg, t_recv_wall):
+            self.log.write_json(fox_topic, record, t_recv_wall, h.t_wall_ns)
         self.count[topic] += 1
         self.bytes += len(data)
         return 1

@@ -46,7 +46,7 @@ from mcap.reader import make_reader
 from dualsys.bus.codec import DropError, decode
 from dualsys.bus.messages import Command, Message
 from dualsys.config import RobotConfig
-from dualsys.record import TOPICS
+from dualsys.record import RAW_PREFIX, TOPICS
 from dualsys.system1.control import ControlLoop
 
 #: inputs of the control loop, in the order it reads them each tick
@@ -102,8 +102,9 @@ def read_mcap(path: str | Path) -> Recording:
                     if all(clocks):
                         rec.wall_minus_mono = int(clocks[0]) - int(clocks[1])
             for _schema, channel, m in reader.iter_messages(log_time_order=False):
-                topic = channel.topic.lstrip("/")
-                if topic not in TOPICS:
+                # raw bus bytes: /dualsys/raw/TOPIC (older recordings: /TOPIC)
+                topic = channel.topic.removeprefix(RAW_PREFIX).lstrip("/")
+                if topic not in TOPICS or channel.message_encoding != "msgpack":
                     continue
                 try:
                     msg = decode(m.data, (TOPICS[topic],))

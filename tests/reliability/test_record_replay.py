@@ -28,7 +28,7 @@ from mcap.reader import make_reader
 from dualsys import config
 from dualsys.bus.messages import ActionChunk, Hello, Latent, RobotState, Stats
 from dualsys.bus.transport import Publisher, Subscriber
-from dualsys.record import MESSAGE_ENCODING, SCHEMA_ENCODING
+from dualsys.record import MESSAGE_ENCODING, RAW_PREFIX, SCHEMA_ENCODING
 from dualsys.replay import INPUTS, TickTable, control_run, infer_ticks, read_mcap, replay
 from dualsys.system1.control import ControlLoop
 from tests.reliability.live_run import record_live_run
@@ -154,15 +154,17 @@ def test_live_run_recorded_to_mcap_and_replayed(tmp_path: Path) -> None:
     with open(path, "rb") as f:  # what a generic MCAP tool sees
         reader = make_reader(f)
         s = reader.get_summary()
-        topics = {c.topic: c for c in s.channels.values()}
-        assert set(topics) == {"/state", "/command", "/camera", "/latent", "/chunk"}
+        topics = {c.topic: c for c in s.channels.values() if c.topic.startswith(RAW_PREFIX)}
+        assert set(topics) == {
+            RAW_PREFIX + t for t in ("state", "command", "camera", "latent", "chunk")
+        }
         assert all(c.message_encoding == MESSAGE_ENCODING for c in topics.values())
         schemas = {sc.name: sc for sc in s.schemas.values()}
         assert schemas["dualsys.command"].encoding == SCHEMA_ENCODING
         assert json.loads(schemas["dualsys.chunk"].data)["fields"]["actions"]["ndim"] == 2
         counts = s.statistics.channel_message_counts
     by_topic = {c.topic: counts.get(cid, 0) for cid, c in s.channels.items()}
-    assert by_topic["/command"] == summary["messages"]["command"]
+    assert by_topic[RAW_PREFIX + "command"] == summary["messages"]["command"]
     assert summary["dropped"] == {}
     # Only the control's warm-up burst (400 commands at once, before the loop) may overflow
     # its command PUB's queue; control_run below checks the loop's own commands are complete.
