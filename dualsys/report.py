@@ -132,6 +132,9 @@ def build_report(
         # so a broken budget says whether the machine or dualsys caused it
         "machine": machine_summary(cfg),
     }
+    link = _load(run_dir, "link")  # System 2 on another computer (`up --system2`)
+    if link:
+        report["link"] = link
     if extra:
         report.update(extra)
     return report
@@ -228,6 +231,16 @@ def summary_text(report: dict[str, Any]) -> str:
         lines.append(
             f"  System 2: {s2.get('rate_hz', 0):.2f} Hz, {s2['steps']} steps, step p50 "
             f"{step.get('p50', 0):.1f} ms p99 {step.get('p99', 0):.1f} ms"
+        )
+    link = report.get("link")
+    if link:
+        unc, rtt = link.get("offset_uncertainty_ms"), link.get("rtt_ms") or {}
+        lines.append(
+            f"  System 2 link {display_text(str(link.get('server')), 80)}: {link.get('latents')} "
+            f"latents, clock offset {link.get('offset_s', 0):+.6f} s +- "
+            f"{unc if unc is not None else float('nan'):.3f} ms, rtt p50 {rtt.get('p50', 0):.2f} "
+            f"ms, latent age on arrival p99 {(link.get('latent_age_ms') or {}).get('p99', 0):.1f}"
+            " ms"
         )
     rb = report["robot"]
     if rb.get("realtime_factor") is not None:

@@ -23,7 +23,7 @@ MARKER = ".dualsys-run"
 #: The lock file of the run that owns the directory (`dualsys up`): "pid start-time".
 LOCK = "up.lock"
 #: The JSON files dualsys writes into a run directory: ROLE.json summaries and pids.json.
-SUMMARIES = ("robot", "system2", "policy", "control", "recorder", "pids")
+SUMMARIES = ("robot", "system2", "policy", "control", "recorder", "pids", "link", "server")
 #: What dualsys writes into a run directory: a directory holding only such files (a run
 #: directory from before the marker existed) is adopted; anything else makes it foreign.
 _OWN_FILES = re.compile(rf"(.+\.sock|({'|'.join(SUMMARIES)})\.json|.+\.mcap|up\.lock)\Z")

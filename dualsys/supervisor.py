@@ -112,6 +112,9 @@ class UpOptions:
     record: Path | None = None
     ready_timeout_s: float = 120.0
     log_dir: Path | None = None
+    #: a remote System 2 server (tcp://HOST:PORT): the "system2" role runs the robot-side
+    #: link (dualsys/system2/link.py) instead of a local System 2
+    system2_server: str = ""
     #: a restarted process that stays up this long has its restart backoff start over
     healthy_after_s: float = 30.0
 
@@ -153,6 +156,8 @@ class Supervisor:
         common = ["--robot", str(self.cfg.path), "--run-dir", str(self.run_dir)]
         if role == "robot":
             return [*base, "sim", *common] + ([] if self.opts.fifo else ["--no-rt"])
+        if role == "system2" and self.opts.system2_server:
+            return [*base, "system2", "link", *common, "--server", self.opts.system2_server]
         if role == "system2":
             return [*base, "system2", *common] + (["--untrained"] if self.opts.untrained else [])
         if role == "policy":
@@ -216,7 +221,8 @@ class Supervisor:
         self._spawn(self.children["robot"])
         self._wait_ready(("robot",))
         self._spawn(self.children["system2"])
-        self._wait_ready(("system2",), need_latent=True)
+        # a remote server may start later: System 1 then holds until the link brings latents
+        self._wait_ready(("system2",), need_latent=not self.opts.system2_server)
         for role in roles:
             if self.children[role].proc is None:
                 self._spawn(self.children[role])

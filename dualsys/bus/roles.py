@@ -44,6 +44,9 @@ LINKS: dict[str, Link] = {
     "instruction": Link(SYSTEM2, (OPERATOR,)),
     "bridge_state": Link(ROBOT, (ROBOT,)),
     "bridge_command": Link(ROBOT, (ROBOT,)),
+    # a System 2 server's ROUTER (dualsys/system2/server.py): robot links connect, each with
+    # its own robot key (authorized_dir/robot/NAME.key names the robot)
+    "fleet": Link(SYSTEM2, (ROBOT,)),
 }
 
 #: Where each process role runs, for `dualsys keys generate`.

@@ -63,6 +63,7 @@ def run_up(cfg: config.RobotConfig, args: argparse.Namespace) -> int:
     opts = UpOptions(
         untrained=untrained,
         fifo=not args.no_fifo,
+        system2_server=args.system2 or "",
         record=Path(args.record) if args.record else None,
         log_dir=Path(args.log_dir) if args.log_dir else None,
     )
@@ -199,6 +200,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="run random-init policy and fusion head (timing work; no checkpoint needed)",
     )
     p.add_argument("--no-fifo", action="store_true", help="do not ask for SCHED_FIFO")
+    p.add_argument(
+        "--system2",
+        metavar="tcp://HOST:PORT",
+        help="use a remote System 2 server (`dualsys system2 serve`) through a local link "
+        "process instead of starting System 2 here",
+    )
     p.add_argument(
         "--set",
         action="append",

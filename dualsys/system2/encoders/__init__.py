@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dualsys.config import RobotConfig
 from dualsys.registry import Registry
-from dualsys.system2.encoders.base import Encoder, EncodeResult
+from dualsys.system2.encoders.base import BatchResult, Encoder, EncodeResult
 
 ENTRY_POINT_GROUP = "dualsys.encoders"
 _REGISTRY: Registry[type[Encoder]] = Registry(
@@ -35,4 +35,4 @@ def create(cfg: RobotConfig, *, untrained: bool = False, name: str | None = None
     return get(name or cfg.system2.encoder)(cfg, untrained=untrained)
 
 
-__all__ = ["EncodeResult", "Encoder", "available", "create", "get", "register"]
+__all__ = ["BatchResult", "EncodeResult", "Encoder", "available", "create", "get", "register"]

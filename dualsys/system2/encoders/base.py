@@ -22,6 +22,16 @@ class EncodeResult:
     fusion_ms: float
 
 
+@dataclass
+class BatchResult:
+    """Latents for a batch of robots (B x latent_dim) and where the time went (ms, whole batch)."""
+
+    vectors: np.ndarray
+    text_ms: float
+    vision_ms: float
+    fusion_ms: float
+
+
 class Encoder(ABC):
     """A System 2 back end, registered by name (see `dualsys.system2.encoders.register`).
 
@@ -51,6 +61,25 @@ class Encoder(ABC):
     @abstractmethod
     def encode(self, image: np.ndarray, q: np.ndarray, dq: np.ndarray, text: str) -> EncodeResult:
         """One step: H x W x 3 uint8 frame, joint positions/velocities, instruction -> latent."""
+
+    def encode_batch(
+        self,
+        images: list[np.ndarray],
+        qs: list[np.ndarray],
+        dqs: list[np.ndarray],
+        texts: list[str],
+    ) -> BatchResult:
+        """One step for B robots at once (the fleet server). This default runs `encode` per
+        robot; back ends that can batch (builtin) override it with one forward pass."""
+        res = [
+            self.encode(im, q, dq, t) for im, q, dq, t in zip(images, qs, dqs, texts, strict=True)
+        ]
+        return BatchResult(
+            vectors=np.stack([r.vector for r in res]),
+            text_ms=sum(r.text_ms for r in res),
+            vision_ms=sum(r.vision_ms for r in res),
+            fusion_ms=sum(r.fusion_ms for r in res),
+        )
 
     def warmup(self, steps: int = 3) -> None:
         """Run a few steps on a blank frame and the default pose (first-call costs paid here)."""
