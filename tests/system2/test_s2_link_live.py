@@ -21,7 +21,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import zmq
 
 from dualsys import config
