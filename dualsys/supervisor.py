@@ -51,7 +51,7 @@ ROLES = ("robot", "system2", "policy", "control")
 RESTARTABLE = ("system2", "policy")
 #: Shutdown stages and the share of the remaining time each may take.
 STOP_STAGES = (
-    (("system2",), 0.3),
+    (("system2", "viewer"), 0.3),
     (("control", "policy"), 0.5),
     (("robot",), 0.8),
     (("recorder",), 1.0),  # last: it records the hold ramp and the robot's last states
@@ -110,6 +110,8 @@ class UpOptions:
     untrained: bool = False
     fifo: bool = True
     record: Path | None = None
+    #: start the web viewer (role "viewer", `dualsys view`) with these extra arguments
+    view: list[str] | None = None
     ready_timeout_s: float = 120.0
     log_dir: Path | None = None
     #: a remote System 2 server (tcp://HOST:PORT): the "system2" role runs the robot-side
@@ -169,6 +171,8 @@ class Supervisor:
             )
         if role == "recorder":
             return [*base, "record", *common, "--out", str(self.opts.record)]
+        if role == "viewer":
+            return [*base, "view", *common, *(self.opts.view or [])]
         raise ValueError(role)
 
     def _spawn(self, child: Child) -> None:
@@ -209,6 +213,7 @@ class Supervisor:
             (self.run_dir / f"{name}.json").unlink(missing_ok=True)
         self._open_links()
         roles = list(ROLES) + (["recorder"] if self.opts.record else [])
+        roles += ["viewer"] if self.opts.view is not None else []
         for role in roles:
             self.children[role] = Child(role, self._argv(role))
         self.t_start = time.monotonic()
@@ -348,7 +353,7 @@ class Supervisor:
             if c.next_start == 0.0:
                 code = c.proc.returncode
                 c.exit_codes.append(code)
-                if role not in RESTARTABLE and role != "recorder":
+                if role not in RESTARTABLE and role not in ("recorder", "viewer"):
                     self.failure = f"{role} died (exit code {code}); stopping everything"
                     return False
                 if now - c.started_at >= self.opts.healthy_after_s:

@@ -75,6 +75,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return 2
     run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(cfg.name)
     record = Path(args.record) if args.record else None
+    viewer = None
+    if args.view:  # the web view attached to the evaluation's run (dualsys/view/spawn.py)
+        from dualsys.commands.view import no_viewer, viewer_args
+        from dualsys.view import have_viewer
+        from dualsys.view.spawn import start_viewer
+
+        if not have_viewer():
+            return no_viewer("eval")
+        viewer = start_viewer(cfg, run_dir, viewer_args(args))
     console = Console(stderr=True)
     total = args.episodes * len(phrasings)
     t0 = time.monotonic()
@@ -90,9 +99,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
             )
             bar.advance(task)
 
-        results, codes, sup = run_live_eval(
-            cfg, run_dir, phrasings, args.episodes, args.seed, untrained, progress, record
-        )
+        try:
+            results, codes, sup = run_live_eval(
+                cfg, run_dir, phrasings, args.episodes, args.seed, untrained, progress, record
+            )
+        finally:
+            from dualsys.view.spawn import stop_viewer
+
+            stop_viewer(viewer)
     summary = summarise(results, heldout)
     table = Table(title=f"dualsys eval --robot {cfg.name} (live, {args.episodes} per behaviour)")
     for col in ("behaviour", "success", "episodes", "held-out phrasings", "switch p50 s"):
@@ -151,5 +165,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--report", help="write JSON here (and a PNG beside it)")
     p.add_argument("--run-dir", help="run directory for sockets and summaries")
     p.add_argument("--record", help="record every bus topic of the evaluation to this MCAP file")
+    from dualsys.commands.view import add_live_view_options
+
+    add_live_view_options(p)
     p.add_argument("--untrained", action="store_true", help="pipeline check with random models")
     p.set_defaults(func=cmd_eval)

@@ -10,7 +10,14 @@ from dualsys import config
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    """Print the comparison; 0 when it ran (1 with --require-identical and a difference)."""
+    """Print the comparison; 0 when it ran (1 with --require-identical and a difference).
+    With --view, then show the recording in the web view (`dualsys view FILE`)."""
+    if args.view:
+        from dualsys.commands.view import no_viewer
+        from dualsys.view import have_viewer
+
+        if not have_viewer():
+            return no_viewer("replay")
     from dualsys.replay import (
         DEFAULT_TRANSIT_NS,
         ReplayError,
@@ -47,6 +54,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
     out["file"] = str(args.file)
     out["robot"] = cfg.name
     print(json.dumps(out, indent=1))
+    if args.view:
+        from dualsys.commands.view import view_file
+
+        args.file, args.no_serve, args.duration = str(args.file), False, 0.0
+        code = view_file(args)
+        if code:
+            return code
     if args.require_identical and not result.bit_identical:
         return 1
     return 0
@@ -75,4 +89,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--transit-us", type=float, default=None, help="--infer: bus transit time (default 200)"
     )
     p.add_argument("--require-identical", action="store_true", help="exit 1 unless bit-identical")
+    p.add_argument(
+        "--view", action="store_true", help="then show the recording in the web view (Rerun)"
+    )
+    p.add_argument("--save", default=None, help="--view: also write a Rerun .rrd file")
+    from dualsys.commands.view import add_view_options
+
+    add_view_options(p)
     p.set_defaults(func=cmd_replay)

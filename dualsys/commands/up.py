@@ -60,7 +60,14 @@ def run_up(cfg: config.RobotConfig, args: argparse.Namespace) -> int:
             + ": running UNTRAINED random-init models (timing is real, motion is meaningless)"
         )
         untrained = True
+    if args.view:
+        from dualsys.commands.view import no_viewer, viewer_args
+        from dualsys.view import have_viewer
+
+        if not have_viewer():
+            return no_viewer("up")
     opts = UpOptions(
+        view=viewer_args(args) if args.view else None,
         untrained=untrained,
         fifo=not args.no_fifo,
         system2_server=args.system2 or "",
@@ -83,6 +90,10 @@ def run_up(cfg: config.RobotConfig, args: argparse.Namespace) -> int:
             f"(Ctrl-C to stop{', ' + str(args.duration) + ' s run' if args.duration else ''})",
             file=sys.stderr,
         )
+        if args.view and (run_dir / "viewer.url").exists():
+            print(
+                f"dualsys up: view: {(run_dir / 'viewer.url').read_text().strip()}", file=sys.stderr
+            )
         reason = _watch(cfg, sup, stop, args, history)
     except RunDirError as exc:  # another run owns the directory, or it is not dualsys's
         print(f"dualsys up: error: {exc}", file=sys.stderr)
@@ -194,6 +205,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--run-dir", help="run directory for sockets and summaries")
     p.add_argument("--record", help="record every bus topic to this MCAP file")
     p.add_argument("--log-dir", help="write each process's output to LOG_DIR/ROLE.log")
+    from dualsys.commands.view import add_live_view_options
+
+    add_live_view_options(p)
     p.add_argument(
         "--untrained",
         action="store_true",

@@ -24,7 +24,10 @@ class ViewerUnavailableError(RuntimeError):
 
 def have_viewer() -> bool:
     """True when rerun-sdk can be imported (checked without importing it)."""
-    return importlib.util.find_spec("rerun") is not None
+    try:
+        return importlib.util.find_spec("rerun") is not None
+    except (ImportError, ValueError):  # a broken or blocked install counts as none
+        return False
 
 
 def require_viewer() -> None:

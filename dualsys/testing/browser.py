@@ -1,0 +1,109 @@
+"""Headless Chromium for tests that look at a page as a person would: load a URL, wait, take a
+screenshot (Chrome DevTools protocol over the `websockets` client that mujoco already pulls in).
+
+`find_chromium()` says where the browser is, or None (Debian: `apt-get install chromium`).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import subprocess
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+#: Flags for a browser with no network chatter, no sandbox (root in a container), no GPU.
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+)
+
+
+class BrowserError(RuntimeError):
+    """The browser could not start or load the page; the message says why."""
+
+
+def find_chromium() -> str | None:
+    """Path of a Chromium/Chrome binary, or None."""
+    for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def screenshot(url: str, out: Path, wait_s: float, size: tuple[int, int] = (1600, 1000)) -> Path:
+    """Open `url` in a fresh headless Chromium, wait `wait_s` seconds, save a PNG to `out`."""
+    from websockets.sync.client import connect
+
+    exe = find_chromium()
+    if exe is None:
+        raise BrowserError("no chromium on PATH (Debian: apt-get install chromium)")
+    with tempfile.TemporaryDirectory(prefix="dualsys-chromium-") as profile:
+        proc = subprocess.Popen(
+            [
+                exe,
+                *FLAGS,
+                f"--user-data-dir={profile}",
+                "--remote-debugging-port=0",
+                f"--window-size={size[0]},{size[1]}",
+                "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            port_file = Path(profile) / "DevToolsActivePort"
+            end = time.monotonic() + 30
+            while not port_file.exists() or not port_file.read_text().strip():
+                if proc.poll() is not None or time.monotonic() > end:
+                    raise BrowserError(f"chromium did not start (exit {proc.poll()})")
+                time.sleep(0.1)
+            port = int(port_file.read_text().split()[0])
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as r:
+                pages = [p for p in json.load(r) if p.get("type") == "page"]
+            if not pages:
+                raise BrowserError("chromium has no page to drive")
+            with connect(pages[0]["webSocketDebuggerUrl"], max_size=None, open_timeout=10) as ws:
+                ids = iter(range(1, 1 << 30))
+
+                def call(method: str, **params) -> dict:
+                    i = next(ids)
+                    ws.send(json.dumps({"id": i, "method": method, "params": params}))
+                    while True:
+                        reply = json.loads(ws.recv(timeout=60))
+                        if reply.get("id") == i:
+                            if "error" in reply:
+                                raise BrowserError(f"{method}: {reply['error']}")
+                            return reply.get("result", {})
+
+                call(
+                    "Emulation.setDeviceMetricsOverride",
+                    width=size[0],
+                    height=size[1],
+                    deviceScaleFactor=1,
+                    mobile=False,
+                )
+                call("Page.navigate", url=url)
+                time.sleep(wait_s)
+                png = call("Page.captureScreenshot", format="png")["data"]
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_bytes(base64.b64decode(png))
+            return out
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
