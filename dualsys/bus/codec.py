@@ -4,7 +4,11 @@ Wire form: a msgpack array ``[type, version, seq, t_mono_ns, t_wall_ns, source, 
 body is a map of field name to value and numpy arrays travel as msgpack ext type 1 holding
 dtype string, shape and raw little-endian bytes. Object dtypes are refused on both sides.
 
-`decode` never raises anything but `DropError`, whose `reason` is one of `DROP_REASONS`.
+`decode` never raises anything but `DropError`, whose `reason` is one of `DROP_REASONS`. Its
+work is bounded by the receiver's `Limits` (dualsys/bus/limits.py): the message size, msgpack's
+longest string / bin / array / map / ext, and nesting (at most envelope -> body -> map), so a
+small message cannot claim a large allocation. Integers must lie in their field's range (every
+one fits an int64): a receiver's int64 arrays and clocks never overflow.
 """
 
 from __future__ import annotations
@@ -18,11 +22,10 @@ import msgpack
 import numpy as np
 
 from dualsys import SCHEMA_VERSION
-from dualsys.bus.messages import Field, Header, Message, message_types
+from dualsys.bus.limits import DEFAULT, MAX_BYTES, MAX_MAP_KEY_CHARS, MAX_NDIM, Limits  # noqa: F401 (MAX_BYTES re-exported)
+from dualsys.bus.messages import INT64_MAX, Field, Header, Message, message_types
 
 ND_EXT = 1
-#: Default maximum encoded message size (camera frames are the largest messages).
-MAX_BYTES = 8 * 1024 * 1024
 ALLOWED_DTYPES = frozenset(
     ["|b1", "|u1", "|i1", "<u2", "<i2", "<u4", "<i4", "<u8", "<i8", "<f2", "<f4", "<f8"]
 )
@@ -35,6 +38,7 @@ DROP_REASONS = (
     "bad_field",
     "wrong_shape",
     "nonfinite",
+    "out_of_range",
 )
 
 
@@ -77,6 +81,8 @@ def _ext_hook(code: int, data: bytes) -> Any:
         dt = data[1 : 1 + n].decode("ascii")
         ndim = data[1 + n]
         off = 2 + n
+        if ndim > MAX_NDIM:
+            raise DropError("wrong_shape", f"array of rank {ndim} > {MAX_NDIM}")
         shape = struct.unpack_from(f"<{ndim}I", data, off)
         off += 4 * ndim
     except (IndexError, UnicodeDecodeError, struct.error) as exc:
@@ -88,6 +94,29 @@ def _ext_hook(code: int, data: bytes) -> Any:
     if len(data) - off != count * dtype.itemsize:
         raise DropError("truncated", f"array of shape {shape} {dt} has {len(data) - off} bytes")
     return np.frombuffer(data, dtype=dtype, count=count, offset=off).reshape(shape)
+
+
+def _flat_list(items: list) -> list:
+    """msgpack list_hook: a list holds no list (the envelope is the only list)."""
+    for x in items:
+        if type(x) is list:
+            raise DropError("malformed", "nested too deep")
+    return items
+
+
+def _shallow_map(d: dict) -> dict:
+    """msgpack object_hook: a map's map or list values hold only scalars (depth <= 3)."""
+    for v in d.values():
+        t = type(v)
+        if t is dict:
+            for x in v.values():
+                if type(x) in (dict, list):
+                    raise DropError("malformed", "nested too deep")
+        elif t is list:
+            for x in v:
+                if type(x) in (dict, list):
+                    raise DropError("malformed", "nested too deep")
+    return d
 
 
 def encode(msg: Message, seq: int, source: str, t_mono_ns: int | None = None) -> bytes:
@@ -108,8 +137,8 @@ def _check_field(name: str, spec: Field, value: Any, shape: tuple[int, ...] | No
     if kind == "array":
         if not isinstance(value, np.ndarray):
             raise DropError("bad_field", f"{name}: expected an array")
-        if value.dtype.kind not in spec.dtypes:
-            raise DropError("bad_field", f"{name}: dtype {value.dtype} not of kind {spec.dtypes}")
+        if value.dtype.kind not in spec.dtypes or value.dtype.itemsize > spec.itemsize:
+            raise DropError("bad_field", f"{name}: dtype {value.dtype} not allowed")
         if value.ndim != spec.ndim:
             raise DropError("wrong_shape", f"{name}: rank {value.ndim}, expected {spec.ndim}")
         if shape is not None and any(
@@ -126,6 +155,8 @@ def _check_field(name: str, spec: Field, value: Any, shape: tuple[int, ...] | No
     elif kind == "int":
         if isinstance(value, bool) or not isinstance(value, int):
             raise DropError("bad_field", f"{name}: expected an integer")
+        if not spec.lo <= value <= spec.hi:
+            raise DropError("out_of_range", f"{name} = {value} outside [{spec.lo}, {spec.hi}]")
     elif kind == "bool":
         if not isinstance(value, bool):
             raise DropError("bad_field", f"{name}: expected a boolean")
@@ -138,6 +169,8 @@ def _check_field(name: str, spec: Field, value: Any, shape: tuple[int, ...] | No
         for k, v in value.items():
             if not isinstance(k, str) or isinstance(v, bool) or not isinstance(v, (int, float)):
                 raise DropError("bad_field", f"{name}: entries must be str -> number")
+            if len(k) > MAX_MAP_KEY_CHARS:
+                raise DropError("bad_field", f"{name}: key longer than {MAX_MAP_KEY_CHARS}")
             if not math.isfinite(v):
                 raise DropError("nonfinite", f"{name}[{k!r}] is {v}")
 
@@ -146,28 +179,38 @@ def decode(
     data: bytes | memoryview,
     accept: tuple[type[Message], ...] | None = None,
     shapes: dict[str, dict[str, tuple[int, ...]]] | None = None,
-    max_bytes: int = MAX_BYTES,
+    max_bytes: int | None = None,
+    limits: Limits = DEFAULT,
 ) -> Message:
     """Decode and validate one message. Raises only DropError (with a reason).
 
     accept: the message classes this receiver takes (others are "wrong_type").
     shapes: per message type, per field, the exact array shape expected (-1 = any).
+    limits: the receiver's size bounds (dualsys.bus.limits); max_bytes, when given, replaces
+    limits.max_bytes.
     """
-    if len(data) > max_bytes:
-        raise DropError("oversized", f"{len(data)} bytes > {max_bytes}")
+    cap = limits.max_bytes if max_bytes is None else max_bytes
+    if len(data) > cap:
+        raise DropError("oversized", f"{len(data)} bytes > {cap}")
     try:
         obj = msgpack.unpackb(
             data,
             ext_hook=_ext_hook,
+            list_hook=_flat_list,
+            object_hook=_shallow_map,
             raw=False,
             strict_map_key=True,
+            **limits.unpack_options(),
         )
     except DropError:
         raise
     except msgpack.ExtraData:
         raise DropError("malformed", "trailing bytes after message") from None
-    except ValueError as exc:
-        reason = "truncated" if "incomplete" in str(exc).lower() else "malformed"
+    except ValueError as exc:  # StackError (nesting beyond msgpack's stack) included
+        text = str(exc).lower()
+        reason = "truncated" if "incomplete" in text else "malformed"
+        if "exceeds max_" in text:
+            reason = "oversized"
         raise DropError(reason, str(exc)) from None
     except Exception as exc:  # msgpack raises assorted types on garbage; none may escape
         raise DropError("malformed", f"{type(exc).__name__}: {exc}") from None
@@ -184,8 +227,10 @@ def decode(
     if accept is not None and cls not in accept:
         raise DropError("wrong_type", f"{mtype!r} not accepted here")
     for v in (seq, mono, wall):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            raise DropError("malformed", "header numbers must be non-negative integers")
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise DropError("malformed", "header numbers must be integers")
+        if not 0 <= v <= INT64_MAX:
+            raise DropError("out_of_range", f"header number {v} outside [0, 2**63 - 1]")
     if not isinstance(source, str) or len(source) > 128:
         raise DropError("malformed", "header source must be a short string")
     if not isinstance(body, dict) or set(body) != set(cls.FIELDS):
@@ -195,5 +240,8 @@ def decode(
     for name, spec in cls.FIELDS.items():
         _check_field(name, spec, body[name], want.get(name))
     msg = cls(**body)
+    bad = msg.invalid()
+    if bad:
+        raise DropError("out_of_range", f"{mtype}: {bad}")
     msg.header = Header(mtype, version, seq, mono, wall, source)
     return msg

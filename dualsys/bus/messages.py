@@ -13,14 +13,20 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+#: a non-negative count, sequence number or monotonic/wall time in ns (fits int64)
+_NS = {"lo": 0, "hi": INT64_MAX}
+
 
 @dataclass(frozen=True)
 class Field:
     """Spec of one body field.
 
     kind: "float", "int", "str", "bool", "array" or "map" (str -> float).
-    For arrays: allowed dtype kinds ("f", "i", "u", "b") and rank (ndim); float arrays must
-    be finite unless `finite` is False. For str: maximum length in characters.
+    For arrays: allowed dtype kinds ("f", "i", "u", "b"), the largest item size in bytes, and
+    rank (ndim); float arrays must be finite unless `finite` is False. For str: maximum length
+    in characters. For int: the accepted range [lo, hi] (default: what fits an int64, since
+    receivers keep integers in int64 arrays and nanosecond clocks).
     """
 
     kind: str
@@ -28,6 +34,9 @@ class Field:
     ndim: int = 1
     max_len: int = 4096
     finite: bool = True
+    lo: int = INT64_MIN
+    hi: int = INT64_MAX
+    itemsize: int = 8
 
 
 @dataclass
@@ -41,6 +50,9 @@ class Header:
     t_wall_ns: int
     source: str
 
+
+#: longest accepted action interval of a chunk (the slowest policy rate: 1 Hz)
+MAX_ACTION_DT_NS = 1_000_000_000
 
 _REGISTRY: dict[str, type[Message]] = {}
 
@@ -60,6 +72,11 @@ class Message:
     def body(self) -> dict[str, Any]:
         """The body as a plain dict (field name -> value), as the codec sends it."""
         return {name: getattr(self, name) for name in self.FIELDS}
+
+    def invalid(self) -> str:
+        """Why the fields, each valid alone, do not fit together ("" when they do). The codec
+        drops such a message as "out_of_range"."""
+        return ""
 
 
 def message_types() -> dict[str, type[Message]]:
@@ -82,11 +99,11 @@ class Latent(Message):
     TYPE: ClassVar[str] = "latent"
     FIELDS: ClassVar[dict[str, Field]] = {
         "vector": Field("array", "f", 1),
-        "instruction_id": Field("int"),
+        "instruction_id": Field("int", **_NS),
         "instruction": Field("str", max_len=4096),
-        "frame_t_mono_ns": Field("int"),
-        "state_t_mono_ns": Field("int"),
-        "step": Field("int"),
+        "frame_t_mono_ns": Field("int", **_NS),
+        "state_t_mono_ns": Field("int", **_NS),
+        "step": Field("int", **_NS),
     }
     vector: np.ndarray = field(default_factory=_f32)
     instruction_id: int = 0
@@ -137,12 +154,12 @@ class Command(Message):
         "q": Field("array", "f", 1),
         "dq": Field("array", "f", 1),
         "mode": Field("str", max_len=16),
-        "tick": Field("int"),
-        "t_ns": Field("int"),
-        "state_seq": Field("int"),
-        "latent_seq": Field("int"),
-        "chunk_seq": Field("int"),
-        "flags": Field("int"),
+        "tick": Field("int", **_NS),
+        "t_ns": Field("int", **_NS),
+        "state_seq": Field("int", **_NS),
+        "latent_seq": Field("int", **_NS),
+        "chunk_seq": Field("int", **_NS),
+        "flags": Field("int", lo=0, hi=255),
     }
     FLAG_MISS_HOLD: ClassVar[int] = 1
     FLAG_WARMUP: ClassVar[int] = 2
@@ -170,12 +187,12 @@ class ActionChunk(Message):
     TYPE: ClassVar[str] = "chunk"
     FIELDS: ClassVar[dict[str, Field]] = {
         "actions": Field("array", "f", 2),
-        "t0_mono_ns": Field("int"),
-        "dt_ns": Field("int"),
-        "chunk_id": Field("int"),
-        "latent_seq": Field("int"),
-        "frozen": Field("int"),
-        "latency_ns": Field("int"),
+        "t0_mono_ns": Field("int", **_NS),
+        "dt_ns": Field("int", lo=1, hi=MAX_ACTION_DT_NS),
+        "chunk_id": Field("int", **_NS),
+        "latent_seq": Field("int", **_NS),
+        "frozen": Field("int", **_NS),
+        "latency_ns": Field("int", **_NS),
     }
     actions: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
     t0_mono_ns: int = 0
@@ -186,6 +203,15 @@ class ActionChunk(Message):
     latency_ns: int = 0
     header: Header | None = None
 
+    def invalid(self) -> str:
+        """The last action's time must fit int64; at most every action can be frozen."""
+        n = len(self.actions)
+        if self.frozen > n:
+            return f"frozen {self.frozen} > {n} actions"
+        if n and self.t0_mono_ns + (n - 1) * self.dt_ns > INT64_MAX:
+            return "the last action's time overflows int64"
+        return ""
+
 
 @dataclass
 class CameraFrame(Message):
@@ -194,7 +220,7 @@ class CameraFrame(Message):
     TYPE: ClassVar[str] = "frame"
     FIELDS: ClassVar[dict[str, Field]] = {
         "camera": Field("str", max_len=64),
-        "image": Field("array", "u", 3),
+        "image": Field("array", "u", 3, itemsize=1),
         "sim_time": Field("float"),
     }
     camera: str = ""
@@ -210,7 +236,7 @@ class Instruction(Message):
     TYPE: ClassVar[str] = "instruction"
     FIELDS: ClassVar[dict[str, Field]] = {
         "text": Field("str", max_len=4096),
-        "id": Field("int"),
+        "id": Field("int", **_NS),
     }
     text: str = ""
     id: int = 0
@@ -239,9 +265,9 @@ class Hello(Message):
     FIELDS: ClassVar[dict[str, Field]] = {
         "role": Field("str", max_len=64),
         "robot": Field("str", max_len=128),
-        "latent_dim": Field("int"),
-        "n_joints": Field("int"),
-        "pid": Field("int"),
+        "latent_dim": Field("int", lo=0, hi=2**31 - 1),
+        "n_joints": Field("int", lo=0, hi=2**31 - 1),
+        "pid": Field("int", lo=0, hi=2**31 - 1),
     }
     role: str = ""
     robot: str = ""
@@ -261,8 +287,8 @@ class SceneReset(Message):
 
     TYPE: ClassVar[str] = "scene_reset"
     FIELDS: ClassVar[dict[str, Field]] = {
-        "seed": Field("int"),
-        "episode": Field("int"),
+        "seed": Field("int", **_NS),
+        "episode": Field("int", **_NS),
     }
     seed: int = 0
     episode: int = 0

@@ -5,6 +5,9 @@
   newest message is kept, never a queue of stale ones. CONFLATE does not support multipart, so
   every message is one frame.
 - Receive calls never raise on bad input: the message is dropped and counted per reason.
+- Receive work is bounded: a Subscriber decodes under its topic's `Limits` (ZeroMQ drops
+  larger messages before they are read: MAXMSGSIZE), and a non-blocking receive reads at most
+  `max_msgs` messages per call, so a flood cannot stall the loop that drains it.
 - ipc:// socket files live in an owner-only run directory; tcp:// works the same way.
 """
 
@@ -18,13 +21,16 @@ from typing import TYPE_CHECKING
 
 import zmq
 
-from dualsys.bus.codec import MAX_BYTES, DropError, EncodeError, decode, encode
+from dualsys.bus.codec import DropError, EncodeError, decode, encode
+from dualsys.bus.limits import DEFAULT, Limits
 from dualsys.bus.messages import Message
 
 if TYPE_CHECKING:
     from dualsys.bus.curve import CurveConfig
 
 DEFAULT_TIMEOUT_MS = 1000
+#: most messages one non-blocking receive call reads (a CONFLATE socket holds one anyway)
+MAX_PER_CALL = 64
 
 
 def prepare_endpoint(endpoint: str) -> None:
@@ -116,8 +122,11 @@ class Publisher:
 class Subscriber:
     """Receives one topic; validates every message; counts drops per reason and sequence gaps.
 
-    latest=True sets CONFLATE (only the newest message is kept). `recv_latest` is non-blocking
-    and returns the newest valid message or None: usable from the 200 Hz thread.
+    latest=True sets CONFLATE (only the newest message is kept). `recv_latest` and
+    `recv_nowait` never block and read at most `max_msgs` messages (valid or not) per call:
+    usable from the 200 Hz thread. `limits` bound what one message may be and allocate
+    (`dualsys.bus.limits.receive_spec(cfg, topic)` gives them with the shapes for a robot);
+    `max_bytes`, when given, overrides limits.max_bytes.
     """
 
     def __init__(
@@ -129,24 +138,22 @@ class Subscriber:
         bind: bool = False,
         latest: bool = True,
         shapes: dict[str, dict[str, tuple[int, ...]]] | None = None,
-        max_bytes: int = MAX_BYTES,
+        limits: Limits | None = None,
+        max_bytes: int | None = None,
         hwm: int = 1000,
         timeout_ms: int = DEFAULT_TIMEOUT_MS,
         curve: CurveConfig | None = None,
     ) -> None:
-        self.endpoint, self.accept, self.shapes, self.max_bytes = (
-            endpoint,
-            accept,
-            shapes,
-            max_bytes,
-        )
+        self.limits = limits or DEFAULT
+        self.max_bytes = self.limits.max_bytes if max_bytes is None else max_bytes
+        self.endpoint, self.accept, self.shapes = endpoint, accept, shapes
         self.sock = ctx.socket(zmq.SUB)
         _configure(self.sock, timeout_ms)
         if latest:
             self.sock.setsockopt(zmq.CONFLATE, 1)
         else:
             self.sock.setsockopt(zmq.RCVHWM, hwm)
-        self.sock.setsockopt(zmq.MAXMSGSIZE, max_bytes)
+        self.sock.setsockopt(zmq.MAXMSGSIZE, self.max_bytes)
         self.sock.setsockopt(zmq.SUBSCRIBE, b"")
         if curve is not None:  # off-board link: ZeroMQ CURVE (dualsys/bus/curve.py)
             _secure(self.sock, curve, bind)
@@ -160,7 +167,7 @@ class Subscriber:
 
     def _accept(self, data: bytes) -> Message | None:
         try:
-            msg = decode(data, self.accept, self.shapes, self.max_bytes)
+            msg = decode(data, self.accept, self.shapes, self.max_bytes, self.limits)
         except DropError as exc:
             self.dropped[exc.reason] += 1
             self.last_error = str(exc)
@@ -174,16 +181,25 @@ class Subscriber:
         self.last = msg
         return msg
 
-    def recv_latest(self) -> Message | None:
-        """Drain what is waiting (never blocks) and return the newest valid message, or None."""
+    def recv_latest(self, max_msgs: int = MAX_PER_CALL) -> Message | None:
+        """Read up to max_msgs waiting messages (never blocks); the newest valid one, or None.
+
+        Safe in the 200 Hz thread: bounded work whatever a peer sends."""
         newest = None
-        while (msg := self.recv_nowait()) is not None:
-            newest = msg
+        for _ in range(max_msgs):
+            try:
+                data = self.sock.recv(zmq.NOBLOCK, copy=True)
+            except zmq.Again:
+                break
+            msg = self._accept(data)
+            if msg is not None:
+                newest = msg
         return newest
 
-    def recv_nowait(self) -> Message | None:
-        """The next waiting valid message in order (bad ones dropped and counted), or None."""
-        while True:
+    def recv_nowait(self, max_msgs: int = MAX_PER_CALL) -> Message | None:
+        """The next waiting valid message in order, reading at most max_msgs messages (bad ones
+        dropped and counted); None when none is valid among them. Never blocks."""
+        for _ in range(max_msgs):
             try:
                 data = self.sock.recv(zmq.NOBLOCK, copy=True)
             except zmq.Again:
@@ -191,6 +207,7 @@ class Subscriber:
             msg = self._accept(data)
             if msg is not None:
                 return msg
+        return None
 
     def recv(self, timeout_ms: int = DEFAULT_TIMEOUT_MS) -> Message | None:
         """Wait up to timeout_ms for the next valid message (bad ones are dropped and counted)."""

@@ -33,6 +33,7 @@ from dualsys.bus import (
     Subscriber,
 )
 from dualsys.bus.curve import BusSecurity
+from dualsys.bus.limits import receive_spec
 from dualsys.config import RobotConfig
 from dualsys.robot.interface import MODE_NAMES, make_driver
 from dualsys.robot.safety import RobotSafety, SafetySettings
@@ -92,8 +93,8 @@ def run_robot(
         ep["command"],
         (Command,),
         latest=True,
-        shapes={"command": {"q": (n,), "dq": (-1,)}},
         curve=sec.curve(ep["command"], bind=False),
+        **receive_spec(cfg, "command"),  # shapes and size limits of this robot
     )
     stats_pub = Publisher(
         ctx, ep["stats"], source=source, bind=False, curve=sec.curve(ep["stats"], bind=False)

@@ -26,6 +26,7 @@ import zmq
 
 from dualsys.bus.codec import encode
 from dualsys.bus.curve import BusSecurity
+from dualsys.bus.limits import receive_spec
 from dualsys.bus.messages import ActionChunk, Command, Hello, Latent, RobotState, Stats
 from dualsys.bus.transport import Publisher, Subscriber
 from dualsys.config import RobotConfig
@@ -78,19 +79,13 @@ class ControlLoop:
         """Create sockets, the kernel state and the command frames (not real-time)."""
         cfg, ep = self.cfg, self.cfg.endpoint
         n, H = cfg.n_joints, cfg.policy.chunk_horizon
-        nc = len(cfg.controlled_indices)
-        shapes = {
-            "state": {"q": (n,), "dq": (n,), "tau": (n,)},
-            "chunk": {"actions": (H, nc)},
-            "latent": {"vector": (cfg.system2.latent_dim,)},
-        }
         self.sec = sec = BusSecurity(self.ctx, cfg)  # CURVE on tcp:// links when configured
         names = ("state", "chunk", "latent", "command", "stats")
         eps = {name: ep(name, self.run_dir) for name in names}
 
         def sub(name: str, cls: type) -> Subscriber:
-            curve = sec.curve(eps[name], bind=False)
-            return Subscriber(self.ctx, eps[name], (cls,), shapes=shapes, curve=curve)
+            curve = sec.curve(eps[name], bind=False)  # shapes and size limits of this robot
+            return Subscriber(self.ctx, eps[name], (cls,), curve=curve, **receive_spec(cfg, name))
 
         self.state_sub = sub("state", RobotState)
         self.chunk_sub = sub("chunk", ActionChunk)
@@ -144,8 +139,8 @@ class ControlLoop:
     # ------------------------------------------------------------------ the tick
     def _take_chunk(self, msg: ActionChunk, t_ns: int) -> None:
         """Copy a new chunk into the kernel and blend the seam (200 Hz thread)."""
-        if msg.dt_ns <= 0:
-            self.chunk_sub.dropped["bad_chunk_dt"] += 1
+        if msg.dt_ns <= 0:  # the codec refuses these; kept so a direct caller cannot divide by 0
+            self.chunk_sub.dropped["out_of_range"] += 1
             return
         k = self.k
         k.actions[:] = msg.actions

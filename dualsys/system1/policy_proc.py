@@ -19,6 +19,7 @@ import numpy as np
 import zmq
 
 from dualsys.bus.curve import BusSecurity
+from dualsys.bus.limits import receive_spec
 from dualsys.bus.messages import ActionChunk, Hello, Latent, RobotState, Stats
 from dualsys.bus.transport import Publisher, Subscriber
 from dualsys.config import RobotConfig
@@ -38,16 +39,12 @@ class PolicyLoop:
         self.cfg, self.sampler, self.info = cfg, sampler, info
         ep = cfg.endpoint
         n = cfg.n_joints
-        shapes = {
-            "state": {"q": (n,), "dq": (n,), "tau": (n,)},
-            "latent": {"vector": (cfg.system2.latent_dim,)},
-        }
         self.sec = sec = BusSecurity(ctx, cfg)  # CURVE on tcp:// links when configured
         eps = {name: ep(name, run_dir) for name in ("state", "latent", "chunk", "stats")}
 
         def sub(name: str, cls: type) -> Subscriber:
-            curve = sec.curve(eps[name], bind=False)
-            return Subscriber(ctx, eps[name], (cls,), shapes=shapes, curve=curve)
+            curve = sec.curve(eps[name], bind=False)  # shapes and size limits of this robot
+            return Subscriber(ctx, eps[name], (cls,), curve=curve, **receive_spec(cfg, name))
 
         self.state_sub = sub("state", RobotState)
         self.latent_sub = sub("latent", Latent)
@@ -71,6 +68,12 @@ class PolicyLoop:
         self.settling = Settling(int(cfg.policy.switch_settle_ms * 1e6))
         self.stale_ns = int(cfg.budgets.latent_stale_ms * 1e6)
         self.hello = Hello(ROLE, cfg.name, cfg.system2.latent_dim, n, os.getpid())
+        self.nonfinite_chunks = 0
+        self._bad_inputs: tuple[int, int] | None = None
+
+    def _inputs_key(self) -> tuple[int, int]:
+        """Identity of the current inputs: (id of the state, id of the latent) objects."""
+        return (id(self.state), id(self.latent))
 
     def poll_inputs(self, timeout_ms: int) -> None:
         """Take the newest state and latent; wait up to timeout_ms when nothing is new."""
@@ -92,7 +95,7 @@ class PolicyLoop:
         (`chunks.plan_next`): the old task's motion is not carried into the new one.
         """
         now = time.monotonic_ns()
-        if self.state is None or self.latent is None:
+        if self.state is None or self.latent is None or self._inputs_key() == self._bad_inputs:
             return False
         new_task = self.latent.instruction_id != self.chunk_instruction
         if not new_task and not needs_replan(self.current, now, self.cfg.policy.replan_below):
@@ -111,6 +114,13 @@ class PolicyLoop:
             plan.weights,
         )
         latency = time.monotonic_ns() - t_start
+        if not np.isfinite(actions).all():
+            # extreme (finite) inputs can overflow the network: publish nothing, and sample
+            # again only once a new state or latent arrives
+            self.nonfinite_chunks += 1
+            self._bad_inputs = self._inputs_key()
+            warn_once("policy: sampled non-finite actions (inputs out of range?); not sent")
+            return False
         self.chunks += 1
         chunk = Chunk(actions, plan.t0_ns, self.dt_ns, self.chunks)
         self.chunk_pub.send(
@@ -149,6 +159,7 @@ class PolicyLoop:
             "chunks": self.chunks,
             "latency_ms": {"p50": s["p50"], "p99": s["p99"], "max": s["max"]},
             "delay_estimate_ms": self.delay.estimate_ns / 1e6,
+            "nonfinite_chunks": self.nonfinite_chunks,
             "precision": self.info["precision"],
             "params": self.info["params"],
             "weights": self.info["weights"],

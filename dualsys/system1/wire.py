@@ -150,12 +150,15 @@ class LatestFrame:
 
     `poll` is safe in the 200 Hz thread: it checks ZMQ_EVENTS (no exception when empty) and
     drains with `recv_into` (no allocation). `decode` validates the frame through the
-    Subscriber, so drops are counted per reason as for any other message.
+    Subscriber, so drops are counted per reason as for any other message. The buffer holds the
+    Subscriber's largest valid message (its `max_bytes`) unless `max_bytes` is given; a longer
+    frame is counted "oversized". `poll` reads at most `max_msgs` frames per call.
     """
 
-    def __init__(self, sub, max_bytes: int = 65536) -> None:
+    def __init__(self, sub, max_bytes: int | None = None, max_msgs: int = 64) -> None:
         self.sub = sub
-        self.buf = bytearray(max_bytes)
+        self.max_msgs = max_msgs
+        self.buf = bytearray(sub.max_bytes if max_bytes is None else max_bytes)
         self.view = memoryview(self.buf)
         self.n = 0
         self.count = 0
@@ -166,7 +169,9 @@ class LatestFrame:
         """Receive everything waiting, keep the newest. True when a new frame arrived."""
         sock = self.sub.sock
         got = False
-        while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+        for _ in range(self.max_msgs):
+            if not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                break
             try:
                 n = sock.recv_into(self.buf, flags=zmq.NOBLOCK)
             except zmq.Again:

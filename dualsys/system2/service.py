@@ -8,8 +8,8 @@ Tasks on the event loop (none of them ever blocks it):
   work: the schedule restarts from now and the next step simply uses the newest inputs.
   When the newest frame or state arrived longer ago than `budgets.latent_stale_ms`, no latent
   is published (counted in `stale_skips`): System 1 then sees the latent age and holds.
-- `_instructions`: every 20 ms, drain the instruction socket; a bad Instruction is refused
-  and counted, the current one stays.
+- `_instructions`: every 20 ms, read up to 64 waiting instructions; a bad Instruction is
+  refused and counted, the current one stays.
 - `_stats` / `_hello`: Stats at `rates.stats_hz`, Hello once per second.
 """
 
@@ -36,6 +36,7 @@ from dualsys.bus import (
     Subscriber,
 )
 from dualsys.bus.curve import BusSecurity
+from dualsys.bus.limits import receive_spec
 from dualsys.config import RobotConfig
 from dualsys.system2.encoders.base import Encoder
 from dualsys.system2.instruction import InstructionError, validate_instruction
@@ -44,6 +45,8 @@ from dualsys.timing import current_cpus, warn_once
 
 ROLE = "system2"
 INSTRUCTION_POLL_S = 0.02
+#: most instruction messages read per poll (a person types a few a minute)
+MAX_INSTRUCTIONS_PER_POLL = 64
 MAX_ENCODE_ERRORS_IN_A_ROW = 10
 
 
@@ -74,7 +77,6 @@ class System2Service:
     def open(self) -> None:
         """Bind the latent PUB and instruction SUB; connect the frame, state and stats sockets."""
         cfg, n = self.cfg, self.cfg.n_joints
-        cam = self.camera
         names = ("camera", "state", "instruction", "latent", "stats")
         ep = {name: cfg.endpoint(name, self.run_dir) for name in names}
         self.sec = sec = BusSecurity(self.ctx, cfg, role="system2")  # CURVE on tcp:// links
@@ -82,15 +84,15 @@ class System2Service:
             self.ctx,
             ep["camera"],
             (CameraFrame,),
-            shapes={"frame": {"image": (cam.height, cam.width, 3)}},
             curve=sec.curve(ep["camera"], bind=False),
+            **receive_spec(cfg, "camera"),  # shapes and size limits of this robot
         )
         self.states = Subscriber(
             self.ctx,
             ep["state"],
             (RobotState,),
-            shapes={"state": {"q": (n,), "dq": (n,), "tau": (n,)}},
             curve=sec.curve(ep["state"], bind=False),
+            **receive_spec(cfg, "state"),
         )
         self.instructions = Subscriber(
             self.ctx,
@@ -99,6 +101,7 @@ class System2Service:
             bind=True,
             latest=False,
             curve=sec.curve(ep["instruction"], bind=True),
+            **receive_spec(cfg, "instruction"),
         )
         self.latents = Publisher(
             self.ctx, ep["latent"], ROLE, hwm=4, curve=sec.curve(ep["latent"], bind=True)
@@ -173,10 +176,23 @@ class System2Service:
 
     # ----------------------------------------------------------------- tasks
 
+    def take_instructions(self, max_msgs: int = MAX_INSTRUCTIONS_PER_POLL) -> int:
+        """Handle the waiting instructions, reading at most max_msgs messages (valid or not):
+        a flood waits for the next poll instead of holding the event loop. Returns how many
+        messages were read."""
+        sub, read = self.instructions, 0
+        while read < max_msgs:
+            before = sub.received + sub.dropped_total
+            msg = sub.recv_nowait(max_msgs - read)
+            read += sub.received + sub.dropped_total - before
+            if msg is None:
+                break
+            self.on_instruction(msg)
+        return read
+
     async def _instructions(self) -> None:
         while not self.stop.is_set():
-            while (msg := self.instructions.recv(0)) is not None:
-                self.on_instruction(msg)
+            self.take_instructions()
             await asyncio.sleep(INSTRUCTION_POLL_S)
 
     async def _every(self, period_s: float, send) -> None:

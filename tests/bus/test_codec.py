@@ -129,7 +129,7 @@ REASONS = {
     "inf": "nonfinite",
     "wrong-rank": "wrong_shape",
     "wrong-shape": "wrong_shape",
-    "negative-seq": "malformed",
+    "negative-seq": "out_of_range",
 }
 
 
