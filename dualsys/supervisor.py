@@ -6,13 +6,13 @@ config (robot name, latent size, joint count; the codec already refuses other sc
 A start-up can be cut short at any moment by the `should_stop` predicate (up's Ctrl-C).
 
 Trust: the supervisor believes only its children. A Hello counts only if its header source,
-its role and its pid are those of the process started for that role; a Stats only from a
-source whose current process has said Hello that way. Anything else is dropped and counted in
+its role and its pid are those of the process started for that role; a Stats only when its
+pid is that process's and that process has said Hello that way. Anything else is dropped and counted in
 `untrusted` by reason (shown in the run report); bookkeeping per source is fixed in size, and
 one poll reads at most MAX_DRAIN stats messages, so a flood cannot starve it. One run owns its
-run directory (rundir.RunLock), so a second `dualsys up` there is refused. Limits: Stats carry
-no pid, so after a child's Hello its source name is believed; a peer that can reach the link
-(the run directory is owner-only; tcp links take CURVE) and copies a child's pid and source
+run directory (rundir.RunLock), so a second `dualsys up` there is refused. Limit: a pid is a
+claim, not a kernel credential; a peer that can reach the link (the run directory is
+owner-only; tcp links take CURVE with a `stats` role key) and copies a child's pid and source
 is not told apart.
 
 Failure policy: System 2 or the policy process dies -> restarted with backoff while the control
@@ -305,7 +305,9 @@ class Supervisor:
                 child.hello_pid = msg.pid
                 self._check_hello(child, msg)
             return
-        if child.hello_pid != child.proc.pid:
+        if msg.pid != child.proc.pid:
+            self.untrusted["wrong_pid"] += 1
+        elif child.hello_pid != child.proc.pid:
             # not yet believed: sent before this process's first Hello, or by its predecessor
             # just before a restart (normal, so counted apart from `untrusted`)
             self.stats_before_hello += 1

@@ -8,6 +8,7 @@ Imports only numpy: robots and tools can speak the bus without torch or mujoco.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -251,9 +252,12 @@ class Stats(Message):
     FIELDS: ClassVar[dict[str, Field]] = {
         "process": Field("str", max_len=64),
         "values": Field("map"),
+        "pid": Field("int", lo=0, hi=2**31 - 1),
     }
     process: str = ""
     values: dict[str, float] = field(default_factory=dict)
+    #: the sending process (the supervisor believes a child's Stats only from its own pid)
+    pid: int = field(default_factory=os.getpid)
     header: Header | None = None
 
 

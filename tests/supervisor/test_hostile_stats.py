@@ -115,6 +115,27 @@ def test_only_the_started_process_is_believed(sup: Supervisor) -> None:
     ctx.destroy(0)
 
 
+def test_stats_from_a_believed_source_need_the_childs_pid(sup: Supervisor) -> None:
+    """After control's Hello, a peer sending Stats under control's source name is not believed:
+    its pid (this test process) is not the child's."""
+    ctx, pubs, send = _rogue(sup)
+    control = _child(sup, "control")
+    deadline = time.monotonic() + 30
+    while not (control.ready and control.stats.get("honest") == 1.0):
+        assert time.monotonic() < deadline, "the honest child was not heard"
+        _poll_for(sup, 0.1)
+    wrong0 = sup.untrusted["wrong_pid"]
+    for _ in range(40):
+        send("control", Stats(process="control", values={"honest": 0.0, "forged": 1.0}))
+        time.sleep(0.005)
+    _poll_for(sup, 0.5)
+    assert "forged" not in control.stats and control.stats.get("honest") == 1.0
+    assert sup.untrusted["wrong_pid"] - wrong0 >= 40
+    for p in pubs.values():
+        p.close()
+    ctx.destroy(0)
+
+
 def test_scene_stats_come_only_from_the_robot_child(sup: Supervisor) -> None:
     """The old supervisor took Stats under any process name from anyone into extra_stats."""
     ctx, pubs, send = _rogue(sup)
