@@ -200,7 +200,7 @@ def decode(
             object_hook=_shallow_map,
             raw=False,
             strict_map_key=True,
-            **limits.unpack_options(),
+            **limits.unpack_options,
         )
     except DropError:
         raise

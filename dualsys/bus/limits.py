@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from dualsys.bus.messages import (
@@ -61,8 +62,9 @@ class Limits:
     max_bin_len: int = 0  # no message carries msgpack bin
     max_array_len: int = ENVELOPE_LEN  # the envelope is the only msgpack array
 
+    @cached_property
     def unpack_options(self) -> dict[str, int]:
-        """The msgpack `unpackb` keyword arguments that enforce these limits."""
+        """The msgpack `unpackb` keyword arguments that enforce these limits (built once)."""
         return {
             "max_str_len": self.max_str_len,
             "max_bin_len": self.max_bin_len,
