@@ -7,11 +7,11 @@ A start-up can be cut short at any moment by the `should_stop` predicate (up's C
 
 Trust: the supervisor believes only its children. A Hello counts only if its header source,
 its role and its pid are those of the process started for that role; a Stats only when its
-pid is that process's and that process has said Hello that way. Anything else is dropped and counted in
-`untrusted` by reason (shown in the run report); bookkeeping per source is fixed in size, and
-one poll reads at most MAX_DRAIN stats messages, so a flood cannot starve it. One run owns its
-run directory (rundir.RunLock), so a second `dualsys up` there is refused. Limit: a pid is a
-claim, not a kernel credential; a peer that can reach the link (the run directory is
+pid is that process's and that process has said Hello that way. Anything else is dropped and
+counted in `untrusted` by reason (shown in the run report); bookkeeping per source is fixed in
+size, and one poll reads at most MAX_DRAIN stats messages, so a flood cannot starve it. One run
+owns its run directory (rundir.RunLock), so a second `dualsys up` there is refused. Limit: a
+pid is a claim, not a kernel credential; a peer that can reach the link (the run directory is
 owner-only; tcp links take CURVE with a `stats` role key) and copies a child's pid and source
 is not told apart.
 
