@@ -28,7 +28,7 @@ def test_override_changes_the_value_and_is_recorded():
         ("ratescontrol_hz=1", "expected section.key=value"),
         ("a.b.c=1", "expected section.key=value"),
         ("rates.control_hz", "expected section.key=value"),
-        ("rates.control_hz=\"fast\"", "control_hz"),
+        ('rates.control_hz="fast"', "control_hz"),
         ("robot.name=[1, 2]", "robot.name"),
     ],
 )
