@@ -157,7 +157,15 @@ def _arr(table: pa.Table, name: str, shape: tuple[int, ...] = ()) -> np.ndarray:
 
 
 class DatasetReader:
-    """Reads a dataset directory written by `DatasetWriter`."""
+    """Reads a dataset directory written by `DatasetWriter` (a LeRobotDataset v3 directory
+    is read by `dualsys.export.lerobot_read.LeRobotReader` instead, same interface)."""
+
+    def __new__(cls, root: str | Path):
+        from dualsys.export.lerobot_read import LeRobotReader, is_lerobot_v3
+
+        if cls is DatasetReader and is_lerobot_v3(root):
+            return LeRobotReader(root)
+        return super().__new__(cls)
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)

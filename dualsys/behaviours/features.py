@@ -148,10 +148,13 @@ class FeatureSet:
         #: expert version each episode was demonstrated with (meta/episodes.jsonl; 1 if absent)
         self.ep_version = torch.ones(len(self.ep_len), dtype=torch.int64)
         eps = Path(path).parent / "meta" / "episodes.jsonl"
+        meta = []
         if eps.is_file():
             meta = [json.loads(line) for line in eps.read_text().splitlines() if line]
-            if len(meta) == len(self.ep_len):
-                self.ep_version = torch.tensor([m.get("expert_version", 1) for m in meta])
+        elif (Path(path).parent / "meta" / "episodes").is_dir():  # a LeRobotDataset v3
+            meta = DatasetReader(Path(path).parent).episodes
+        if len(meta) == len(self.ep_len):
+            self.ep_version = torch.tensor([m.get("expert_version", 1) for m in meta])
         #: (phrasings, text_dim) side features of `texts` (`add_side_features`), or None
         self.text_side: torch.Tensor | None = None
         #: behaviour of each phrasing in `texts` (from the episodes, or `add_phrasings`)
