@@ -9,13 +9,12 @@ which stops the CPUs entering deep idle states (the kernel's PM QoS interface).
 from __future__ import annotations
 
 import contextlib
-import os
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 
-from dualsys.doctor.checks import DMA_LATENCY
+from dualsys.system1.floor import IdleLatency
 
 _BURN = "import os, sys\nos.sched_setaffinity(0, {int(sys.argv[1])})\nwhile True:\n    pass\n"
 _STREAM = "a = bytearray(64 << 20)\nb = bytearray(64 << 20)\nwhile True:\n    b[:] = a\n"
@@ -57,17 +56,13 @@ class StandardLoad:
 
 @contextlib.contextmanager
 def hold_dma_latency(enabled: bool = True) -> Iterator[str]:
-    """Hold /dev/cpu_dma_latency at 0 while inside; yields '' when held, else the reason."""
+    """Hold /dev/cpu_dma_latency at 0 while inside (as the control loop does: the same
+    `IdleLatency`); yields '' when held, else the reason."""
     if not enabled:
         yield "not requested (--no-dma-hold)"
         return
+    hold = IdleLatency()
     try:
-        fd = os.open(DMA_LATENCY, os.O_WRONLY)
-    except OSError as exc:
-        yield f"cannot open {DMA_LATENCY}: {exc.strerror}"
-        return
-    try:
-        os.write(fd, (0).to_bytes(4, "little", signed=True))
-        yield ""
+        yield hold.hold(0)
     finally:
-        os.close(fd)  # the kernel drops the request when the file is closed
+        hold.release()  # the kernel drops the request when the file is closed
