@@ -161,13 +161,14 @@ def main() -> int:
         "|---|---|---|---|---|---|\n"
     )
     for r in results + rec:
-        if r in rec:
+        receiver = r in rec
+        if receiver:
             total = Counter()
             for (_klass, outcome), n in r["outcomes"].items():
                 total[outcome] += n
             r = dict(r, outcomes=total)
         top = r["outcomes"].most_common(8)
-        if r not in rec and "ok" not in dict(top):  # always show how many cases were valid
+        if not receiver and "ok" not in dict(top):  # always show how many cases were valid
             top.append(("ok", r["outcomes"]["ok"]))
         oc = ", ".join(f"{k} {v}" for k, v in top)
         out += (
