@@ -43,6 +43,7 @@ import zmq
 
 from dualsys.bus import Hello, Latent, Publisher, Stats, Subscriber
 from dualsys.bus.curve import BusSecurity
+from dualsys.bus.limits import receive_spec
 from dualsys.config import RobotConfig
 from dualsys.rundir import SUMMARIES, RunLock, make_run_dir
 
@@ -246,9 +247,14 @@ class Supervisor:
             latest=False,
             hwm=10_000,
             curve=self.sec.curve(ep_stats, bind=True),
+            **receive_spec(self.cfg, "stats"),
         )
         self.latent = Subscriber(
-            self.ctx, ep_latent, (Latent,), curve=self.sec.curve(ep_latent, bind=False)
+            self.ctx,
+            ep_latent,
+            (Latent,),
+            curve=self.sec.curve(ep_latent, bind=False),
+            **receive_spec(self.cfg, "latent"),
         )
         self.status_pub = Publisher(
             self.ctx, f"ipc://{self.run_dir}/{STATUS_SOCKET}", "supervisor", hwm=8

@@ -27,6 +27,7 @@ import zmq
 from dualsys.behaviours.kinematics import Kinematics
 from dualsys.behaviours.scoring import EVAL_EPISODE_S, LEAD_S, Scorer, Trajectory, lead_in
 from dualsys.bus import Instruction, Latent, Publisher, RobotState, SceneReset, Subscriber
+from dualsys.bus.limits import receive_spec
 from dualsys.config import RobotConfig
 from dualsys.robot.model import OBJECTS, build_model
 from dualsys.supervisor import Supervisor, UpOptions
@@ -76,15 +77,19 @@ class LiveEvaluator:
         self.instr = Publisher(
             self.ctx, self.cfg.endpoint("instruction", self.run_dir), "eval", bind=False
         )
-        self.latent = Subscriber(self.ctx, self.cfg.endpoint("latent", self.run_dir), (Latent,))
-        n = self.cfg.n_joints
+        self.latent = Subscriber(
+            self.ctx,
+            self.cfg.endpoint("latent", self.run_dir),
+            (Latent,),
+            **receive_spec(self.cfg, "latent"),
+        )
         self.states = Subscriber(
             self.ctx,
             self.cfg.endpoint("state", self.run_dir),
             (RobotState,),
             latest=False,
             hwm=100_000,
-            shapes={"state": {"q": (n,), "dq": (n,), "tau": (n,)}},
+            **receive_spec(self.cfg, "state"),
         )
 
     def _wait(self, seconds: float, record: list | None = None) -> None:

@@ -11,6 +11,7 @@ import zmq
 
 from dualsys import config
 from dualsys.bus import Latent, Stats, Subscriber
+from dualsys.bus.limits import receive_spec
 from dualsys.liveview import flat_to_status, headless_line, panel
 from dualsys.rundir import default_run_dir
 from dualsys.supervisor import STATUS_SOCKET
@@ -25,8 +26,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"dualsys status: no running system for {cfg.name} ({sock} missing)", file=sys.stderr)
         return 1
     ctx = zmq.Context()
-    sub = Subscriber(ctx, f"ipc://{sock}", (Stats,))
-    latent = Subscriber(ctx, cfg.endpoint("latent", run_dir), (Latent,))
+    sub = Subscriber(ctx, f"ipc://{sock}", (Stats,), **receive_spec(cfg, "stats"))
+    latent = Subscriber(
+        ctx, cfg.endpoint("latent", run_dir), (Latent,), **receive_spec(cfg, "latent")
+    )
 
     def snapshot(values: dict[str, float]) -> dict:
         snap = flat_to_status(values)

@@ -18,6 +18,7 @@ import zmq
 
 from dualsys.bus import Command, Publisher, RobotState, Subscriber
 from dualsys.bus.curve import BusSecurity, CurveConfig
+from dualsys.bus.limits import message_limits, receive_spec
 from dualsys.config import RobotConfig
 from dualsys.robot.interface import MODE_NAMES, DriverInfo, JointState, RobotDriver, register_driver
 
@@ -66,7 +67,6 @@ class BridgeRobot(RobotDriver):
         """Bind both bridge endpoints and wait for the peer's first state."""
         self._own_ctx = self._ctx is None
         self._ctx = self._ctx or zmq.Context()
-        n = self.n
         try:  # CURVE on tcp:// bridge links like every other process (robot key role)
             self.sec = BusSecurity(self._ctx, self.cfg)
             state_curve = self.sec.curve(self.state_endpoint, bind=True, link="bridge_state")
@@ -83,7 +83,7 @@ class BridgeRobot(RobotDriver):
             (RobotState,),
             bind=True,
             latest=True,
-            shapes={"state": {"q": (n,), "dq": (n,), "tau": (n,)}},
+            **receive_spec(self.cfg, "state"),
             curve=state_curve,
         )
         self.pub = Publisher(
@@ -173,6 +173,7 @@ class BridgePeer:
             bind=False,
             latest=True,
             shapes={"command": {"q": (n_joints,), "dq": (-1,)}},
+            limits=message_limits(Command, {"q": (n_joints,), "dq": (n_joints,)}),
             curve=cmd_curve,
         )
 

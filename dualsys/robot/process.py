@@ -99,7 +99,7 @@ def run_robot(
     stats_pub = Publisher(
         ctx, ep["stats"], source=source, bind=False, curve=sec.curve(ep["stats"], bind=False)
     )
-    scene = _SceneControl(ctx, run_dir, driver, stats_pub)
+    scene = _SceneControl(ctx, run_dir, driver, stats_pub, cfg)
     frames = None
     if driver.info.cameras and getattr(driver, "model", None) is not None:
         from dualsys.robot.render import FrameThread
@@ -304,9 +304,17 @@ class _SceneControl:
     rate so an evaluator can follow objects the robot pushes.
     """
 
-    def __init__(self, ctx: zmq.Context, run_dir: Path, driver, stats_pub: Publisher) -> None:
+    def __init__(
+        self, ctx: zmq.Context, run_dir: Path, driver, stats_pub: Publisher, cfg: RobotConfig
+    ) -> None:
         self.sub = Subscriber(
-            ctx, f"ipc://{run_dir}/scene.sock", (SceneReset,), bind=True, latest=False, hwm=16
+            ctx,
+            f"ipc://{run_dir}/scene.sock",
+            (SceneReset,),
+            bind=True,
+            latest=False,
+            hwm=16,
+            limits=receive_spec(cfg, "scene")["limits"],
         )
         self.driver, self.pub = driver, stats_pub
         self.episode = -1

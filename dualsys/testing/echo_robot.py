@@ -20,6 +20,7 @@ import numpy as np
 import zmq
 
 from dualsys import config
+from dualsys.bus.limits import receive_spec
 from dualsys.bus.messages import Command, Hello, RobotState
 from dualsys.bus.transport import Publisher, Subscriber
 from dualsys.rundir import default_run_dir, make_run_dir
@@ -48,7 +49,7 @@ def run_echo_robot(
         cfg.endpoint("command", run_dir),
         (Command,),
         latest=False,
-        shapes={"command": {"q": (n,), "dq": (n,)}},
+        **receive_spec(cfg, "command"),
     )
     hello = Hello(ROLE, cfg.name, cfg.system2.latent_dim, n, os.getpid())
     q = cfg.limits()["default"].copy()
