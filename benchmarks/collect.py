@@ -8,7 +8,20 @@ from __future__ import annotations
 from pathlib import Path
 
 HERE = Path(__file__).parent
-ORDER = ["bus", "loop", "floor", "interp", "policy", "seams", "sim", "system2", "fleet", "view", "fuzz", "soak"]
+ORDER = [
+    "bus",
+    "loop",
+    "floor",
+    "interp",
+    "policy",
+    "seams",
+    "sim",
+    "system2",
+    "fleet",
+    "view",
+    "fuzz",
+    "soak",
+]
 INTRO = """# dualsys benchmark results
 
 Every table comes from one run of the script named in its heading, with dualsys and its
