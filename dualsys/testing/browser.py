@@ -42,8 +42,13 @@ def find_chromium() -> str | None:
     return None
 
 
-def screenshot(url: str, out: Path, wait_s: float, size: tuple[int, int] = (1600, 1000)) -> Path:
-    """Open `url` in a fresh headless Chromium, wait `wait_s` seconds, save a PNG to `out`."""
+def screenshot(
+    url: str, out: Path, wait_s: float, size: tuple[int, int] = (1600, 1000), nice: int = 0
+) -> Path:
+    """Open `url` in a fresh headless Chromium, wait `wait_s` seconds, save a PNG to `out`.
+    nice: the browser's niceness (a benchmark keeps it from competing with the robot)."""
+    import os
+
     from websockets.sync.client import connect
 
     exe = find_chromium()
@@ -61,6 +66,7 @@ def screenshot(url: str, out: Path, wait_s: float, size: tuple[int, int] = (1600
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            preexec_fn=(lambda: os.nice(nice)) if nice else None,
         )
         try:
             port_file = Path(profile) / "DevToolsActivePort"

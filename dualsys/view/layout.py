@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dualsys.config import RobotConfig
 
+#: Where the 3D view looks from and at (m, world; the robot stands at the origin, x forward).
+EYE, LOOK_AT = [2.2, 1.4, 1.6], [0.1, 0.0, 0.9]
 #: Joints plotted by default (the rest are logged too: add them in the viewer).
 PLOTTED = ("right_shoulder_pitch_joint", "right_elbow_pitch_joint", "left_shoulder_pitch_joint")
 
@@ -41,7 +43,13 @@ def blueprint(cfg: RobotConfig):
     return rrb.Blueprint(
         rrb.Horizontal(
             rrb.Vertical(
-                rrb.Spatial3DView(origin="world", name="robot"),
+                rrb.Spatial3DView(
+                    origin="world",
+                    name="robot",
+                    eye_controls=rrb.EyeControls3D(  # front-left, looking at the chest
+                        position=EYE, look_target=LOOK_AT, eye_up=[0.0, 0.0, 1.0]
+                    ),
+                ),
                 rrb.TextDocumentView(origin="instruction", name="instruction"),
                 row_shares=[6, 1],
             ),

@@ -4,7 +4,8 @@ running system into Rerun's web viewer.
 It subscribes latest-value (CONFLATE) to state, command, camera and latent, in order to the
 few chunks, and to the supervisor's status (control misses and lateness), so a slow viewer
 loses old values, never queues them and never makes a publisher wait. It runs at normal
-priority on System 2's core (never System 1's), with its own rates (`pose_hz`, `plot_hz`);
+priority (time-sharing, nice 10: System 2 wins the core they share) on System 2's core
+(never System 1's), with its own rates (`pose_hz`, `plot_hz`);
 the run report of `dualsys up --view` shows System 1's budgets with it on
 (benchmarks/view.py). The page is served on `web_port`, the data on `grpc_port`, both on
 every interface (the robot's network), and the URL is printed.
@@ -25,6 +26,8 @@ from dualsys.bus.transport import Publisher, Subscriber
 from dualsys.config import RobotConfig
 
 ROLE = "viewer"
+#: Niceness of the viewer (normal time-sharing class, below System 2's default 0).
+VIEWER_NICE = 10
 WEB_PORT, GRPC_PORT = 9090, 9876
 #: Latest-value topics and their message types; chunks are read in order (few per second).
 LATEST = {"state": RobotState, "command": Command, "camera": CameraFrame, "latent": Latent}
@@ -60,9 +63,10 @@ def run_viewer(
 
     stop = StopFlag()
     stop.install()
-    note = pin_to_core(cfg.cores.system2)  # System 2's core, normal priority: never System 1's
+    note = pin_to_core(cfg.cores.system2)  # System 2's core, never System 1's
     if note:
         warn_once(note)
+    os.nice(VIEWER_NICE)  # a person's view yields to System 2 on the core they share
     rec = rr.RecordingStream("dualsys", recording_id=f"live-{cfg.name}-{os.getpid()}")
     sinks = [rr.GrpcServerSink(port=grpc_port, server_memory_limit="512MiB", newest_first=True)]
     if save is not None:
@@ -74,7 +78,8 @@ def run_viewer(
     sink.start()
     url = page_url(host, web_port, grpc_port)
     print(f"dualsys view: open {url}", file=sys.stderr, flush=True)
-    (run_dir / "viewer.url").write_text(url + "\n")
+    url_file = run_dir / "viewer.url"  # for `dualsys up` and tools; removed at exit
+    url_file.write_text(url + "\n")
 
     ctx = zmq.Context()
     sec = BusSecurity(ctx, cfg, binds=False)
@@ -127,6 +132,7 @@ def run_viewer(
             s.close()
         sec.close()
         ctx.term()
+    url_file.unlink(missing_ok=True)
     print(f"dualsys view: shown {sink.counts}", file=sys.stderr)
     exit_now(0)  # rerun's server threads need no teardown
     return 0

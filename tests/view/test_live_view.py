@@ -105,7 +105,7 @@ def test_up_view_shows_the_robot(tmp_path: Path) -> None:
         else:
             time.sleep(4)  # a few chunks, frames and plot points exist
             try:
-                shot = screenshot(url, tmp_path / "view.png", wait_s=12)
+                shot = screenshot(url, tmp_path / "view.png", wait_s=12, nice=19)
             except (BrowserError, OSError) as exc:
                 browser_skip = f"chromium could not show the page: {exc}"
     finally:
@@ -129,6 +129,6 @@ def test_up_view_shows_the_robot(tmp_path: Path) -> None:
     if browser_skip:
         pytest.skip(f"browser part skipped, .rrd checked instead: {browser_skip}")
     seen = region_checks(shot)
-    assert seen["robot_grey_fraction"] > 0.05, seen
+    assert seen["robot_grey_fraction"] > 0.02, seen  # a blank page: 0
     assert seen["camera_colour_fraction"] > 0.05, seen
     assert seen["measured_line_px"] > 100 and seen["commanded_line_px"] > 100, seen
