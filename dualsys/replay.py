@@ -93,8 +93,8 @@ def read_mcap(path: str | Path) -> Recording:
         raise ReplayError(f"{path}: cannot open: {exc.strerror or exc}") from None
     rec = Recording(path, "")
     with f:
-        reader = make_reader(f)
         try:
+            reader = make_reader(f)
             for md in reader.iter_metadata():
                 if md.name == "dualsys":
                     rec.robot = md.metadata.get("robot", "")

@@ -67,7 +67,7 @@ def run_up(cfg: config.RobotConfig, args: argparse.Namespace) -> int:
         if not have_viewer():
             return no_viewer("up")
     opts = UpOptions(
-        view=viewer_args(args) if args.view else None,
+        view=viewer_args(args) + (["--no-grounding"] if untrained else []) if args.view else None,
         untrained=untrained,
         fifo=not args.no_fifo,
         system2_server=args.system2 or "",
@@ -126,6 +126,8 @@ def run_up(cfg: config.RobotConfig, args: argparse.Namespace) -> int:
             "restarts": {r: c.restarts for r, c in sup.children.items()},
             "untrained": untrained,
             "untrusted": dict(sup.untrusted),
+            # malformed messages on the stats link, by drop reason (the supervisor's receiver)
+            "stats_dropped": dict(sup.stats.dropped) if hasattr(sup, "stats") else {},
             "stats_before_hello": sup.stats_before_hello,
         },
     )

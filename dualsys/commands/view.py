@@ -34,7 +34,16 @@ def cmd_view(args: argparse.Namespace) -> int:
     cfg = config.load_robot(args.robot or "gr1")
     run_dir = make_run_dir(Path(args.run_dir) if args.run_dir else default_run_dir(cfg.name))
     save = Path(args.save) if args.save else None
-    return run_viewer(cfg, run_dir, args.duration, args.web_port, args.grpc_port, args.host, save)
+    return run_viewer(
+        cfg,
+        run_dir,
+        args.duration,
+        args.web_port,
+        args.grpc_port,
+        args.host,
+        save,
+        grounding=not args.no_grounding,
+    )
 
 
 def view_file(args: argparse.Namespace) -> int:
@@ -119,6 +128,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--run-dir", default=None, help="run directory of the running system")
     p.add_argument("--save", default=None, help="also write the view to this Rerun .rrd file")
     p.add_argument("--no-serve", action="store_true", help="a recording: only --save")
+    p.add_argument(
+        "--no-grounding",
+        action="store_true",
+        help="live: do not show System 2's grounding of the instruction (untrained runs)",
+    )
     p.add_argument("--duration", type=float, default=0.0, help="seconds; 0 = until signalled")
     add_view_options(p)
     p.set_defaults(func=cmd_view)

@@ -48,6 +48,7 @@ def run_viewer(
     grpc_port: int = GRPC_PORT,
     host: str = "localhost",
     save: Path | None = None,
+    grounding: bool = True,
 ) -> int:
     """Serve the live view until the duration ends or a stop signal; returns the exit code."""
     import rerun as rr
@@ -76,6 +77,11 @@ def run_viewer(
     rr.serve_web_viewer(web_port=web_port, open_browser=False)
     sink = ViewSink(cfg, rr, rec, RobotPoses(cfg), pose_hz=10.0, plot_hz=20.0, live=True)
     sink.start()
+    if grounding:
+        from dualsys.view.grounding import Grounder
+
+        if Grounder.available(cfg):
+            sink.grounder = Grounder(cfg)
     url = page_url(host, web_port, grpc_port)
     print(f"dualsys view: open {url}", file=sys.stderr, flush=True)
     url_file = run_dir / "viewer.url"  # for `dualsys up` and tools; removed at exit
@@ -110,6 +116,7 @@ def run_viewer(
                 if msg is None:
                     break
                 sink.on_message(msg)
+            sink.show_grounding(time.time_ns())
             st = status.recv_latest()
             if st is not None:
                 sink.on_status(st.values, time.time_ns())

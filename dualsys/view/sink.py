@@ -47,6 +47,8 @@ class ViewSink:
         live misses come from the lag alone, and from the supervisor's status), and the
         current instruction is kept as a static value (a browser joining late sees it)."""
         self.live = live
+        #: a `dualsys.view.grounding.Grounder`, set by the caller (None: no grounding shown)
+        self.grounder = None
         self.cfg, self.rr, self.rec, self.poses = cfg, rr, recording, poses
         self.pose_period = int(1e9 / pose_hz)
         self.plot_period = int(1e9 / plot_hz)
@@ -171,13 +173,27 @@ class ViewSink:
         if msg.instruction_id != self.instruction_id:
             self.instruction_id = msg.instruction_id
             self.show_instruction(msg.instruction, msg.instruction_id)
+            if self.grounder is not None:
+                self.grounder.request(msg.instruction_id, msg.instruction)
+
+    def show_grounding(self, t_wall_ns: int) -> None:
+        """Show the groundings the grounder finished (live: once per viewer loop)."""
+        if self.grounder is None:
+            return
+        for iid, text, line in self.grounder.results():
+            self._time(t_wall_ns)
+            if iid == self.instruction_id:
+                self.show_instruction(text, iid, line)
+            elif iid < 0:
+                self._log("log/events", self.rr.TextLog(line, level="WARN"))
 
     def show_instruction(self, text: str, instruction_id: int, grounding: str = "") -> None:
-        """The instruction as data: escaped, bounded, logged as plain text."""
+        """The instruction as data: escaped, bounded, logged as plain text; with System 2's
+        grounding of it once known."""
         safe = display_text(text, MAX_INSTRUCTION)
         line = f"instruction {instruction_id}: {safe}"
         if grounding:
-            line += f"  ->  {display_text(grounding, MAX_INSTRUCTION)}"
+            line += f"\nSystem 2 grounds it as: {display_text(grounding, MAX_INSTRUCTION)}"
         self._log("log/instruction", self.rr.TextLog(line, level="INFO"))
         doc = self.rr.TextDocument(line, media_type="text/plain")
         self._log("instruction", doc, static=self.live)
