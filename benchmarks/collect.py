@@ -20,6 +20,7 @@ ORDER = [
     "fleet",
     "view",
     "fuzz",
+    "hostile",
     "soak",
 ]
 INTRO = """# dualsys benchmark results
