@@ -12,14 +12,66 @@ import zmq
 from dualsys import config
 from dualsys.bus import Latent, Stats, Subscriber
 from dualsys.bus.limits import receive_spec
-from dualsys.liveview import flat_to_status, headless_line, panel
+from dualsys.liveview import display_text, flat_to_status, headless_line, panel
 from dualsys.rundir import default_run_dir
 from dualsys.supervisor import STATUS_SOCKET
+
+
+def server_lines(values: dict[str, float]) -> list[str]:
+    """A fleet server's Stats -> one line per robot: rate, latents, input age p99, drops."""
+    robots: dict[str, dict[str, float]] = {}
+    for key, v in values.items():
+        name, sep, field = key.rpartition(".")
+        if sep:
+            robots.setdefault(name, {})[field] = v
+    lines = [
+        f"system2 server: {values.get('robots', 0):.0f} robots, {values.get('steps', 0):.0f} steps"
+    ]
+    for name in sorted(robots):
+        r = robots[name]
+        age = r.get("age_p99_ms", -1.0)
+        lines.append(
+            f"  {display_text(name, 64)}: {r.get('rate_hz', 0):.2f} Hz, "
+            f"{r.get('latents', 0):.0f} latents, input age p99 "
+            f"{'-' if age < 0 else f'{age:.0f} ms'}, dropped {r.get('dropped', 0):.0f}"
+        )
+    return lines
+
+
+def _server_status(cfg: config.RobotConfig, args: argparse.Namespace) -> int:
+    from dualsys.system2.server_main import STATUS_SOCKET as SERVER_SOCKET
+
+    run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(cfg.name + "-server")
+    sock = run_dir / SERVER_SOCKET
+    if not sock.exists():
+        print(
+            f"dualsys status: no System 2 server for {cfg.name} ({sock} missing)", file=sys.stderr
+        )
+        return 1
+    ctx = zmq.Context()
+    sub = Subscriber(ctx, f"ipc://{sock}", (Stats,), **receive_spec(cfg, "stats"))
+    try:
+        while True:
+            msg = sub.recv(timeout_ms=int(args.timeout * 1000))
+            if msg is None:
+                print(f"dualsys status: no status from {sock} in {args.timeout} s", file=sys.stderr)
+                return 1
+            print("\n".join(server_lines(msg.values)), flush=True)
+            if args.once:
+                return 0
+            time.sleep(2.0)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        sub.close()
+        ctx.destroy(0)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Show the supervisor's status snapshots until Ctrl-C (or once with --once)."""
     cfg = config.load_robot(args.robot)
+    if args.server:
+        return _server_status(cfg, args)
     run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(cfg.name)
     sock = run_dir / STATUS_SOCKET
     if not sock.exists():
@@ -70,5 +122,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--robot", default="gr1", help="robot name in robots/ or a TOML path")
     p.add_argument("--run-dir", help="run directory of the running system")
     p.add_argument("--once", action="store_true", help="print one status line and exit")
+    p.add_argument(
+        "--server",
+        action="store_true",
+        help="attach to a `dualsys system2 serve` on this computer: per-robot rate, age, drops",
+    )
     p.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for status")
     p.set_defaults(func=cmd_status)

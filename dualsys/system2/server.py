@@ -122,6 +122,7 @@ class FleetServer:
         self.gone: dict[str, dict] = {}  # summaries of robots whose slot was freed
         self.step_us, self.batch = Histogram(), Histogram()
         self.steps = self.overruns = 0
+        self.first_step_ns = self.last_step_ns = 0  # steps that served at least one robot
         self.seq = 0
         self.shapes = {}
         for topic in ("state", "camera"):
@@ -180,6 +181,12 @@ class FleetServer:
                 self.refused["malformed"] += 1
                 continue
             rid, data = frames[0].bytes, frames[1]
+            if not rid.startswith(b"\x00"):
+                # a routing id the peer chose (libzmq's own ids start with a zero byte and are
+                # never reused on this socket): a peer could take over another robot's name
+                # the moment its connection drops, and be sent that robot's latents
+                self.refused["chosen_routing_id"] += 1
+                continue
             key = data.get("User-Id") if self.curve else rid.hex()
             if not key:
                 self.refused["no_identity"] += 1
@@ -268,6 +275,8 @@ class FleetServer:
             [s.instruction or default for s in batch],
         )
         self.steps += 1
+        self.first_step_ns = self.first_step_ns or now
+        self.last_step_ns = now
         self.step_us.record((mono_ns() - now) // 1000)
         self.batch.record(len(batch))
         for s, vec in zip(batch, res.vectors, strict=True):
@@ -333,6 +342,10 @@ class FleetServer:
             "robot_config": self.cfg.name,
             "target_hz": self.cfg.rates.system2_target_hz,
             "steps": self.steps,
+            # the rate of steps that served robots: each robot's own rate is judged against it
+            "active_rate_hz": (self.steps - 1) * 1e9 / (self.last_step_ns - self.first_step_ns)
+            if self.steps > 1 and self.last_step_ns > self.first_step_ns
+            else 0.0,
             "overruns": self.overruns,
             "step_ms": self.step_us.summary(1000.0),
             "batch": self.batch.summary(),
@@ -346,6 +359,8 @@ class FleetServer:
         """Flat per-robot numbers for a status line or a Stats message."""
         out = {"robots": float(len(self.slots)), "steps": float(self.steps)}
         for s in self.slots.values():
+            span = max(s.last_latent - s.first_latent, 1)
+            out[f"{s.name}.rate_hz"] = (s.latents - 1) * 1e9 / span if s.latents > 1 else 0.0
             out[f"{s.name}.latents"] = float(s.latents)
             out[f"{s.name}.age_p99_ms"] = s.age_us.pct(99) / 1000 if s.age_us.count else -1.0
             out[f"{s.name}.dropped"] = float(sum(s.dropped.values()))

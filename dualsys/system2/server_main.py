@@ -17,6 +17,7 @@ from pathlib import Path
 
 import zmq
 
+from dualsys.bus import Publisher, Stats
 from dualsys.bus.curve import BusSecurity
 from dualsys.config import RobotConfig
 from dualsys.rundir import make_run_dir
@@ -24,6 +25,9 @@ from dualsys.system2.server import FleetServer
 
 SUMMARY = "server"
 STATUS_EVERY_S = 5.0
+STATUS_PUBLISH_S = 0.5
+#: the server's status socket in its run directory (`dualsys status --server` reads it)
+STATUS_SOCKET = "status.sock"
 
 
 def status_line(server: FleetServer) -> str:
@@ -82,15 +86,23 @@ def run_server(
         flush=True,
     )
     next_line = [time.monotonic() + STATUS_EVERY_S]
+    # per-robot numbers for `dualsys status --server` (ipc, local only, like the supervisor's)
+    status_pub = Publisher(ctx, f"ipc://{run_dir}/{STATUS_SOCKET}", "server", hwm=8)
+    next_pub = [time.monotonic()]
 
     def tick() -> None:
-        if time.monotonic() >= next_line[0]:
+        now = time.monotonic()
+        if now >= next_pub[0]:
+            status_pub.send(Stats(process="server", values=server.stats_values()))
+            next_pub[0] = now + STATUS_PUBLISH_S
+        if now >= next_line[0]:
             print(status_line(server), flush=True)
-            next_line[0] = time.monotonic() + STATUS_EVERY_S
+            next_line[0] = now + STATUS_EVERY_S
 
     try:
         server.run(stop, duration_s, on_tick=tick)
     finally:
+        status_pub.close()
         server.close()
         sec.close()
         ctx.term()
