@@ -59,10 +59,16 @@ class LiveEvaluator:
     """Runs episodes against a supervised live system (call `start`, `episode`..., `stop`)."""
 
     def __init__(
-        self, cfg: RobotConfig, run_dir: Path, untrained: bool = False, record: Path | None = None
+        self,
+        cfg: RobotConfig,
+        run_dir: Path,
+        untrained: bool = False,
+        record: Path | None = None,
+        system2_server: str = "",
     ) -> None:
         self.cfg, self.run_dir = cfg, Path(run_dir)
-        self.sup = Supervisor(cfg, self.run_dir, UpOptions(untrained=untrained, record=record))
+        opts = UpOptions(untrained=untrained, record=record, system2_server=system2_server)
+        self.sup = Supervisor(cfg, self.run_dir, opts)
         model, jmap = build_model(cfg)
         self.kin = Kinematics(cfg, model, jmap.qpos_adr)
         self.scorer = Scorer(cfg)
@@ -212,10 +218,12 @@ def run_live_eval(
     untrained: bool = False,
     progress: Callable[[EpisodeResult], None] | None = None,
     record: Path | None = None,
+    system2_server: str = "",
 ) -> tuple[list[EpisodeResult], dict[str, int | None], Supervisor]:
     """All episodes of all behaviours in `phrasings`, through one live system (record: an
-    MCAP file for every bus topic, as `dualsys up --record`)."""
-    ev = LiveEvaluator(cfg, run_dir, untrained, record)
+    MCAP file for every bus topic, as `dualsys up --record`; system2_server: a remote System 2
+    reached through the link, as `dualsys up --system2`)."""
+    ev = LiveEvaluator(cfg, run_dir, untrained, record, system2_server)
     results: list[EpisodeResult] = []
     try:
         ev.start()

@@ -101,7 +101,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
         try:
             results, codes, sup = run_live_eval(
-                cfg, run_dir, phrasings, args.episodes, args.seed, untrained, progress, record
+                cfg,
+                run_dir,
+                phrasings,
+                args.episodes,
+                args.seed,
+                untrained,
+                progress,
+                record,
+                args.system2 or "",
             )
         finally:
             from dualsys.view.spawn import stop_viewer
@@ -169,4 +177,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     add_live_view_options(p)
     p.add_argument("--untrained", action="store_true", help="pipeline check with random models")
+    p.add_argument(
+        "--system2",
+        metavar="tcp://HOST:PORT",
+        help="evaluate against a remote System 2 server (`dualsys system2 serve`), as up does",
+    )
     p.set_defaults(func=cmd_eval)

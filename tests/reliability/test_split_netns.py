@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -23,46 +22,20 @@ import pytest
 
 from dualsys import config
 from dualsys.cli import main as cli_main
+from dualsys.testing.netns import ADDR, NS, NetnsError, two_hosts
 
 ROOT = Path(__file__).resolve().parents[2]
-NS = ("dualsys-s2-srv", "dualsys-s2-bot")
-VETH = ("dss2veth-a", "dss2veth-b")
-ADDR = ("10.231.78.1", "10.231.78.2")
 PORT = 5793
 SHIFT_S = 7200.0
 
 
-def _sh(*cmd: str) -> None:
-    subprocess.run(cmd, check=True, capture_output=True, timeout=10)
-
-
-def _cleanup() -> None:
-    for ns in NS:
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
-
-
 @pytest.fixture
 def netns():
-    if os.geteuid() != 0:
-        pytest.skip("needs root (CAP_NET_ADMIN) to create network namespaces")
-    if shutil.which("ip") is None:
-        pytest.skip("the `ip` tool (iproute2) is not installed")
-    _cleanup()
     try:
-        for ns in NS:
-            _sh("ip", "netns", "add", ns)
-        _sh("ip", "link", "add", VETH[0], "type", "veth", "peer", "name", VETH[1])
-        for ns, dev, addr in zip(NS, VETH, ADDR, strict=True):
-            _sh("ip", "link", "set", dev, "netns", ns)
-            _sh("ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", dev)
-            _sh("ip", "-n", ns, "link", "set", dev, "up")
-            _sh("ip", "-n", ns, "link", "set", "lo", "up")
-    except (subprocess.CalledProcessError, OSError) as exc:
-        _cleanup()
-        err = getattr(exc, "stderr", b"") or b""
-        pytest.skip(f"cannot create network namespaces here: {exc} {err.decode().strip()}")
-    yield NS
-    _cleanup()
+        with two_hosts() as hosts:
+            yield (hosts.server_ns, hosts.robot_ns)
+    except NetnsError as exc:
+        pytest.skip(str(exc))
 
 
 def test_split_bring_up_across_namespaces(netns, tmp_path: Path) -> None:
