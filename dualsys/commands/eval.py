@@ -142,7 +142,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         [],
         extra={"exit_codes": codes},
     )
-    summary["system"] = {k: system[k] for k in ("system1", "system2", "robot", "budget", "bus")}
+    summary["system"] = {
+        k: system[k]
+        for k in ("system1", "system2", "robot", "budget", "bus", "link")
+        if k in system
+    }
     summary["phrasings_file"] = args.phrasings or "training + held-out phrasings, interleaved"
     summary["episodes"] = [r.__dict__ for r in results]
     if args.report:
