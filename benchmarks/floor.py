@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _load import header, write  # noqa: E402
+from _load import header, stop_load, write  # noqa: E402
 
 from dualsys import config  # noqa: E402
 from dualsys.doctor.load import StandardLoad  # noqa: E402
@@ -50,16 +50,6 @@ def start_neighbours(rd: Path, env: dict) -> list[subprocess.Popen]:
         ["-m", "dualsys.cli", "system1", "policy", "--run-dir", str(rd), "--untrained-policy"],
     ]
     return [subprocess.Popen([PY, *a], env=env, stdout=dn, stderr=dn) for a in args]
-
-
-def stop(procs: list[subprocess.Popen]) -> None:
-    for p in procs:
-        p.terminate()
-    for p in procs:
-        try:
-            p.wait(20)
-        except subprocess.TimeoutExpired:
-            p.kill()
 
 
 def run_c(core: int, hz: int, seconds: float) -> dict:
@@ -128,7 +118,7 @@ def main() -> None:
                 finally:
                     if load:
                         load.__exit__()
-                    stop(neigh)
+                    stop_load(neigh)
     text = header(
         "The control loop against the machine's floor (C loop vs dualsys, rounds interleaved)",
         f".venv/bin/python benchmarks/floor.py --seconds {args.seconds:g} "

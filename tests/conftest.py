@@ -22,3 +22,16 @@ def sim(cfg):
     s.activate()
     yield s
     s.deactivate()
+
+
+@pytest.fixture
+def netns():
+    """Two test hosts in network namespaces (dualsys.testing.netns): the (server, robot)
+    namespace names; skipped with the reason where they cannot be made (not root, no `ip`)."""
+    from dualsys.testing.netns import NetnsError, two_hosts
+
+    try:
+        with two_hosts() as hosts:
+            yield (hosts.server_ns, hosts.robot_ns)
+    except NetnsError as exc:
+        pytest.skip(str(exc))

@@ -33,6 +33,7 @@ from dualsys.bus.transport import Publisher, Subscriber
 from dualsys.cli import main as cli_main
 from dualsys.config import SecurityConfig
 from dualsys.rundir import make_run_dir
+from dualsys.testing.netns import ADDR
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -220,50 +221,6 @@ def test_ipc_socket_files_in_run_dir_are_owner_only(ctx, tmp_path: Path) -> None
 
 
 # ----------------------------------------------------------------------------- namespaces
-
-NS = ("dualsys-t-a", "dualsys-t-b")
-VETH = ("dsveth-a", "dsveth-b")
-ADDR = ("10.231.77.1", "10.231.77.2")
-
-
-def _netns_reason() -> str:
-    if os.geteuid() != 0:
-        return "needs root (CAP_NET_ADMIN) to create network namespaces"
-    if shutil.which("ip") is None:
-        return "the `ip` tool (iproute2) is not installed"
-    return ""
-
-
-def _sh(*cmd: str) -> None:
-    subprocess.run(cmd, check=True, capture_output=True, timeout=10)
-
-
-@pytest.fixture
-def netns():
-    reason = _netns_reason()
-    if reason:
-        pytest.skip(reason)
-    _cleanup()
-    try:
-        for ns in NS:
-            _sh("ip", "netns", "add", ns)
-        _sh("ip", "link", "add", VETH[0], "type", "veth", "peer", "name", VETH[1])
-        for ns, dev, addr in zip(NS, VETH, ADDR, strict=True):
-            _sh("ip", "link", "set", dev, "netns", ns)
-            _sh("ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", dev)
-            _sh("ip", "-n", ns, "link", "set", dev, "up")
-            _sh("ip", "-n", ns, "link", "set", "lo", "up")
-    except (subprocess.CalledProcessError, OSError) as exc:
-        _cleanup()
-        err = getattr(exc, "stderr", b"") or b""
-        pytest.skip(f"cannot create network namespaces here: {exc} {err.decode().strip()}")
-    yield NS
-    _cleanup()
-
-
-def _cleanup() -> None:
-    for ns in NS:
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
 
 
 @pytest.mark.slow

@@ -18,24 +18,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from dualsys import config
 from dualsys.cli import main as cli_main
-from dualsys.testing.netns import ADDR, NS, NetnsError, two_hosts
+from dualsys.testing.netns import ADDR, NS
 
 ROOT = Path(__file__).resolve().parents[2]
 PORT = 5793
 SHIFT_S = 7200.0
-
-
-@pytest.fixture
-def netns():
-    try:
-        with two_hosts() as hosts:
-            yield (hosts.server_ns, hosts.robot_ns)
-    except NetnsError as exc:
-        pytest.skip(str(exc))
 
 
 def test_split_bring_up_across_namespaces(netns, tmp_path: Path) -> None:
