@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -31,22 +30,12 @@ from dualsys.cli import main as cli_main
 from dualsys.config import ConfigError
 from dualsys.supervisor import STATUS_SOCKET
 from dualsys.system2.client import send_instruction
+from dualsys.testing.ports import free_ports
 from tests.reliability.fuzz_cases import GR1_DATA, dump_toml
 
 ROOT = Path(__file__).resolve().parents[2]
 SECONDS = 6.0
 ROGUE_TEXT = "rogue words"
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def _secure_config(tmp_path: Path) -> tuple[config.RobotConfig, Path]:
@@ -55,7 +44,7 @@ def _secure_config(tmp_path: Path) -> tuple[config.RobotConfig, Path]:
     generate(keys, "rogue")
     data = copy.deepcopy(GR1_DATA)
     names = list(data["endpoints"])
-    ports = _free_ports(len(names))
+    ports = free_ports(len(names))
     data["endpoints"] = {n: f"tcp://127.0.0.1:{p}" for n, p in zip(names, ports, strict=True)}
     data["security"] = {"curve": True, "keys_dir": str(keys)}
     path = tmp_path / "gr1_curve.toml"

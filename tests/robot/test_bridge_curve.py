@@ -9,7 +9,6 @@ heard, and tcp:// bridge links without CURVE are refused before any socket is bo
 from __future__ import annotations
 
 import copy
-import socket
 import threading
 import time
 from pathlib import Path
@@ -24,18 +23,8 @@ from dualsys.bus.curve import BusSecurity, CurveConfig, load_pair
 from dualsys.cli import main as cli_main
 from dualsys.robot.bridge import BridgePeer, BridgeRobot
 from dualsys.robot.interface import RUN
+from dualsys.testing.ports import free_ports
 from tests.reliability.fuzz_cases import GR1_DATA, dump_toml
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def _config(tmp_path: Path, security: dict | None) -> config.RobotConfig:
@@ -82,7 +71,7 @@ def test_bridge_over_curve_end_to_end_and_rogue_state_unheard(tmp_path: Path) ->
     keys = tmp_path / "keys"
     assert cli_main(["keys", "generate", "--out", str(keys)]) == 0
     cfg = _config(tmp_path, {"curve": True, "keys_dir": str(keys)})
-    eps = tuple(f"tcp://127.0.0.1:{p}" for p in _free_ports(2))
+    eps = tuple(f"tcp://127.0.0.1:{p}" for p in free_ports(2))
     peer = _Peer(cfg, eps)
     peer.start()
     robot = BridgeRobot(cfg, state_endpoint=eps[0], command_endpoint=eps[1], connect_timeout_s=20)
@@ -128,7 +117,7 @@ def test_bridge_over_curve_end_to_end_and_rogue_state_unheard(tmp_path: Path) ->
 
 def test_bridge_tcp_without_curve_is_refused(tmp_path: Path) -> None:
     cfg = _config(tmp_path, None)
-    eps = tuple(f"tcp://127.0.0.1:{p}" for p in _free_ports(2))
+    eps = tuple(f"tcp://127.0.0.1:{p}" for p in free_ports(2))
     robot = BridgeRobot(cfg, state_endpoint=eps[0], command_endpoint=eps[1], connect_timeout_s=1)
     with pytest.raises(config.ConfigError, match="bridge_state link tcp://.*without CURVE"):
         robot.configure()

@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,15 +23,10 @@ from pathlib import Path
 
 from dualsys.bus.keyfiles import generate
 from dualsys.cli import main as cli_main
+from dualsys.testing.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DURATION_S = 10.0
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _keys(tmp: Path, robots: list[str]) -> Path:
@@ -64,7 +58,7 @@ def _robot(port: int, keys: Path, key: str, text: str, out: Path, *extra: str):
 
 def test_one_server_many_robots(tmp_path: Path) -> None:
     keys = _keys(tmp_path, ["alpha", "beta", "gamma", "flood"])
-    port, log = _port(), tmp_path / "server.log"
+    port, log = free_port(), tmp_path / "server.log"
     sets = f"security.curve=true;security.keys_dir={keys};security.authorized_dir=allowed"
     env = dict(os.environ, DUALSYS_SET=sets, PYTHONUNBUFFERED="1")
     argv = [sys.executable, "-m", "dualsys.cli", "system2", "serve", "--robot", "gr1"]

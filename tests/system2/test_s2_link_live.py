@@ -16,7 +16,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,16 +26,11 @@ import zmq
 from dualsys import config
 from dualsys.bus import Stats, Subscriber
 from dualsys.cli import main as cli_main
+from dualsys.testing.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIFT_S = 7200.0
 RUN, DEFAULT, HOLD_OR_DEFAULT = 0.0, 2.0, (1.0, 2.0)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_server(port: int, shift_s: float, run_dir: Path, env: dict, log: Path):
