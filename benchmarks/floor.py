@@ -6,7 +6,7 @@ load: a CPU burner per core + a memory streamer), each round runs the C probe of
 held at 0: what cyclictest does) and then the real dualsys control process on System 1's core,
 one after the other, beside the same dualsys neighbours (echo robot, fake System 2 at 10 Hz,
 untrained policy process on the control core). The rate is set with the documented override
-(`DUALSYS_SET`, what `dualsys up --set` passes to every process).
+(`config.rate_overrides`, what `dualsys up --control-hz` passes to every process).
 
 A miss: C, woke more than a period late; dualsys, its command left after the next deadline.
 
@@ -33,12 +33,6 @@ from dualsys.doctor.probe import choose, run_parallel  # noqa: E402
 from dualsys.system1.floor import IdleLatency  # noqa: E402
 
 PY = sys.executable
-
-
-def overrides(hz: int) -> str:
-    """The `--set` items that run gr1 at `hz` (spin margin within its period)."""
-    margin = min(1000, 200_000 // hz)  # the loop caps it at 20% of the period anyway
-    return f"rates.control_hz={hz};budgets.spin_margin_us={margin}"
 
 
 def start_neighbours(rd: Path, env: dict) -> list[subprocess.Popen]:
@@ -91,7 +85,8 @@ def main() -> None:
     causes: dict[tuple, dict] = {}
     extra: dict[tuple, dict] = {}
     for hz in rates:
-        env = dict(os.environ, DUALSYS_SUPERVISED="1", DUALSYS_SET=overrides(hz))
+        sets = ";".join(config.rate_overrides(cfg, hz))  # what `dualsys up --control-hz` sets
+        env = dict(os.environ, DUALSYS_SUPERVISED="1", DUALSYS_SET=sets)
         for cond in ("quiet", "loaded"):
             with tempfile.TemporaryDirectory() as tmpd:
                 rd = Path(tmpd)

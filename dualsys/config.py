@@ -688,6 +688,22 @@ def env_overrides() -> list[str]:
     return [item for item in raw.split(";") if item.strip()]
 
 
+def rate_overrides(cfg: RobotConfig, control_hz: int) -> list[str]:
+    """`--set` items that run `cfg`'s control loop at `control_hz` with its rate-bound budgets
+    kept in time: the miss streak allowed before hold covers the same milliseconds, and the
+    spin margin stays within 20% of the (shorter) period."""
+    if control_hz <= 0:
+        raise ConfigError(cfg.path, "--control-hz", f"must be positive, got {control_hz}")
+    b = cfg.budgets
+    margin = min(b.spin_margin_us, int(1e6 / control_hz * 0.2))
+    streak = max(1, round(b.max_consecutive_misses * control_hz / cfg.rates.control_hz))
+    return [
+        f"rates.control_hz={control_hz}",
+        f"budgets.spin_margin_us={margin}",
+        f"budgets.max_consecutive_misses={streak}",
+    ]
+
+
 def _apply_overrides(path: Path, data: dict[str, Any], items: list[str]) -> None:
     for key, value in parse_overrides(path, items).items():
         section, name = key.split(".")

@@ -53,3 +53,21 @@ def test_environment_carries_overrides_to_a_child_process():
         check=True,
     )
     assert env_run.stdout.strip() == "500"
+
+
+def test_rate_overrides_keep_budgets_in_time():
+    gr1 = config.load(GR1, [])
+    items = config.rate_overrides(gr1, 1000)
+    cfg = config.load(GR1, items)
+    assert cfg.rates.control_hz == 1000
+    # the same 25 ms of misses in a row before hold, a margin within 20% of the 1 ms period
+    assert cfg.budgets.max_consecutive_misses == 25
+    assert cfg.budgets.spin_margin_us == 200
+    assert config.load(GR1, config.rate_overrides(gr1, 500)).budgets.max_consecutive_misses == 12
+    with pytest.raises(ConfigError, match="positive"):
+        config.rate_overrides(gr1, 0)
+    # a rate the rest of the config cannot follow is refused like a written one
+    with pytest.raises(ConfigError, match="action_hz"):
+        config.load(GR1, config.rate_overrides(gr1, 333))
+    with pytest.raises(ConfigError, match="sim.timestep"):
+        config.load(GR1, config.rate_overrides(gr1, 2000))

@@ -181,6 +181,8 @@ def _watch(cfg, sup: Supervisor, stop: _Stop, args, history: History) -> str:
 
 def cmd_up(args: argparse.Namespace) -> int:
     """Entry of `dualsys up`."""
+    if args.control_hz:
+        args.set = config.rate_overrides(config.load_robot(args.robot), args.control_hz) + args.set
     if args.set:
         # validated here first, then handed to every child process through the environment
         config.parse_overrides(config.resolve(args.robot), args.set)
@@ -228,6 +230,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=[],
         metavar="SECTION.KEY=VALUE",
         help="override one config value for this run (repeatable; validated like the file), "
-        "e.g. --set rates.control_hz=1000 --set budgets.spin_margin_us=200",
+        "e.g. --set budgets.miss_rate=0.001",
+    )
+    p.add_argument(
+        "--control-hz",
+        type=int,
+        default=0,
+        metavar="HZ",
+        help="run System 1's control loop at HZ (e.g. 500, 1000) with the spin margin and the "
+        "miss-streak budget kept in time (config.rate_overrides); printed and reported",
     )
     p.set_defaults(func=cmd_up)
