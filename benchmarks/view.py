@@ -29,13 +29,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run(seconds: float, view: bool, tmp: Path) -> dict:
+def run(seconds: float, view: bool, tmp: Path, browser: bool = True) -> dict:
     """One `dualsys up --untrained` run; returns its report (and whether a browser watched)."""
     report = tmp / f"report-{time.monotonic_ns()}.json"
     argv = [sys.executable, "-m", "dualsys.cli", "up", "--robot", "gr1", "--untrained"]
     argv += ["--headless", "--duration", str(seconds), "--run-dir", str(tmp / "run")]
     argv += ["--report", str(report), "--log-dir", str(tmp / "logs")]
     watched = {"browser": False}
+    thread = None
+    (tmp / "run" / "viewer.url").unlink(missing_ok=True)
     if view:
         argv += ["--view", "--view-port", str(free_port()), "--view-grpc-port", str(free_port())]
     up = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -46,21 +48,21 @@ def run(seconds: float, view: bool, tmp: Path) -> dict:
         end = time.monotonic() + 120
         while not url_file.exists() and up.poll() is None and time.monotonic() < end:
             time.sleep(0.2)
-        if find_chromium() and url_file.exists():
+        if browser and find_chromium() and url_file.exists():
             url = url_file.read_text().strip()
 
             def watch() -> None:
                 try:
                     watched["browser"] = True
-                    screenshot(url, tmp / "view.png", wait_s=seconds * 0.7, nice=19)
+                    screenshot(url, tmp / "view.png", wait_s=seconds * 0.6, nice=19)
                 except Exception as exc:  # the benchmark still reports the run
                     print(f"browser: {exc}", file=sys.stderr)
 
             thread = threading.Thread(target=watch, daemon=True)
             thread.start()
     up.wait()
-    url_file = tmp / "run" / "viewer.url"
-    url_file.unlink(missing_ok=True)
+    if thread is not None:
+        thread.join(timeout=120)  # the browser is closed before the next run starts
     out = json.loads(report.read_text())
     out["browser"] = watched["browser"]
     return out
@@ -68,6 +70,8 @@ def run(seconds: float, view: bool, tmp: Path) -> dict:
 
 def row(name: str, r: dict) -> str:
     s1, s2 = r["system1"], r["system2"]
+    if s1.get("miss_rate") is None:  # System 1 wrote no summary (the run failed)
+        return f"| {name} | run failed: {r.get('reason', '?')} | | | | | | |"
     lat, work, age = s1["lateness_us"], s1["work_us"], s1["latent_age_ms"]
     broken = [k for k, c in r["budget"]["checks"].items() if not c["ok"]]
     return (
@@ -85,9 +89,11 @@ def main() -> None:
     lines = [
         header("System 1 with and without the web view", "benchmarks/view.py"),
         f"`dualsys up --robot gr1 --untrained` for {args.seconds:.0f} s per run, rounds "
-        "alternating; `--view` runs have a headless Chromium (nice 19: the browser belongs on "
-        "another computer) showing the page with software rendering on the same 2-core machine "
-        "for most of the run. Lateness and work in µs, latent age in ms.",
+        "alternating: no view; `--view` (the viewer process streaming, no page open); `--view` "
+        "with a headless Chromium (nice 19; a browser belongs on another computer) showing the "
+        "page with software rendering on the same 2-core machine for most of the run. "
+        "Lateness and work in µs, latent age in ms. Load average of the machine (shared with "
+        "other jobs) at the end: LOADAVG.",
         "",
         "| run | ticks | misses | lateness p99 / max | work p99 | latent age p50 / p99 | "
         "System 2 Hz | budgets |",
@@ -95,13 +101,15 @@ def main() -> None:
     ]
     with tempfile.TemporaryDirectory(prefix="dualsys-bench-view-") as d:
         for i in range(args.rounds):
-            for view in (False, True):
-                r = run(args.seconds, view, Path(d))
+            for view, browser in ((False, False), (True, False), (True, True)):
+                r = run(args.seconds, view, Path(d), browser)
                 name = f"round {i + 1}: " + (
                     "--view" + (" + browser" if r["browser"] else "") if view else "no view"
                 )
                 lines.append(row(name, r))
                 print(lines[-1], flush=True)
+    load = Path("/proc/loadavg").read_text().split()[:3]
+    lines = [line.replace("LOADAVG", " / ".join(load)) for line in lines]
     write("view", "\n".join(lines) + "\n")
 
 

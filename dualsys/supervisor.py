@@ -224,6 +224,9 @@ class Supervisor:
         if "recorder" in self.children:
             self._spawn(self.children["recorder"])
             self._wait_ready(("recorder",))
+        if "viewer" in self.children:  # its start-up (model, viewer server) before System 2's
+            self._spawn(self.children["viewer"])
+            self._wait_ready(("viewer",))
         self._spawn(self.children["robot"])
         self._wait_ready(("robot",))
         self._spawn(self.children["system2"])

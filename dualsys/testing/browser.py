@@ -29,6 +29,16 @@ FLAGS = (
 )
 
 
+def _child_setup(nice: int) -> None:  # runs in the browser between fork and exec
+    import ctypes
+    import os
+    import signal
+
+    os.nice(nice)
+    # the browser ends with the process that started it, even if that one is killed
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 class BrowserError(RuntimeError):
     """The browser could not start or load the page; the message says why."""
 
@@ -47,7 +57,6 @@ def screenshot(
 ) -> Path:
     """Open `url` in a fresh headless Chromium, wait `wait_s` seconds, save a PNG to `out`.
     nice: the browser's niceness (a benchmark keeps it from competing with the robot)."""
-    import os
 
     from websockets.sync.client import connect
 
@@ -66,7 +75,7 @@ def screenshot(
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            preexec_fn=(lambda: os.nice(nice)) if nice else None,
+            preexec_fn=lambda: _child_setup(nice),
         )
         try:
             port_file = Path(profile) / "DevToolsActivePort"
