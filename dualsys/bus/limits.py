@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cache, cached_property
 from typing import Any
 
 from dualsys.bus.messages import (
@@ -32,6 +32,7 @@ from dualsys.bus.messages import (
     RobotState,
     SceneReset,
     Stats,
+    message_types,
 )
 from dualsys.config import RobotConfig
 
@@ -103,6 +104,11 @@ def _field_bytes(spec: Field, shape: tuple[int, ...] | None, chars: int | None) 
     return _INT  # int, float, bool
 
 
+@cache
+def _most_fields() -> int:
+    return max(len(cls.FIELDS) for cls in message_types().values())
+
+
 def message_limits(
     cls: type[Message],
     shapes: dict[str, tuple[int, ...]] | None = None,
@@ -126,7 +132,9 @@ def message_limits(
     return Limits(
         max_bytes=size,
         max_str_len=longest_str,
-        max_map_len=max(len(cls.FIELDS), MAX_MAP_ENTRIES if has_map else 0),
+        # any message type's field count: a message of another type on this link is then
+        # refused as `wrong_type` (the precise reason), not as an over-long map
+        max_map_len=max(_most_fields(), MAX_MAP_ENTRIES if has_map else 0),
         max_ext_len=ext,
     )
 
