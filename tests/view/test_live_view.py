@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import socket
 import subprocess
 import sys
 from collections import Counter
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dualsys.testing.ports import free_port
 from dualsys.view import have_viewer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,12 +33,6 @@ def ensure_viewer() -> None:
     importlib.invalidate_caches()
     if r.returncode or not have_viewer():
         pytest.skip(f"bin/setup --view could not install rerun-sdk: {r.stderr[-500:]!r}")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rrd_rows(path: Path) -> tuple[Counter, dict[str, list]]:
