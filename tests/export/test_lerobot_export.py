@@ -6,8 +6,6 @@ read back by `dualsys train`'s dataset path with the same numbers."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,22 +14,14 @@ import pytest
 
 from dualsys.behaviours.dataset import DatasetReader, DatasetWriter, EpisodeRecorder
 from dualsys.export import have_av
+from dualsys.testing.extras import ensure_extra
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def ensure_av() -> None:
-    """Install the optional export extra into this venv on first use (bin/setup --export)."""
-    if have_av():
-        return
-    if Path(sys.prefix) != ROOT / ".venv":
-        pytest.skip("PyAV missing and this is not the repo's .venv: bin/setup --export")
-    r = subprocess.run([str(ROOT / "bin/setup"), "--export"], capture_output=True, timeout=600)
-    import importlib
-
-    importlib.invalidate_caches()
-    if r.returncode or not have_av():
-        pytest.skip(f"bin/setup --export could not install PyAV: {r.stderr[-500:]!r}")
+    """The optional export extra, installed on first use (bin/setup --export)."""
+    ensure_extra("export", have_av, "PyAV")
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ paths and data the view logged from the running system."""
 
 from __future__ import annotations
 
-import importlib
 import json
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dualsys.testing.extras import ensure_extra
 from dualsys.testing.ports import free_port
 from dualsys.view import have_viewer
 
@@ -24,15 +24,8 @@ pytestmark = pytest.mark.slow
 
 
 def ensure_viewer() -> None:
-    """Install the optional view extra into this venv on first use (bin/setup --view, ~20 s)."""
-    if have_viewer():
-        return
-    if Path(sys.prefix) != ROOT / ".venv":
-        pytest.skip("rerun-sdk missing and this is not the repo's .venv: bin/setup --view")
-    r = subprocess.run([str(ROOT / "bin/setup"), "--view"], capture_output=True, timeout=600)
-    importlib.invalidate_caches()
-    if r.returncode or not have_viewer():
-        pytest.skip(f"bin/setup --view could not install rerun-sdk: {r.stderr[-500:]!r}")
+    """The optional view extra, installed on first use (bin/setup --view)."""
+    ensure_extra("view", have_viewer, "rerun-sdk")
 
 
 def rrd_rows(path: Path) -> tuple[Counter, dict[str, list]]:
