@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
-#: Codecs tried in order: AV1 (LeRobot's default), then H.264, then MPEG-4 part 2.
-CODECS = (("libsvtav1", "av1"), ("libx264", "h264"), ("mpeg4", "mpeg4"))
+#: Codecs tried in order: H.264, then MPEG-4 part 2 (LeRobot's loaders decode both; its own
+#: default, AV1 through libsvtav1, is left out on purpose: run as root, SVT-AV1 puts the
+#: calling thread and its encoder threads on SCHED_FIFO 99, above a robot's control loop).
+CODECS = (("libx264", "h264"), ("mpeg4", "mpeg4"))
 
 
 class VideoWriter:
@@ -40,14 +45,28 @@ class VideoWriter:
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
         frame.pts = self.frames
         self.frames += 1
-        for packet in self.stream.encode(frame):
-            self.container.mux(packet)
+        with _normal_scheduling():
+            for packet in self.stream.encode(frame):
+                self.container.mux(packet)
 
     def close(self) -> None:
         """Flush the encoder and close the file."""
-        for packet in self.stream.encode():
-            self.container.mux(packet)
-        self.container.close()
+        with _normal_scheduling():
+            for packet in self.stream.encode():
+                self.container.mux(packet)
+            self.container.close()
+
+
+@contextlib.contextmanager
+def _normal_scheduling() -> Iterator[None]:
+    """Whatever a codec library does to this thread's scheduling, leave it as it was."""
+    policy, param = os.sched_getscheduler(0), os.sched_getparam(0)
+    try:
+        yield
+    finally:
+        if os.sched_getscheduler(0) != policy:
+            with contextlib.suppress(OSError):
+                os.sched_setscheduler(0, policy, param)
 
 
 def read_frames(path: Path) -> tuple[np.ndarray, np.ndarray]:
