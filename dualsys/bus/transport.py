@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from dualsys.bus.curve import CurveConfig
 
 DEFAULT_TIMEOUT_MS = 1000
+#: sources whose sequence numbers a subscriber tracks (gap counting); more are not tracked
+MAX_SOURCES = 64
 #: most messages one non-blocking receive call reads (a CONFLATE socket holds one anyway)
 MAX_PER_CALL = 64
 
@@ -163,6 +165,7 @@ class Subscriber:
         self.gaps = 0
         self.last_error = ""
         self._last_seq: dict[str, int] = {}
+        self.untracked_sources = 0  # messages from sources beyond MAX_SOURCES (not seq-tracked)
         self.last: Message | None = None
 
     def _accept(self, data: bytes) -> Message | None:
@@ -176,7 +179,10 @@ class Subscriber:
         prev = self._last_seq.get(h.source)
         if prev is not None and h.seq > prev + 1:
             self.gaps += h.seq - prev - 1
-        self._last_seq[h.source] = h.seq
+        if prev is not None or len(self._last_seq) < MAX_SOURCES:
+            self._last_seq[h.source] = h.seq
+        else:  # a link has a few senders: a flood of made-up source names is not tracked
+            self.untracked_sources += 1
         self.received += 1
         self.last = msg
         return msg

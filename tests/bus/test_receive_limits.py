@@ -21,8 +21,9 @@ from dualsys.bus.messages import (
     Latent,
     RobotState,
     SceneReset,
+    Stats,
 )
-from dualsys.bus.transport import MAX_PER_CALL, Publisher, Subscriber
+from dualsys.bus.transport import MAX_PER_CALL, MAX_SOURCES, Publisher, Subscriber
 from dualsys.system1.wire import CommandEncoder
 
 CFG = config.load_robot("gr1")
@@ -178,3 +179,18 @@ def test_recv_latest_reads_at_most_max_msgs(ctx, tmp_path) -> None:
     assert sub.recv_latest() is not None and sub.received == 10 + MAX_PER_CALL
     pub.close()
     sub.close()
+
+
+def test_sequence_bookkeeping_is_bounded_per_source():
+    """A flood of made-up source names cannot grow the subscriber's per-source seq map."""
+    ctx = zmq.Context()
+    sub = Subscriber(ctx, "inproc://seq-bound", (Stats,), bind=True, latest=False)
+    try:
+        for i in range(10 * MAX_SOURCES):
+            sub._accept(encode(Stats(process="x", values={}), 1, f"src-{i}"))
+        assert len(sub._last_seq) == MAX_SOURCES
+        assert sub.untracked_sources == 9 * MAX_SOURCES
+        assert sub.received == 10 * MAX_SOURCES  # still delivered, only not seq-tracked
+    finally:
+        sub.close()
+        ctx.term()
