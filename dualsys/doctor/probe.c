@@ -1,10 +1,15 @@
 /* dualsys doctor: cyclictest-style wake-up latency probe.
  *
- * usage: probe CORE HZ SECONDS PRIO
+ * usage: probe CORE HZ SECONDS PRIO [WORK_US [SPIN_US]]
  * Pins itself to CORE, asks for SCHED_FIFO at PRIO (0: stay on normal scheduling), locks its
  * memory, then sleeps to absolute CLOCK_MONOTONIC deadlines every 1/HZ s for SECONDS s and
  * records how late each wake-up was (1 us buckets up to 100 ms). Like cyclictest it does not
  * skip periods after a stall: each late tick is counted. Prints one JSON object on stdout.
+ * WORK_US > 0 makes it a loop with work: after each wake-up it busy-waits WORK_US (a tick's
+ * work, keeping the core as busy as a real control loop does) and counts "work_misses", ticks
+ * whose work ended after the next deadline (the control loop's own definition of a miss).
+ * SPIN_US > 0 sleeps to SPIN_US before each deadline and busy-waits the rest, as dualsys's
+ * control loop does; lateness is then measured after the spin.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -38,13 +43,15 @@ static long pct(uint64_t n, double p) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 5) {
-        fprintf(stderr, "usage: %s CORE HZ SECONDS PRIO\n", argv[0]);
+    if (argc < 5 || argc > 7) {
+        fprintf(stderr, "usage: %s CORE HZ SECONDS PRIO [WORK_US [SPIN_US]]\n", argv[0]);
         return 2;
     }
     int core = atoi(argv[1]), hz = atoi(argv[2]), prio = atoi(argv[4]);
     double seconds = atof(argv[3]);
-    if (hz <= 0 || seconds <= 0) {
+    int64_t work = argc >= 6 ? (int64_t)atol(argv[5]) * 1000 : 0;
+    int64_t spin = argc >= 7 ? (int64_t)atol(argv[6]) * 1000 : 0;
+    if (hz <= 0 || seconds <= 0 || work < 0 || spin < 0) {
         fprintf(stderr, "probe: HZ and SECONDS must be positive\n");
         return 2;
     }
@@ -66,15 +73,24 @@ int main(int argc, char **argv) {
     const int64_t period = 1000000000LL / hz;
     const uint64_t n = (uint64_t)(seconds * hz + 0.5);
     uint64_t ticks = 0, misses = 0, late_half = 0, streak = 0, max_streak = 0;
+    uint64_t work_misses = 0;
     int64_t max_late = 0;
     double sum_us = 0.0;
     int64_t next = now_ns() + period;
     int64_t t_start = 0;
     for (uint64_t i = 0; i < n + WARMUP_TICKS; i++) {
-        struct timespec ts = {.tv_sec = next / 1000000000LL, .tv_nsec = next % 1000000000LL};
+        int64_t wake_at = next - spin;
+        struct timespec ts = {.tv_sec = wake_at / 1000000000LL, .tv_nsec = wake_at % 1000000000LL};
         while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {
         }
-        int64_t late = now_ns() - next;
+        int64_t woke = now_ns();
+        while (woke < next) woke = now_ns(); /* the spin (none when SPIN_US is 0) */
+        int64_t late = woke - next;
+        if (work > 0) {
+            int64_t done = woke;
+            while (done - woke < work) done = now_ns();
+            if (i >= WARMUP_TICKS && done - next > period) work_misses++;
+        }
         next += period;
         if (i < WARMUP_TICKS) {
             t_start = next - period;
@@ -99,11 +115,12 @@ int main(int argc, char **argv) {
            "\"fifo\": %s, \"fifo_error\": \"%s\", \"mlocked\": %s, \"mlock_error\": \"%s\", "
            "\"pin_error\": \"%s\", \"p50_us\": %ld, \"p99_us\": %ld, \"p999_us\": %ld, "
            "\"max_us\": %.1f, \"mean_us\": %.1f, \"misses\": %llu, \"late_half\": %llu, "
-           "\"max_streak\": %llu}\n",
+           "\"max_streak\": %llu, \"work_us\": %lld, \"spin_us\": %lld, "
+           "\"work_misses\": %llu}\n",
            core, hz, (unsigned long long)ticks, wall, fifo ? "true" : "false", fifo_err,
            mlocked ? "true" : "false", mlock_err, pin_err, pct(ticks, 50), pct(ticks, 99),
            pct(ticks, 99.9), (double)max_late / 1000.0, ticks ? sum_us / ticks : 0.0,
            (unsigned long long)misses, (unsigned long long)late_half,
-           (unsigned long long)max_streak);
+           (unsigned long long)max_streak, (long long)(work / 1000), (long long)(spin / 1000), (unsigned long long)work_misses);
     return 0;
 }

@@ -67,10 +67,17 @@ class Probe:
     exe: str
     note: str = ""
 
-    def command(self, core: int, hz: int, seconds: float, prio: int) -> list[str]:
-        """The argv that runs one probe on `core` at `hz` for `seconds` (prio 0: no FIFO)."""
+    def command(
+        self, core: int, hz: int, seconds: float, prio: int, work_us: int = 0, spin_us: int = 0
+    ) -> list[str]:
+        """The argv that runs one probe on `core` at `hz` for `seconds` (prio 0: no FIFO).
+        `work_us` / `spin_us` (C probe only): a loop shaped like dualsys's control loop (spin
+        before the deadline, busy work after the wake-up; see probe.c)."""
         if self.kind == "c":
-            return [self.exe, str(core), str(hz), f"{seconds:g}", str(prio)]
+            shape = [str(work_us), str(spin_us)] if work_us or spin_us else []
+            return [self.exe, str(core), str(hz), f"{seconds:g}", str(prio), *shape]
+        if work_us or spin_us:
+            raise ValueError(f"the {self.kind} probe has no work/spin shape (C probe only)")
         if self.kind == "cyclictest":
             loops = max(1, round(hz * seconds))
             # -h: histogram up to 100 ms in 1 µs buckets, printed on stdout at the end
@@ -108,12 +115,18 @@ def choose(prefer: str | None = None) -> Probe:
 
 
 def run_parallel(
-    probe: Probe, cores: list[int], hz: int, seconds: float, prio: int
+    probe: Probe,
+    cores: list[int],
+    hz: int,
+    seconds: float,
+    prio: int,
+    work_us: int = 0,
+    spin_us: int = 0,
 ) -> dict[int, dict]:
     """Run one probe per core at the same time; {core: result} (an 'error' key on failure)."""
     procs = {
         c: subprocess.Popen(
-            probe.command(c, hz, seconds, prio),
+            probe.command(c, hz, seconds, prio, work_us, spin_us),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -14,12 +14,9 @@ import os
 import sys
 import time
 
-CLOCK_MONOTONIC, TIMER_ABSTIME = 1, 1
+from dualsys.system1.rt import AbsoluteSleep
+
 WARMUP_TICKS = 5
-
-
-class _Timespec(ctypes.Structure):
-    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
 
 
 def _pct(hist: dict[int, int], n: int, p: float) -> int:
@@ -53,11 +50,10 @@ def run(core: int, hz: int, seconds: float, prio: int) -> dict:
     hist: dict[int, int] = {}
     ticks = misses = late_half = streak = max_streak = 0
     max_late = total = 0
-    ts = _Timespec()
+    sleep_to = AbsoluteSleep()
     nxt = time.clock_gettime_ns(time.CLOCK_MONOTONIC) + period
     for i in range(n + WARMUP_TICKS):
-        ts.tv_sec, ts.tv_nsec = divmod(nxt, 1_000_000_000)
-        libc.clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, ctypes.byref(ts), None)
+        sleep_to(nxt)
         late = max(0, time.clock_gettime_ns(time.CLOCK_MONOTONIC) - nxt)
         nxt += period
         if i < WARMUP_TICKS:

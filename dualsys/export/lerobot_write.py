@@ -1,5 +1,6 @@
-"""A dualsys demonstration dataset (dualsys/behaviours/DATASET.md) written as a LeRobotDataset
-v3 (LeRobot's published layout, codebase_version "v3.0"):
+"""A dualsys demonstration dataset (dualsys/behaviours/DATASET.md), or a recorded run
+(`dualsys.export.recording`), written as a LeRobotDataset v3 (LeRobot's published layout,
+codebase_version "v3.0"):
 
     OUT/meta/info.json                   fps, features (dtype, shape, joint names), paths
     OUT/meta/stats.json                  min/max/mean/std/count per feature (images in [0, 1])
@@ -12,7 +13,8 @@ v3 (LeRobot's published layout, codebase_version "v3.0"):
                                          dataset fps (each step shows its newest camera frame)
 
 Data columns: observation.state / .velocity / .effort (joint order of the robot config,
-named in info.json), action / action.velocity, observation.hands / .objects (flattened),
+named in info.json), action / action.velocity, observation.hands / .objects (flattened;
+demonstrations only: a recorded run has no scene ground truth),
 observation.image_index (which camera frame a step shows: the camera runs at 10 Hz),
 timestamp (frame_index / fps), frame_index, episode_index, index, task_index.
 """
@@ -28,6 +30,7 @@ import pyarrow.parquet as pq
 
 from dualsys.behaviours.dataset import DatasetReader, Episode
 from dualsys.config import RobotConfig
+from dualsys.export.recording import RecordingSource
 
 CODEBASE_VERSION = "v3.0"
 CHUNK = "chunk-000"
@@ -80,11 +83,13 @@ def _tasks_table(tasks: dict[str, int]) -> pa.Table:
     return table.replace_schema_metadata({b"pandas": json.dumps(pandas_meta).encode()})
 
 
-def export_lerobot(cfg: RobotConfig, data: Path, out: Path, progress=None) -> dict:
-    """Write the dataset at `data` to `out` (must not exist or be empty). Returns info.json."""
+def export_lerobot(
+    cfg: RobotConfig, reader: DatasetReader | RecordingSource, out: Path, progress=None
+) -> dict:
+    """Write the episodes of `reader` (a demonstration dataset, or a recorded run through
+    `RecordingSource`) to `out` (must not exist or be empty). Returns info.json."""
     from dualsys.export.video import VideoWriter
 
-    reader = DatasetReader(data)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out}: exists and is not empty; choose a new directory")
     fps = int(reader.info.get("fps", cfg.rates.action_hz))
@@ -117,6 +122,8 @@ def export_lerobot(cfg: RobotConfig, data: Path, out: Path, progress=None) -> di
             "index": np.arange(first, first + T, dtype=np.int64),
             "task_index": np.full(T, task, np.int64),
         }  # fmt: skip
+        if ep.hands.size == 0:  # a recorded run has no scene ground truth
+            del part["observation.hands"], part["observation.objects"]
         for k, v in part.items():
             cols.setdefault(k, []).append(v)
         episodes.append({
@@ -149,6 +156,22 @@ def export_lerobot(cfg: RobotConfig, data: Path, out: Path, progress=None) -> di
     return info
 
 
+def _scene_features(reader, arrays) -> dict:
+    """hands / objects features of a demonstration dataset (a recorded run has none)."""
+    if "observation.hands" not in arrays:
+        return {}
+    hands = [
+        f"{p}_{a}" for p in ("left_palm", "right_palm", "left_tip", "right_tip") for a in "xyz"
+    ]
+    n_obj = arrays["observation.objects"].shape[1] // 3
+    objects = reader.info.get("features", {}).get("observation.objects", {}).get("names")
+    objects = [f"{o}_{a}" for o in (objects or [f"object{j}" for j in range(n_obj)]) for a in "xyz"]
+    return {
+        k: {"dtype": "float32", "shape": [arrays[k].shape[1]], "names": names}
+        for k, names in (("observation.hands", hands), ("observation.objects", objects))
+    }
+
+
 def _info(cfg, reader, arrays, key, codec, fps, n_eps, n_frames, n_tasks) -> dict:
     names = list(cfg.joint_names)
     cam = next(c for c in cfg.cameras if key.endswith(c.name))
@@ -157,21 +180,14 @@ def _info(cfg, reader, arrays, key, codec, fps, n_eps, n_frames, n_tasks) -> dic
         return {"dtype": "float32", "shape": [arrays[k].shape[1]], "names": names_}
 
     scalar = {"dtype": "int64", "shape": [1], "names": None}
-    hands = [
-        f"{p}_{a}" for p in ("left_palm", "right_palm", "left_tip", "right_tip") for a in "xyz"
-    ]
-    n_obj = arrays["observation.objects"].shape[1] // 3
-    objects = reader.info.get("features", {}).get("observation.objects", {}).get("names")
-    objects = [f"{o}_{a}" for o in (objects or [f"object{j}" for j in range(n_obj)]) for a in "xyz"]
     features = {
         "observation.state": vec("observation.state", names),
         "observation.velocity": vec("observation.velocity", names),
         "observation.effort": vec("observation.effort", names),
         "action": vec("action", names),
         "action.velocity": vec("action.velocity", names),
-        "observation.hands": vec("observation.hands", hands),
-        "observation.objects": vec("observation.objects", objects),
         "observation.image_index": scalar,
+        **_scene_features(reader, arrays),
         key: {
             "dtype": "video",
             "shape": [cam.height, cam.width, 3],

@@ -79,11 +79,14 @@ def calibrate_margin(period_ns: int, cap_ns: int, samples: int = 200) -> tuple[i
     the 99th percentile of how late each sleep returned; the margin covers twice that plus a
     little, capped at `cap_ns`. Run it under the loop's own scheduling (after FIFO).
     """
+    from dualsys.system1.rt import AbsoluteSleep
+
+    sleep_to = AbsoluteSleep()  # the loop's own wait
     want = max(period_ns - cap_ns, 100_000)
     over = np.empty(samples, np.int64)
     for i in range(samples):
         target = time.monotonic_ns() + want
-        time.sleep(want * 1e-9)
+        sleep_to(target)
         over[i] = time.monotonic_ns() - target
     p50, p99 = (float(v) for v in np.percentile(over, (50, 99)))
     margin = int(min(cap_ns, max(MIN_MARGIN_NS, 2 * p99 + 30_000)))

@@ -22,6 +22,45 @@ PR_SET_TIMERSLACK = 29
 DEFAULT_FIFO_PRIORITY = 80
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+CLOCK_MONOTONIC, TIMER_ABSTIME = 1, 1
+EINTR = 4
+
+
+class Timespec(ctypes.Structure):
+    """struct timespec, for libc's clock_nanosleep."""
+
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+_clock_nanosleep = _libc.clock_nanosleep
+_clock_nanosleep.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.POINTER(Timespec), ctypes.c_void_p]
+_clock_nanosleep.restype = ctypes.c_int
+
+
+class AbsoluteSleep:
+    """Sleeps to an absolute CLOCK_MONOTONIC time (`time.monotonic_ns`'s clock) with libc's
+    clock_nanosleep(TIMER_ABSTIME), as cyclictest and the doctor's C probe do.
+
+    `time.sleep` takes a relative duration: if the thread is held up between reading the
+    clock and entering the kernel, the whole delay is added to the wake-up. An absolute
+    deadline is immune to that. One instance per thread (its timespec is reused: no
+    allocation beyond the transient ints of the call).
+    """
+
+    def __init__(self) -> None:
+        self._ts = Timespec()
+        self._ref = ctypes.pointer(self._ts)
+
+    def __call__(self, t_ns: int) -> None:
+        """Sleep until monotonic time `t_ns` (returns at once if it has passed); safe in the
+        200 Hz thread. After a signal it sleeps on to the same time (its handler runs first)."""
+        self._ts.tv_sec = t_ns // 1_000_000_000
+        self._ts.tv_nsec = t_ns % 1_000_000_000
+        while _clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, self._ref, None) == EINTR:
+            pass  # a Python signal handler has run in between; sleep on to the same time
+
+
+_sleep_abs = AbsoluteSleep()
 
 
 @dataclass
@@ -127,10 +166,9 @@ def sleep_until(deadline_ns: int, margin_ns: int) -> int:
     Never spins a whole period (RT throttling would freeze a spinning FIFO task). Safe in the
     200 Hz thread: no allocation beyond transient ints.
     """
-    now = time.monotonic_ns()
-    coarse = deadline_ns - margin_ns - now
-    if coarse > 0:
-        time.sleep(coarse * 1e-9)
+    wake_at = deadline_ns - margin_ns
+    if wake_at > time.monotonic_ns():
+        _sleep_abs(wake_at)
     now = time.monotonic_ns()
     while now < deadline_ns:
         now = time.monotonic_ns()

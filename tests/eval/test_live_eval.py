@@ -15,6 +15,7 @@ from dualsys import config
 from dualsys.behaviours.live_eval import run_live_eval, summarise
 from dualsys.behaviours.phrasings import load_phrasings
 from dualsys.replay import read_mcap
+from dualsys.testing.extras import ensure_extra
 
 pytestmark = [pytest.mark.slow]
 CFG = config.load_robot("gr1")
@@ -42,6 +43,7 @@ def test_trained_brain_does_two_behaviours_live(tmp_path: Path) -> None:
     assert rec.topics.get("chunk") and rec.topics.get("state"), sorted(rec.topics)
     said = {r.msg.instruction for r in rec.topics["latent"]}
     assert {r.phrasing for r in results} <= said, said
+    _export_recording(mcap, tmp_path / "lerobot", {r.phrasing for r in results})
     # a rest episode starts from another behaviour's pose (LEAD_IN), so the robot has a way
     # back to make: its switch is measurable (from rest it would not be)
     rest = [r for r in results if r.behaviour == "return_to_rest"]
@@ -54,3 +56,21 @@ def test_trained_brain_does_two_behaviours_live(tmp_path: Path) -> None:
     assert all(r.values["velocity_trips"] >= 0 for r in results)  # per-episode robot trips
     latencies = [r.switch_latency_s for r in results if np.isfinite(r.switch_latency_s)]
     assert latencies and min(latencies) < 2.0
+
+
+def _export_recording(mcap: Path, out: Path, phrasings: set[str]) -> None:
+    """`dualsys export` of the evaluation's recording: an episode per instruction said, each a
+    dataset `dualsys train` reads back."""
+    from dualsys.behaviours.dataset import DatasetReader
+    from dualsys.cli import main
+    from dualsys.export import have_av
+
+    ensure_extra("export", have_av, "PyAV")
+    assert main(["export", "--format", "lerobot", str(mcap), str(out)]) == 0
+    reader = DatasetReader(out)
+    tasks = {e["instruction"] for e in reader.episodes}
+    assert phrasings <= tasks, (phrasings, tasks)
+    for i in range(len(reader)):
+        ep = reader.load(i)
+        assert len(ep) >= CFG.rates.action_hz and len(ep.images) >= 1  # at least 1 s
+        assert np.all(np.isfinite(ep.q)) and np.all(np.isfinite(ep.action))
