@@ -83,17 +83,21 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0, help="per loop per round")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--hz", default="200,500,1000")
+    ap.add_argument("--conditions", default="quiet,loaded", help="quiet, loaded or both")
     args = ap.parse_args()
     cfg = config.load_robot("gr1")
     core = cfg.cores.system1
     rates = [int(h) for h in args.hz.split(",")]
+    conds = [c for c in ("quiet", "loaded") if c in args.conditions.split(",")]
+    if not conds:
+        ap.error(f"--conditions {args.conditions!r}: give quiet, loaded or both")
     acc: dict[tuple, dict] = {}
     causes: dict[tuple, dict] = {}
     extra: dict[tuple, dict] = {}
     for hz in rates:
         sets = ";".join(config.rate_overrides(cfg, hz))  # what `dualsys up --control-hz` sets
         env = dict(os.environ, DUALSYS_SUPERVISED="1", DUALSYS_SET=sets)
-        for cond in ("quiet", "loaded"):
+        for cond in conds:
             with tempfile.TemporaryDirectory() as tmpd:
                 rd = Path(tmpd)
                 neigh = start_neighbours(rd, env)
@@ -128,7 +132,7 @@ def main() -> None:
     text = header(
         "The control loop against the machine's floor (C loop vs dualsys, rounds interleaved)",
         f".venv/bin/python benchmarks/floor.py --seconds {args.seconds:g} "
-        f"--rounds {args.rounds} --hz {args.hz}",
+        f"--rounds {args.rounds} --hz {args.hz} --conditions {','.join(conds)}",
     )
     text += (
         "Each round: the C probe of `dualsys doctor` (clock_nanosleep, FIFO 80, mlockall, "
@@ -143,7 +147,7 @@ def main() -> None:
         "| verdict |\n|---|---|---|---|---|---|---|---|---|\n"
     )
     for hz in rates:
-        for cond in ("quiet", "loaded"):
+        for cond in conds:
             c, d = acc[(hz, cond, "C")], acc[(hz, cond, "dualsys")]
             cw = acc[(hz, cond, "C, dualsys's shape")]
             rate_c, rate_d = c["misses"] / c["ticks"], d["misses"] / d["ticks"]
@@ -163,7 +167,7 @@ def main() -> None:
     )
     text += "| rate | condition | causes | work p99 | spin margin (µs) |\n|---|---|---|---|---|\n"
     for hz in rates:
-        for cond in ("quiet", "loaded"):
+        for cond in conds:
             cs = causes.get((hz, cond), {})
             e = extra[(hz, cond)]
             text += (

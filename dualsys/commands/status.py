@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -50,17 +52,19 @@ def _server_status(cfg: config.RobotConfig, args: argparse.Namespace) -> int:
         return 1
     ctx = zmq.Context()
     sub = Subscriber(ctx, f"ipc://{sock}", (Stats,), **receive_spec(cfg, "stats"))
+    stop = _stop_on_signals()
     try:
-        while True:
-            msg = sub.recv(timeout_ms=int(args.timeout * 1000))
+        while not stop.is_set():
+            msg = _wait(sub, args.timeout, stop)
+            if stop.is_set():
+                break
             if msg is None:
                 print(f"dualsys status: no status from {sock} in {args.timeout} s", file=sys.stderr)
                 return 1
             print("\n".join(server_lines(msg.values)), flush=True)
             if args.once:
                 return 0
-            time.sleep(2.0)
-    except KeyboardInterrupt:
+            stop.wait(2.0)
         return 0
     finally:
         sub.close()
@@ -89,8 +93,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         snap["instruction"] = last.instruction if last is not None else ""
         return snap
 
+    stop = _stop_on_signals()
     try:
-        msg = sub.recv(timeout_ms=int(args.timeout * 1000))
+        msg = _wait(sub, args.timeout, stop)
+        if stop.is_set():
+            return 0
         if msg is None:
             print(f"dualsys status: no status from {sock} in {args.timeout} s", file=sys.stderr)
             return 1
@@ -101,19 +108,49 @@ def cmd_status(args: argparse.Namespace) -> int:
         from rich.live import Live
 
         with Live(panel(cfg, snapshot(msg.values)), refresh_per_second=2) as live:
-            while True:
-                msg = sub.recv(timeout_ms=3000)
+            while not stop.is_set():
+                msg = _wait(sub, SILENCE_S, stop)
+                if stop.is_set():
+                    break
                 if msg is None:
                     print("dualsys status: the system stopped reporting", file=sys.stderr)
                     return 1
                 live.update(panel(cfg, snapshot(msg.values)))
-                time.sleep(0.1)
-    except KeyboardInterrupt:
+                stop.wait(0.1)
         return 0
     finally:
         sub.close()
         latent.close()
         ctx.destroy(0)
+
+
+#: the live panel gives up when the supervisor sends nothing for this long (s)
+SILENCE_S = 3.0
+#: how often a wait looks at the stop flag (s): Ctrl-C is answered within this
+STOP_POLL_S = 0.1
+
+
+def _stop_on_signals() -> threading.Event:
+    """Ctrl-C / SIGTERM set the returned flag instead of raising KeyboardInterrupt wherever the
+    main thread happens to be (inside the rich panel's lock, or ZeroMQ), so the panel always
+    closes and the process exits 0 at once."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+def _wait(sub: Subscriber, seconds: float, stop: threading.Event) -> Stats | None:
+    """The next valid message within `seconds`, looking at `stop` every STOP_POLL_S."""
+    deadline = time.monotonic() + seconds
+    while not stop.is_set():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        msg = sub.recv(timeout_ms=int(min(left, STOP_POLL_S) * 1000))
+        if msg is not None:
+            return msg
+    return None
 
 
 def register(sub: argparse._SubParsersAction) -> None:

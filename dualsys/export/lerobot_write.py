@@ -134,7 +134,7 @@ def export_lerobot(
             f"videos/{key}/from_timestamp": t_from, f"videos/{key}/to_timestamp": t_from + T / fps,
             "meta/episodes/chunk_index": 0, "meta/episodes/file_index": 0,
             "dualsys/behaviour": ep.behaviour, "dualsys/seed": int(ep.seed),
-            "dualsys/expert_version": int(reader.episodes[i].get("expert_version", 1)),
+            "dualsys/expert_version": _version(reader.episodes[i]),
         })  # fmt: skip
         first += T
         if progress:
@@ -154,6 +154,12 @@ def export_lerobot(
     info = _info(cfg, reader, arrays, key, video.codec, fps, len(episodes), first, len(tasks))
     (meta / "info.json").write_text(json.dumps(info, indent=2) + "\n")
     return info
+
+
+def _version(meta: dict) -> int | None:
+    """The expert version of a demonstration; None for a recorded run (no expert made it)."""
+    v = meta.get("expert_version", 1)
+    return None if v is None else int(v)
 
 
 def _scene_features(reader, arrays) -> dict:

@@ -138,7 +138,7 @@ class RecordingSource:
             )
         self.info = {"fps": fps, "robot_type": cfg.name, "source": "recording"}
         self.episodes = [
-            {"episode_index": i, "instruction": p.instruction, "expert_version": 0}
+            {"episode_index": i, "instruction": p.instruction, "expert_version": None}
             for i, p in enumerate(self.pieces)
         ]
 

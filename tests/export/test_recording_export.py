@@ -96,6 +96,13 @@ def test_recorded_run_exports_as_episodes(cfg, tmp_path) -> None:
     assert ticks[0] >= 40  # no warm-up command (first 0.2 s = 40 ticks)
     assert 17 <= len(ep.images) <= 19  # the 10 Hz camera over 1.8 s
     assert np.all(np.isfinite(ep.action)) and ep.action.shape[1] == cfg.n_joints
+    # dualsys train's feature cache takes it: three episodes, the two instructions as texts
+    from dualsys.behaviours.features import FeatureSet, build_cache
+
+    fs = FeatureSet(build_cache(cfg, out))
+    assert sorted(fs.texts) == ["touch the cup", "wave the right hand"]
+    assert len(fs.ep_start) == 3 and fs.current_episodes().all()
+    assert np.array_equal(fs.act[: lengths[0]].numpy()[:, 0], ep.action[:, 0])
 
 
 @pytest.mark.parametrize(
