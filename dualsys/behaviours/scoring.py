@@ -68,6 +68,9 @@ TOGETHER_MIN_X = 0.2
 GRIP_MIN_CYCLES = 2
 GRIP_PERIOD = (0.8, 3.0)
 REST_TOL = 0.1
+#: pointing: the index finger open (closure below), the other fingers curled (above)
+POINT_INDEX_MAX_CLOSURE = 0.3
+POINT_OTHERS_MIN_CLOSURE = 0.5
 
 
 @dataclass
@@ -87,11 +90,46 @@ class Trajectory:
 
 @dataclass
 class Score:
-    """Success and the measured values it was decided on (for tables and debugging)."""
+    """Success and the measured values it was decided on (for tables and debugging); a failure
+    names every criterion it missed in `reason`."""
 
     success: bool
     values: dict[str, float]
     reason: str = ""
+
+
+#: One criterion: (value name, comparison, bound); comparison ">=", ">", "<=", "<" or "in"
+#: (bound a (low, high) pair).
+Check = tuple[str, str, float | tuple[float, float]]
+
+
+def _plain(x: float) -> str:
+    """A number as a person reads it: 3 significant digits, no numpy type names."""
+    return f"{float(x):.3g}"
+
+
+def _holds(value: float, op: str, bound) -> bool:
+    if op == "in":
+        return bool(bound[0] <= value <= bound[1])
+    return bool({">=": value >= bound, ">": value > bound, "<=": value <= bound,
+                 "<": value < bound}[op])  # fmt: skip
+
+
+def _judge(label: str, values: dict[str, float], checks: list[Check]) -> Score:
+    """Score from named criteria; values become plain floats, and the reason of a failure
+    lists each missed criterion with its measured value and bound."""
+    vals = {k: float(v) for k, v in values.items()}
+    missed = []
+    for name, op, bound in checks:
+        v = vals[name]
+        if not _holds(v, op, bound):
+            want = (
+                f"in {_plain(bound[0])}..{_plain(bound[1])}"
+                if op == "in"
+                else f"{op} {_plain(bound)}"
+            )
+            missed.append(f"{name} {_plain(v)} (needs {want})")
+    return Score(not missed, vals, f"{label}: " + "; ".join(missed) if missed else "")
 
 
 def _longest_run(mask: np.ndarray, t: np.ndarray) -> float:
@@ -167,9 +205,9 @@ class Scorer:
         end = tr.tail(HOLD_S)
         others = [float(v[end].min()) for k, v in dists.items() if k != obj]
         wrong = min(others) if others else np.inf
-        ok = hold >= TOUCH_HOLD_S and wrong > TOUCH_RADIUS
-        vals = {"min_dist": float(d.min()), "hold_s": hold, "other_min_dist": wrong}
-        return Score(ok, vals, "" if ok else f"touch {obj}: {vals}")
+        vals = {"min_dist": d.min(), "hold_s": hold, "other_min_dist": wrong}
+        checks = [("hold_s", ">=", TOUCH_HOLD_S), ("other_min_dist", ">", TOUCH_RADIUS)]
+        return _judge(f"touch {obj}", vals, checks)
 
     def _wave(self, side: int, tr: Trajectory) -> Score:
         m = tr.tail(GESTURE_WINDOW_S)
@@ -180,14 +218,14 @@ class Scorer:
         z_min = float(h[:, 2].min())
         other_z = float(tr.hands[m, 1 - side, 2].max())
         per = float(np.median(periods)) if periods else 0.0
-        ok = (
-            n >= WAVE_MIN_SWINGS
-            and WAVE_PERIOD[0] <= per <= WAVE_PERIOD[1]
-            and z_min >= WAVE_MIN_Z
-            and other_z <= OTHER_HAND_MAX_Z
-        )
         vals = {"swings": n, "period_s": per, "hand_min_z": z_min, "other_max_z": other_z}
-        return Score(ok, vals, "" if ok else f"wave: {vals}")
+        checks = [
+            ("swings", ">=", WAVE_MIN_SWINGS),
+            ("period_s", "in", WAVE_PERIOD),
+            ("hand_min_z", ">=", WAVE_MIN_Z),
+            ("other_max_z", "<=", OTHER_HAND_MAX_Z),
+        ]
+        return _judge("wave", vals, checks)
 
     def _wave_right_hand(self, tr: Trajectory) -> Score:
         return self._wave(1, tr)
@@ -197,7 +235,7 @@ class Scorer:
 
     def _raise_both_arms(self, tr: Trajectory) -> Score:
         z = tr.hands[tr.tail(HOLD_S), :2, 2].min()
-        return Score(bool(z >= RAISE_MIN_Z), {"min_z": float(z)})
+        return _judge("raise both arms", {"min_z": z}, [("min_z", ">=", RAISE_MIN_Z)])
 
     def _point_forward(self, tr: Trajectory) -> Score:
         m = tr.tail(HOLD_S)
@@ -211,22 +249,22 @@ class Scorer:
             "index_closure": float(c[0]),
             "others_closure": float(c[1:].min()),
         }
-        ok = (
-            vals["min_x"] >= POINT_MIN_X
-            and POINT_Z[0] <= vals["z_lo"]
-            and vals["z_hi"] <= POINT_Z[1]
-            and vals["left_max_z"] <= OTHER_HAND_MAX_Z
-            and vals["index_closure"] < 0.3
-            and vals["others_closure"] > 0.5
-        )
-        return Score(ok, vals)
+        checks = [
+            ("min_x", ">=", POINT_MIN_X),
+            ("z_lo", ">=", POINT_Z[0]),
+            ("z_hi", "<=", POINT_Z[1]),
+            ("left_max_z", "<=", OTHER_HAND_MAX_Z),
+            ("index_closure", "<", POINT_INDEX_MAX_CLOSURE),
+            ("others_closure", ">", POINT_OTHERS_MIN_CLOSURE),
+        ]
+        return _judge("point forward", vals, checks)
 
     def _bring_hands_together(self, tr: Trajectory) -> Score:
         m = tr.tail(HOLD_S)
         d = np.linalg.norm(tr.hands[m, 0] - tr.hands[m, 1], axis=1).max()
         x = tr.hands[m, :2, 0].min()
-        ok = d <= TOGETHER_MAX_DIST and x >= TOGETHER_MIN_X
-        return Score(bool(ok), {"max_dist": float(d), "min_x": float(x)})
+        checks = [("max_dist", "<=", TOGETHER_MAX_DIST), ("min_x", ">=", TOGETHER_MIN_X)]
+        return _judge("bring hands together", {"max_dist": d, "min_x": x}, checks)
 
     def _open_close_hands(self, tr: Trajectory) -> Score:
         c = (self.closure(tr.q, "L").mean(1) + self.closure(tr.q, "R").mean(1)) / 2
@@ -240,13 +278,17 @@ class Scorer:
                 opens.append(ti)
         periods = np.diff(closes) if len(closes) > 1 else np.array([])
         cycles = min(len(closes), len(opens))
-        ok = cycles >= GRIP_MIN_CYCLES and all(
-            GRIP_PERIOD[0] <= p <= GRIP_PERIOD[1] for p in periods
-        )
         vals = {"cycles": cycles, "period_s": float(periods.mean()) if len(periods) else 0.0}
-        return Score(bool(ok), vals)
+        checks: list[Check] = [("cycles", ">=", GRIP_MIN_CYCLES)]
+        if len(periods):  # every closing-to-closing period in range
+            vals |= {"period_min_s": periods.min(), "period_max_s": periods.max()}
+            checks += [
+                ("period_min_s", ">=", GRIP_PERIOD[0]),
+                ("period_max_s", "<=", GRIP_PERIOD[1]),
+            ]
+        return _judge("open and close hands", vals, checks)
 
     def _return_to_rest(self, tr: Trajectory) -> Score:
         m = tr.tail(HOLD_S)
         err = np.abs(tr.q[m][:, self.ctrl] - self.default[self.ctrl]).max()
-        return Score(bool(err <= REST_TOL), {"max_err_rad": float(err)})
+        return _judge("return to rest", {"max_err_rad": err}, [("max_err_rad", "<=", REST_TOL)])

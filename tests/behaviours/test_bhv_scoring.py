@@ -1,0 +1,61 @@
+"""Every failed episode names why: each missed criterion with its measured value and bound, as
+plain numbers (no numpy type names, no 17-digit floats), for every behaviour."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+from dualsys.behaviours.expert import BEHAVIOURS
+from dualsys.behaviours.scoring import TOUCH_HOLD_S, TOUCH_RADIUS, Scorer, Trajectory
+
+T = np.arange(0, 4.0, 0.02)
+
+
+def _still(cfg, q: np.ndarray) -> Trajectory:
+    """The robot standing still at `q`, hands low at the sides, objects on the table."""
+    n = len(T)
+    hands = np.tile(np.array([[0.0, 0.3, 0.8], [0.0, -0.3, 0.8], [0.0, 0.3, 0.7],
+                              [0.0, -0.3, 0.7]]), (n, 1, 1))  # fmt: skip
+    objects = {"cup": np.tile([0.45, -0.2, 0.9], (n, 1)), "box": np.tile([0.45, 0.2, 0.9], (n, 1))}
+    return Trajectory(T, np.tile(q, (n, 1)), hands, objects)
+
+
+def _plain(reason: str) -> None:
+    assert "np." not in reason and "float64" not in reason, reason
+    assert not re.search(r"\d\.\d{5,}", reason), reason  # no long float reprs
+
+
+@pytest.mark.parametrize("behaviour", [b for b in BEHAVIOURS if b != "return_to_rest"])
+def test_a_failure_names_its_reason_in_plain_numbers(cfg, behaviour: str) -> None:
+    default = cfg.limits()["default"]
+    score = Scorer(cfg).score(behaviour, _still(cfg, default))
+    assert not score.success  # standing still at rest does none of these
+    assert score.reason and "needs" in score.reason, score
+    _plain(score.reason)
+    json.dumps(score.values)  # plain floats: the report's JSON takes them as they are
+    assert all(type(v) is float for v in score.values.values()), score.values
+
+
+def test_rest_failure_names_the_error(cfg) -> None:
+    lim = cfg.limits()
+    q = lim["default"].copy()
+    q[cfg.controlled_indices[0]] += 0.5
+    score = Scorer(cfg).score("return_to_rest", _still(cfg, q))
+    assert not score.success and score.reason.startswith("return to rest: max_err_rad 0.5")
+    assert Scorer(cfg).score("return_to_rest", _still(cfg, lim["default"])).success
+
+
+def test_a_touch_that_leaves_says_how_long_it_stayed(cfg) -> None:
+    """The hand reaches the cup top for 0.1 s and leaves: the reason is the hold time."""
+    tr = _still(cfg, cfg.limits()["default"])
+    top = tr.objects["cup"][0] + [0, 0, 0.05]
+    on = (T >= 1.0) & (T < 1.1)
+    tr.hands[on, 1] = top + [0, 0, TOUCH_RADIUS / 2]
+    score = Scorer(cfg).score("touch_red_cup", tr)
+    assert not score.success
+    assert re.match(rf"touch cup: hold_s 0\.0[68]\d* \(needs >= {TOUCH_HOLD_S:g}\)$", score.reason)
+    _plain(score.reason)
