@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import shutil
@@ -132,10 +133,7 @@ def _train_stage(cfg: config.RobotConfig, stage: Stage, out: Path) -> dict | Non
         return None
     t0 = time.monotonic()
     fs = FeatureSet.merged([Path(d) / "features.npz" for d in stage.data])
-    if tc.text_swap > 0 or tc.text_side:
-        from dualsys.system2.text import TextEncoder
-
-        enc = TextEncoder("cpu")
+    enc = _text_encoder() if tc.text_swap > 0 or tc.text_side else None
     if tc.text_swap > 0:
         added = _add_training_phrasings(cfg, fs, enc)
         print(f"dualsys train: {added} training phrasings without demonstrations added")
@@ -189,6 +187,14 @@ def _train_stage(cfg: config.RobotConfig, stage: Stage, out: Path) -> dict | Non
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
     return summary
+
+
+@functools.cache
+def _text_encoder():
+    """The frozen instruction encoder (loaded once for every stage)."""
+    from dualsys.system2.text import TextEncoder
+
+    return TextEncoder("cpu")
 
 
 def _keep_stage(out: Path, name: str) -> None:
