@@ -43,8 +43,10 @@ def test_the_shipped_recipe_trains_end_to_end(cfg, sim, expert, tmp_path):
     recipe.write_text(dump(short))
     out = tmp_path / "ck"
     argv = ["train", "--recipe", str(recipe), "--data-root", str(tmp_path / "data")]
+    argv += ["--threads", "1"]  # a flag: sets the knob in every stage
     assert cli.main([*argv, "--out", str(out)]) == 0
 
+    short = short.with_knobs({"threads": 1})
     last = short.stages[-1]
     state = json.loads((out / "train_state.json").read_text())
     assert state["step"] == last.train.steps
@@ -56,7 +58,7 @@ def test_the_shipped_recipe_trains_end_to_end(cfg, sim, expert, tmp_path):
         assert len(summary["data"]) == len(s.data)
         assert ("behaviour_accuracy_train_rows" in summary) == (s.train.aux_behaviour > 0)
         assert (out / "stages" / s.name / "policy.safetensors").is_file()
-    # the recipe as run: the shortened one, datasets as paths under the data root
+    # the recipe as run: the shortened one with the flag, datasets as paths under the data root
     ran = load_recipe(out / "recipe.toml")
     assert [s.train for s in ran.stages] == [s.train for s in short.stages]
     assert ran.stages[-1].data == tuple(str(tmp_path / "data" / d) for d in last.data)
