@@ -160,6 +160,7 @@ def _train_stage(cfg: config.RobotConfig, stage: Stage, out: Path) -> dict | Non
                 bar.update(task, completed=step, total=trainer.tc.steps, loss=loss)
 
         trainer.run(progress)
+        bar.update(task, completed=trainer.step, total=trainer.tc.steps, loss=trainer.losses[-1][1])
     trainer.save()
     tail = [v for _, v in trainer.losses[-100:]]
     summary = {
