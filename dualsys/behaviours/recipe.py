@@ -209,10 +209,14 @@ def load_recipe(path: str | Path) -> Recipe:
     """Load and check a recipe file; ConfigError naming file, key and reason."""
     path = Path(path)
     try:
-        doc = tomllib.loads(path.read_text())
-    except OSError as exc:
-        raise ConfigError(path, "<file>", f"cannot read: {exc.strerror or exc}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        text = path.read_text()
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+        raise ConfigError(
+            path, "<file>", f"cannot read: {getattr(exc, 'strerror', None) or exc}"
+        ) from None
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
         raise ConfigError(path, "<toml>", f"not valid TOML: {exc}") from None
     _no_unknown(path, "", doc, ("train", "stage"))
     base = doc.get("train", {})

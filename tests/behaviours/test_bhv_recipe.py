@@ -151,8 +151,12 @@ def test_a_missing_or_binary_recipe_file_is_refused(tmp_path):
     with pytest.raises(config.ConfigError, match="cannot read"):
         load_recipe(tmp_path / "none.toml")
     (tmp_path / "b.toml").write_bytes(b"\xff\xfe\x00[train]")
-    with pytest.raises(config.ConfigError, match="not valid TOML"):
+    with pytest.raises(config.ConfigError, match="cannot read: 'utf-8' codec"):
         load_recipe(tmp_path / "b.toml")
+    with pytest.raises(config.ConfigError, match="cannot read: embedded null byte"):
+        load_recipe("a\0b.toml")
+    with pytest.raises(config.ConfigError, match="cannot read: Is a directory"):
+        load_recipe(tmp_path)
 
 
 def test_help_shows_each_knob_once_with_the_recipe_value(capsys):
