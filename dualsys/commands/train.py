@@ -192,10 +192,11 @@ def _train_stage(cfg: config.RobotConfig, stage: Stage, out: Path) -> dict | Non
 
 @functools.cache
 def _text_encoder():
-    """The frozen instruction encoder (loaded once for every stage)."""
+    """The frozen instruction encoder, loaded once for every stage; its cache holds every
+    training phrasing and its mirror, so later stages embed nothing again."""
     from dualsys.system2.text import TextEncoder
 
-    return TextEncoder("cpu")
+    return TextEncoder("cpu", cache_size=4096)
 
 
 def _keep_stage(out: Path, name: str) -> None:
