@@ -57,7 +57,7 @@ import copy
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -65,43 +65,10 @@ import torch
 from torch.nn import functional as F  # noqa: N812
 
 from dualsys.behaviours.features import FeatureSet
+from dualsys.behaviours.recipe import TrainConfig
 from dualsys.config import RobotConfig
 from dualsys.system1.policy import FlowPolicy, PolicySpec, flow_loss, save_checkpoint
 from dualsys.system2.fusion import DEFAULT_WIDTH, FusionHead, save_fusion
-
-
-@dataclass
-class TrainConfig:
-    """Hyper-parameters (stored in train_state.json)."""
-
-    steps: int = 6000
-    batch: int = 128
-    lr: float = 3e-4
-    weight_decay: float = 1e-4
-    warmup: int = 200
-    seed: int = 0
-    state_noise: float = 0.01
-    save_every: int = 500
-    width: int = 0  # 0 = the robot config's policy.width
-    layers: int = 0
-    threads: int = 2
-    max_minutes: float = 0.0  # > 0: cut `steps` so training ends within this wall time
-    ema: float = 0.999  # decay of the weight average that is saved (0 = save the raw weights)
-    spatial_k: int = 16  # keypoints of the fusion head's spatial pathway (0 = none)
-    latent_tokens: bool = False  # policy: latent added to every action token too (measured
-    # worse: 500-step ablation in TRAINING.md)
-    text_swap: float = 0.0  # probability of replacing the phrasing by another of its behaviour
-    text_mix: float = 0.5  # probability of blending two phrasings of the same behaviour
-    text_noise: float = 0.3  # expected norm of the noise added to the instruction embedding
-    oversample: str = ""  # comma-separated behaviours whose samples are drawn more often
-    oversample_factor: float = 1.0  # ... this many times as often as the others
-    prefix_max: int = 0  # prefix conditioning: up to this many given actions (0 = off)
-    prefix_offset: float = 0.0  # max std of the constant offset added to the given prefix
-    aux_objects: float = 0.0  # weight of the auxiliary object-position loss (0 = off;
-    # needs spatial_k > 0 and objects.npz)
-    text_side: bool = False  # fusion head reads the left/right side feature (embed_sided;
-    # needs FeatureSet.add_side_features)
-    aux_behaviour: float = 0.0  # weight of the behaviour-from-latent cross-entropy (0 = off)
 
 
 class Trainer:
