@@ -129,3 +129,37 @@ def test_system2_loading_its_models_loads_neither_mujoco_nor_the_expert() -> Non
     loaded = _probe([f"dualsys.system2.{m}" for m in SYSTEM2], models=True)["after_models"]
     assert "torch" in loaded and "dualsys.vocabulary" in loaded
     assert not _forbidden(loaded)
+
+
+def _imported(importtime_log: str) -> list[str]:
+    """Module names from a `python -X importtime` log (stderr)."""
+    out = []
+    for line in importtime_log.splitlines():
+        if line.startswith("import time:") and "|" in line:
+            out.append(line.rsplit("|", 1)[1].strip())
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("role", ["system2", "policy", "control"])
+def test_the_processes_dualsys_up_starts_load_neither_mujoco_nor_the_expert(
+    role: str, tmp_path: Path
+) -> None:
+    """Each process started exactly as the supervisor starts it (its argv, under
+    `python -X importtime`), for 3 s: it loads its models, serves, stops cleanly, and never
+    imports MuJoCo or the learning wing."""
+    from dualsys import config
+    from dualsys.rundir import make_run_dir
+    from dualsys.supervisor import Supervisor, UpOptions
+
+    run = make_run_dir(tmp_path / "run")
+    argv = Supervisor(config.load_robot("gr1"), run, UpOptions(fifo=False))._argv(role)
+    argv = [argv[0], "-X", "importtime", *argv[1:], "--duration", "3"]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=180, cwd=ROOT.parent)
+    loaded = _imported(out.stderr)
+    errors = "\n".join(x for x in out.stderr.splitlines() if not x.startswith("import time:"))
+    assert out.returncode == 0, errors[-3000:]
+    assert "dualsys.config" in loaded  # the log is the process's own imports
+    assert not _forbidden(loaded)
+    if role == "system2":  # its models loaded: text, vision, fusion, grounded in the phrasings
+        assert "grounded in" in json.loads((run / "system2.json").read_text())["encoder"]
