@@ -18,7 +18,23 @@ import numpy as np
 
 ROBOTS_DIR = Path(__file__).resolve().parent.parent / "robots"
 PRECISIONS = ("fp32", "bf16", "int8")
-ENDPOINT_NAMES = ("state", "command", "camera", "latent", "chunk", "instruction", "stats")
+ENDPOINT_NAMES = (
+    "state",
+    "command",
+    "camera",
+    "latent",
+    "chunk",
+    "instruction",
+    "stats",
+    "scene_reset",
+    "scene_truth",
+)
+#: The simulation's evaluation links (SceneReset in, SceneTruth out: dualsys/robot/scene_link.py)
+#: and where they are when `[endpoints]` leaves them out (a hardware robot has no scene).
+SIM_ENDPOINTS = {
+    "scene_reset": "ipc://{run}/scene_reset.sock",
+    "scene_truth": "ipc://{run}/scene_truth.sock",
+}
 
 # Bounds that keep a config that loads a config that runs: sizes that allocate, rates the
 # loops can serve, budgets the processes can meet. Far outside any real robot, never near one.
@@ -576,7 +592,7 @@ def _check_security_paths(path: Path, raw: Any) -> None:
 def _endpoints(t: _Table) -> dict[str, str]:
     out = {}
     for name in ENDPOINT_NAMES:
-        value = t.str(name)
+        value = t.str(name, SIM_ENDPOINTS.get(name, ...))
         if not value.startswith(("ipc://", "tcp://", "inproc://")):
             raise ConfigError(
                 t.path, t.key(name), f"expected ipc://, tcp:// or inproc://, got {value!r}"

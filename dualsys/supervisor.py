@@ -60,8 +60,6 @@ STOP_STAGES = (
 STATUS_SOCKET = "status.sock"
 #: Most stats-link messages one poll reads (the rest wait for the next poll, 50 ms later).
 MAX_DRAIN = 256
-#: Stats under another process name that a child may publish: name -> the role allowed to.
-EXTRA_STATS = {"scene": "robot"}  # the simulation's evaluation hook (robot/process.py)
 #: Restart backoff: first delay, cap (seconds); it doubles per restart in a row.
 BACKOFF_S = (0.5, 8.0)
 #: How many supervisor events (restarts, kills) are kept for the view and the report.
@@ -144,7 +142,6 @@ class Supervisor:
         self.instruction = ""
         self.latent_age_ms = float("nan")
         self.latent_age_max_ms = 0.0  # worst age seen since the last status()
-        self.extra_stats: dict[str, dict[str, float]] = {}
         #: stats-link messages not believed, by reason (unknown_source, wrong_pid, ...)
         self.untrusted: Counter[str] = Counter()
         self.stats_before_hello = 0  # Stats from a child's source before its Hello (dropped)
@@ -323,9 +320,7 @@ class Supervisor:
         elif msg.process == source:
             child.stats = dict(msg.values)
             child.stats_t = time.monotonic()
-        elif EXTRA_STATS.get(msg.process) == source:
-            self.extra_stats[msg.process] = dict(msg.values)  # e.g. "scene" from the sim
-        else:
+        else:  # a child publishes Stats only under its own role
             self.untrusted["unknown_process"] += 1
 
     def _check_hello(self, child: Child, msg: Hello) -> None:

@@ -25,8 +25,9 @@ import numpy as np
 import zmq
 
 from dualsys.behaviours.kinematics import Kinematics
+from dualsys.behaviours.scene_watch import SceneWatch
 from dualsys.behaviours.scoring import EVAL_EPISODE_S, LEAD_S, Scorer, Trajectory, lead_in
-from dualsys.bus import Instruction, Latent, Publisher, RobotState, SceneReset, Subscriber
+from dualsys.bus import Instruction, Latent, Publisher, RobotState, Subscriber
 from dualsys.bus.limits import receive_spec
 from dualsys.config import RobotConfig
 from dualsys.robot.model import OBJECTS, build_model
@@ -78,7 +79,7 @@ class LiveEvaluator:
         """Bring the system up and open the evaluation links."""
         self.sup.start()
         self.ctx = zmq.Context()
-        self.scene = Publisher(self.ctx, f"ipc://{self.run_dir}/scene.sock", "eval", bind=False)
+        self.scene = SceneWatch(self.ctx, self.cfg, self.run_dir, OBJECTS)
         # a persistent instruction link: no connect (slow-joiner) delay inside the measurement
         self.instr = Publisher(
             self.ctx, self.cfg.endpoint("instruction", self.run_dir), "eval", bind=False
@@ -126,14 +127,20 @@ class LiveEvaluator:
         raise RuntimeError(f"System 2 did not adopt the instruction {text!r} within 5 s")
 
     def _reset_scene(self, seed: int, episode: int) -> dict[str, np.ndarray]:
+        """Re-place the objects; their positions from the SceneTruth acknowledging it."""
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            self.scene.send(SceneReset(seed=seed, episode=episode))
-            self._wait(0.6)
-            ack = self.sup.extra_stats.get("scene", {})
-            if ack.get("episode") == episode:
-                return {o: np.array([ack[f"{o}.{a}"] for a in "xyz"]) for o in OBJECTS}
-        raise RuntimeError("the simulation did not acknowledge the scene reset (driver not sim?)")
+            self.scene.reset(seed, episode)
+            resend = time.monotonic() + 0.6
+            while time.monotonic() < resend:
+                self._wait(0.05)
+                objects = self.scene.truth(episode)
+                if objects is not None:
+                    return objects
+        raise RuntimeError(
+            "the simulation did not acknowledge the scene reset (driver not sim?); "
+            f"scene truth refused: {dict(self.scene.dropped) or 'none'}"
+        )
 
     def episode(self, behaviour: str, phrasing: str, seed: int, index: int) -> EpisodeResult:
         """Rest, re-place objects, [lead-in behaviour], say the phrasing, record, score."""

@@ -1,53 +1,34 @@
-"""Instruction phrasings per behaviour, from TOML files beside the robot config.
+"""Instruction phrasings per behaviour, checked against the scripted expert's behaviours.
 
-Format: a `[behaviours]` table mapping behaviour name -> list of phrasings, e.g.
-`touch_red_cup = ["touch the red cup", ...]`. Training phrasings live in
-`robots/<robot>/phrasings_train.toml`, held-out ones in `robots/<robot>/phrasings_heldout.toml`.
+The files and their format belong to the robot's vocabulary (`dualsys.vocabulary`, which the
+runtime reads too); this module adds what only the learning wing knows: the behaviours the
+expert performs (`BEHAVIOURS`), the split into training and held-out phrasings, and the mix
+`dualsys eval` runs.
 """
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
 from dualsys.behaviours.expert import BEHAVIOURS
 from dualsys.config import RobotConfig
+from dualsys.vocabulary import PhrasingsError, read_phrasings, robot_dir
 
-
-class PhrasingsError(ValueError):
-    """A phrasings file is missing or malformed; names the file and the key."""
-
-
-def robot_dir(cfg: RobotConfig) -> Path:
-    """robots/<name>/ beside the robot's TOML file."""
-    return cfg.path.parent / cfg.path.stem
+__all__ = [
+    "PhrasingsError",
+    "eval_phrasings",
+    "heldout_phrasings",
+    "interleave",
+    "load_phrasings",
+    "robot_dir",
+    "training_phrasings",
+]
 
 
 def load_phrasings(path: str | Path, require_all: bool = True) -> dict[str, list[str]]:
-    """behaviour -> phrasings from a TOML file; unknown behaviours and empty lists are errors."""
-    path = Path(path)
-    try:
-        doc = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise PhrasingsError(f"{path}: phrasings file not found") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise PhrasingsError(f"{path}: not valid TOML: {exc}") from None
-    table = doc.get("behaviours")
-    if not isinstance(table, dict):
-        raise PhrasingsError(f"{path}: expected a [behaviours] table")
-    out: dict[str, list[str]] = {}
-    for name, texts in table.items():
-        if name not in BEHAVIOURS:
-            raise PhrasingsError(
-                f"{path}: behaviours.{name}: unknown behaviour (known: {', '.join(BEHAVIOURS)})"
-            )
-        if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
-            raise PhrasingsError(f"{path}: behaviours.{name}: expected a non-empty list of strings")
-        out[name] = [t.strip() for t in texts]
-    missing = [b for b in BEHAVIOURS if b not in out]
-    if require_all and missing:
-        raise PhrasingsError(f"{path}: behaviours missing: {', '.join(missing)}")
-    return out
+    """behaviour -> phrasings from a TOML file; behaviours the expert does not perform and
+    empty lists are errors, and with `require_all` so is a behaviour missing."""
+    return read_phrasings(path, known=BEHAVIOURS, require_all=require_all)
 
 
 def training_phrasings(cfg: RobotConfig) -> dict[str, list[str]]:

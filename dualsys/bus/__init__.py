@@ -12,6 +12,7 @@ from dualsys.bus.messages import (
     Message,
     RobotState,
     SceneReset,
+    SceneTruth,
     Stats,
 )
 from dualsys.bus.transport import Publisher, Subscriber, age_ms
@@ -31,6 +32,7 @@ __all__ = [
     "Publisher",
     "RobotState",
     "SceneReset",
+    "SceneTruth",
     "Stats",
     "Subscriber",
     "age_ms",

@@ -21,6 +21,7 @@ from functools import cache, cached_property
 from typing import Any
 
 from dualsys.bus.messages import (
+    MAX_SCENE_ROWS,
     ActionChunk,
     CameraFrame,
     Command,
@@ -31,6 +32,7 @@ from dualsys.bus.messages import (
     Message,
     RobotState,
     SceneReset,
+    SceneTruth,
     Stats,
     message_types,
 )
@@ -160,12 +162,13 @@ def topic_shapes(cfg: RobotConfig) -> dict[str, dict[str, dict[str, tuple[int, .
         "chunk": {"chunk": {"actions": (cfg.policy.chunk_horizon, len(cfg.controlled_indices))}},
         "instruction": {},
         "stats": {},
-        "scene": {},
+        "scene_reset": {},
+        "scene_truth": {"scene_truth": {"objects": (-1, 3), "hands": (-1, 3)}},
     }
 
 
 def topic_limits(cfg: RobotConfig) -> dict[str, Limits]:
-    """Per topic (the config's link names, plus "scene"), the limits of its receivers."""
+    """Per topic (the config's link names), the limits of its receivers."""
     n = cfg.n_joints
     frames = [message_limits(CameraFrame, {"image": (c.height, c.width, 3)}) for c in cfg.cameras]
     return {
@@ -184,7 +187,11 @@ def topic_limits(cfg: RobotConfig) -> dict[str, Limits]:
         # the full field length: a too-long instruction is refused and counted by System 2
         "instruction": message_limits(Instruction),
         "stats": _widest(message_limits(Stats), message_limits(Hello)),
-        "scene": message_limits(SceneReset),
+        "scene_reset": message_limits(SceneReset),
+        # the object and hand counts are the scene's (n <= MAX_SCENE_ROWS, SceneTruth.invalid)
+        "scene_truth": message_limits(
+            SceneTruth, {"objects": (MAX_SCENE_ROWS, 3), "hands": (MAX_SCENE_ROWS, 3)}
+        ),
     }
 
 

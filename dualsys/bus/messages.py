@@ -54,6 +54,9 @@ class Header:
 
 #: longest accepted action interval of a chunk (the slowest policy rate: 1 Hz)
 MAX_ACTION_DT_NS = 1_000_000_000
+#: most objects (and most hands) a SceneTruth names, and the longest name (characters)
+MAX_SCENE_ROWS = 16
+MAX_SCENE_NAME_CHARS = 32
 
 _REGISTRY: dict[str, type[Message]] = {}
 
@@ -285,8 +288,8 @@ class Hello(Message):
 class SceneReset(Message):
     """Simulation only: re-place the scene's objects (seeded), for evaluation episodes.
 
-    Local link (`{run}/scene.sock`); hardware drivers ignore it. The robot acknowledges with a
-    Stats(process="scene") carrying `episode` and the new object positions.
+    Link `scene_reset` of `[endpoints]`; hardware drivers ignore it. The simulation
+    acknowledges with a SceneTruth carrying `episode` and the new object positions.
     """
 
     TYPE: ClassVar[str] = "scene_reset"
@@ -297,3 +300,63 @@ class SceneReset(Message):
     seed: int = 0
     episode: int = 0
     header: Header | None = None
+
+
+@dataclass
+class SceneTruth(Message):
+    """Simulation only: where the scene's objects and the robot's hands are (world frame, m).
+
+    Link `scene_truth` of `[endpoints]`: the simulation publishes it after the first
+    SceneReset, at once and then at the stats rate, so an evaluator scores against the true
+    object positions (and can follow objects the robot pushes). `episode` is the last
+    SceneReset applied. Row i of `objects` (n, 3) is the object named by the i-th entry of the
+    comma-separated `object_names`; `hands` (m, 3) and `hand_names` likewise.
+    """
+
+    TYPE: ClassVar[str] = "scene_truth"
+    FIELDS: ClassVar[dict[str, Field]] = {
+        "episode": Field("int", **_NS),
+        "sim_time": Field("float"),
+        "objects": Field("array", "f", 2),
+        "object_names": Field("str", max_len=MAX_SCENE_ROWS * (MAX_SCENE_NAME_CHARS + 1)),
+        "hands": Field("array", "f", 2),
+        "hand_names": Field("str", max_len=MAX_SCENE_ROWS * (MAX_SCENE_NAME_CHARS + 1)),
+    }
+    episode: int = 0
+    sim_time: float = 0.0
+    objects: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
+    object_names: str = ""
+    hands: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
+    hand_names: str = ""
+    header: Header | None = None
+
+    def invalid(self) -> str:
+        """Rows are 3-d points, at most MAX_SCENE_ROWS, each named once; sim_time >= 0."""
+        if self.sim_time < 0:
+            return f"sim_time {self.sim_time} < 0"
+        for what, rows, names in (
+            ("objects", self.objects, self.object_names),
+            ("hands", self.hands, self.hand_names),
+        ):
+            if rows.shape[1:] != (3,) or len(rows) > MAX_SCENE_ROWS:
+                return f"{what}: shape {rows.shape}, expected (n <= {MAX_SCENE_ROWS}, 3)"
+            split = names.split(",") if names else []
+            if len(split) != len(rows):
+                return f"{what}: {len(split)} names for {len(rows)} rows"
+            if len(set(split)) != len(split) or not all(
+                0 < len(n) <= MAX_SCENE_NAME_CHARS for n in split
+            ):
+                return f"{what}: names must be unique, 1 to {MAX_SCENE_NAME_CHARS} characters"
+        return ""
+
+    def named_objects(self) -> dict[str, np.ndarray]:
+        """Object name -> position (3,)."""
+        return _named(self.objects, self.object_names)
+
+    def named_hands(self) -> dict[str, np.ndarray]:
+        """Hand name -> position (3,)."""
+        return _named(self.hands, self.hand_names)
+
+
+def _named(rows: np.ndarray, names: str) -> dict[str, np.ndarray]:
+    return dict(zip(names.split(",") if names else [], rows, strict=True))

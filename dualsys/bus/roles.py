@@ -42,6 +42,9 @@ LINKS: dict[str, Link] = {
     "stats": Link(ROBOT, (STATS,)),
     "latent": Link(SYSTEM2, (ROBOT, OPERATOR)),
     "instruction": Link(SYSTEM2, (OPERATOR,)),
+    # the simulation's evaluation hooks: `dualsys eval` runs on the robot computer
+    "scene_reset": Link(ROBOT, (ROBOT,)),
+    "scene_truth": Link(ROBOT, (ROBOT,)),
     "bridge_state": Link(ROBOT, (ROBOT,)),
     "bridge_command": Link(ROBOT, (ROBOT,)),
     # a System 2 server's ROUTER (dualsys/system2/server.py): robot links connect, each with

@@ -34,6 +34,8 @@ CAMERA_MOUNTS: dict[str, tuple[str, tuple[float, float, float], tuple[float, ...
 
 #: Scene objects (free bodies) on the table, and their nominal (x, y) on the table top.
 OBJECTS = ("cup", "box")
+#: Palm-centre sites of the hands and the links they sit on (`_add_hand_sites`).
+HAND_SITES = {"left_hand": "left_end_effector_link", "right_hand": "right_end_effector_link"}
 TABLE_TOP_Z = 0.72
 TABLE_CENTER = (0.50, 0.0)
 TABLE_HALF = (0.25, 0.45, 0.02)
@@ -165,10 +167,10 @@ def _add_cameras(spec: mujoco.MjSpec, cfg: RobotConfig) -> None:
 
 def _add_hand_sites(spec: mujoco.MjSpec) -> None:
     """Sites "left_hand"/"right_hand" 8 cm past the end-effector links (palm centre)."""
-    for side in ("left", "right"):
-        body = spec.body(f"{side}_end_effector_link")
+    for site, link in HAND_SITES.items():
+        body = spec.body(link)
         if body is not None:
-            body.add_site(name=f"{side}_hand", pos=[0, 0, -0.08])
+            body.add_site(name=site, pos=[0, 0, -0.08])
 
 
 def check_joints(cfg: RobotConfig, model_joints: list[str], mimic: set[str]) -> None:

@@ -28,7 +28,6 @@ from dualsys.bus import (
     Hello,
     Publisher,
     RobotState,
-    SceneReset,
     Stats,
     Subscriber,
 )
@@ -37,6 +36,7 @@ from dualsys.bus.limits import receive_spec
 from dualsys.config import RobotConfig
 from dualsys.robot.interface import MODE_NAMES, make_driver
 from dualsys.robot.safety import RobotSafety, SafetySettings
+from dualsys.robot.scene_link import SceneLink
 from dualsys.timing import Histogram, current_cpus, pin_to_core, warn_once
 
 ROLE = "robot"
@@ -99,7 +99,7 @@ def run_robot(
     stats_pub = Publisher(
         ctx, ep["stats"], source=source, bind=False, curve=sec.curve(ep["stats"], bind=False)
     )
-    scene = _SceneControl(ctx, run_dir, driver, stats_pub, cfg)
+    scene = SceneLink(ctx, cfg, run_dir, driver, sec, source)
     frames = None
     if driver.info.cameras and getattr(driver, "model", None) is not None:
         from dualsys.robot.render import FrameThread
@@ -213,7 +213,7 @@ def run_robot(
             if (ticks - 1) % hello_every == 0:
                 stats_pub.send(hello)
             if ticks % stats_every == 1:
-                scene.poll()
+                scene.poll(state.t)
     except Exception as exc:  # leave the robot safe, report, exit non-zero
         error = f"{type(exc).__name__}: {exc}"
         warn_once(f"robot loop stopped by an error: {error}")
@@ -241,6 +241,7 @@ def run_robot(
         "refused": dict(safety.refused),
         "commands_clipped": safety.clipped,
         "dropped": dict(cmd_sub.dropped),
+        "scene_reset_dropped": scene.dropped,
         "cpus": current_cpus(),
         "driver": driver.NAME,
         "state_msgs": state_msgs,
@@ -252,7 +253,7 @@ def run_robot(
         "cpu_percent": 100.0 * (usage.ru_utime + usage.ru_stime - cpu0) / wall_s,
         "error": error,
     }
-    for sock in (state_pub, cmd_sub, stats_pub, scene.sub):
+    for sock in (state_pub, cmd_sub, stats_pub, scene):
         sock.close()
     sec.close()
     ctx.term()
@@ -294,48 +295,3 @@ def _open_viewer(driver):
     import mujoco.viewer
 
     return mujoco.viewer.launch_passive(driver.model, driver.data)
-
-
-class _SceneControl:
-    """Evaluation hook (simulation only): SceneReset on `{run}/scene.sock` re-places objects.
-
-    Polled at the stats rate, outside the physics step; acknowledged with Stats(process=
-    "scene") holding the episode and object positions, which are also re-sent at the stats
-    rate so an evaluator can follow objects the robot pushes.
-    """
-
-    def __init__(
-        self, ctx: zmq.Context, run_dir: Path, driver, stats_pub: Publisher, cfg: RobotConfig
-    ) -> None:
-        self.sub = Subscriber(
-            ctx,
-            f"ipc://{run_dir}/scene.sock",
-            (SceneReset,),
-            bind=True,
-            latest=False,
-            hwm=16,
-            limits=receive_spec(cfg, "scene")["limits"],
-        )
-        self.driver, self.pub = driver, stats_pub
-        self.episode = -1
-        self.enabled = hasattr(driver, "randomise_objects") and hasattr(driver, "site_pos")
-
-    def poll(self) -> None:
-        """Apply the newest SceneReset, if any, and publish the object positions."""
-        msg = self.sub.recv_latest()
-        if not self.enabled:
-            return
-        if msg is not None:
-            import numpy as np
-
-            self.driver.randomise_objects(np.random.default_rng(msg.seed))
-            self.episode = msg.episode
-        if self.episode < 0:
-            return
-        from dualsys.robot.model import OBJECTS
-
-        values = {"episode": float(self.episode)}
-        for name in OBJECTS:
-            for axis, v in zip("xyz", self.driver.site_pos(name), strict=True):
-                values[f"{name}.{axis}"] = float(v)
-        self.pub.send(Stats(process="scene", values=values))

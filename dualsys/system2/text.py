@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dualsys.config import RobotConfig
+from dualsys.vocabulary import read_phrasings
 
 TEXT_DIM = 384
 #: Scale of the side feature (mirror difference) in `embed_sided`.
@@ -238,8 +239,4 @@ def ground_for_robot(text: TextEncoder, cfg: RobotConfig, sided: bool) -> Phrase
     s2 = cfg.system2
     if s2.phrasings is None or s2.grounding_temperature <= 0:
         return None
-    from dualsys.behaviours.phrasings import load_phrasings
-
-    return text.ground_with(
-        load_phrasings(s2.phrasings, require_all=False), sided, s2.grounding_temperature
-    )
+    return text.ground_with(read_phrasings(s2.phrasings), sided, s2.grounding_temperature)

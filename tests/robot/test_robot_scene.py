@@ -1,4 +1,5 @@
-"""The evaluation hook of the simulation process: SceneReset re-places objects, acknowledged."""
+"""The evaluation hooks of the simulation process: SceneReset on `scene_reset` re-places the
+objects, SceneTruth on `scene_truth` acknowledges with where the objects and hands are."""
 
 from __future__ import annotations
 
@@ -12,24 +13,25 @@ from pathlib import Path
 import zmq
 
 from dualsys import config
-from dualsys.bus import Publisher, SceneReset, Stats, Subscriber
+from dualsys.bus import Publisher, SceneReset, SceneTruth, Subscriber
+from dualsys.bus.limits import receive_spec
+from dualsys.robot.model import HAND_SITES, OBJECTS
 
 CFG = config.load_robot("gr1")
 
 
-def _scene(stats: Subscriber, episode: int, timeout: float = 20.0) -> dict[str, float]:
+def _truth(sub: Subscriber, episode: int, timeout: float) -> SceneTruth | None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        msg = stats.recv(200)
-        if msg is not None and msg.process == "scene" and msg.values["episode"] == episode:
-            return msg.values
-    raise AssertionError(f"no scene acknowledgement for episode {episode}")
+        msg = sub.recv(200)
+        if msg is not None and msg.episode == episode:
+            return msg
+    return None
 
 
 def test_scene_reset_moves_objects_deterministically(tmp_path: Path) -> None:
     run = tmp_path / "run"
     ctx = zmq.Context()
-    stats = Subscriber(ctx, CFG.endpoint("stats", run), (Stats,), bind=True, latest=False)
     env = dict(os.environ, MUJOCO_GL="egl")
     proc = subprocess.Popen(
         [sys.executable, "-m", "dualsys.cli", "sim", "--run-dir", str(run), "--no-rt"],
@@ -38,27 +40,33 @@ def test_scene_reset_moves_objects_deterministically(tmp_path: Path) -> None:
         stderr=subprocess.DEVNULL,
     )
     try:
+        reset_ep, truth_ep = (CFG.endpoint(n, run) for n in ("scene_reset", "scene_truth"))
         deadline = time.monotonic() + 60
-        while not (run / "scene.sock").exists() and time.monotonic() < deadline:
+        while not Path(truth_ep.removeprefix("ipc://")).exists():
+            assert time.monotonic() < deadline, "the simulation never bound scene_truth"
             time.sleep(0.1)
-        pub = Publisher(ctx, f"ipc://{run}/scene.sock", "eval", bind=False)
-        seen = {}
+        pub = Publisher(ctx, reset_ep, "eval", bind=False)
+        sub = Subscriber(ctx, truth_ep, (SceneTruth,), **receive_spec(CFG, "scene_truth"))
+        seen: dict[int, SceneTruth] = {}
         for episode, seed in ((1, 7), (2, 8), (3, 7)):
             t0 = time.monotonic()
             while True:
                 pub.send(SceneReset(seed=seed, episode=episode))
-                try:
-                    seen[episode] = _scene(stats, episode, timeout=1.0)
+                if (got := _truth(sub, episode, 1.0)) is not None:
                     break
-                except AssertionError:
-                    assert time.monotonic() - t0 < 30
-        cup = {e: (v["cup.x"], v["cup.y"]) for e, v in seen.items()}
-        assert cup[1] != cup[2]  # another seed, another placement
+                assert time.monotonic() - t0 < 30, f"no SceneTruth for episode {episode}"
+            seen[episode] = got
+        cup = {e: m.named_objects()["cup"] for e, m in seen.items()}
+        assert tuple(cup[1][:2]) != tuple(cup[2][:2])  # another seed, another placement
         assert abs(cup[1][0] - cup[3][0]) < 0.01 and abs(cup[1][1] - cup[3][1]) < 0.01
-        assert 0.5 < seen[1]["cup.z"] < 1.2  # on the table
+        assert 0.5 < cup[1][2] < 1.2  # on the table
+        truth = seen[3]
+        assert set(truth.named_objects()) == set(OBJECTS)
+        assert set(truth.named_hands()) == set(HAND_SITES)
+        assert truth.sim_time > 0
         pub.close()
+        sub.close()
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0
-        stats.close()
         ctx.destroy(0)

@@ -1,0 +1,103 @@
+"""The simulation's evaluation hooks: SceneReset in, SceneTruth out (links `scene_reset` and
+`scene_truth` of `[endpoints]`; the robot process binds both).
+
+An evaluator (`dualsys eval`) re-places the scene's objects with a seeded SceneReset and reads
+back where they are, and where the hands are, as SceneTruth: at once after a reset and then at
+the stats rate. A driver without a scene (hardware) ignores resets and publishes nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import zmq
+
+from dualsys.bus import Publisher, SceneReset, SceneTruth, Subscriber
+from dualsys.bus.curve import BusSecurity
+from dualsys.bus.limits import receive_spec
+from dualsys.config import RobotConfig
+
+
+class SceneLink:
+    """The robot process's end of the scene links. `poll(sim_time)` runs in the robot loop at
+    the stats rate, between physics steps (it allocates; it is not on the 200 Hz path)."""
+
+    def __init__(
+        self,
+        ctx: zmq.Context,
+        cfg: RobotConfig,
+        run_dir: Path,
+        driver,
+        sec: BusSecurity,
+        source: str,
+    ) -> None:
+        reset_ep = cfg.endpoint("scene_reset", run_dir)
+        truth_ep = cfg.endpoint("scene_truth", run_dir)
+        self.sub = Subscriber(
+            ctx,
+            reset_ep,
+            (SceneReset,),
+            bind=True,
+            latest=False,
+            hwm=16,
+            curve=sec.curve(reset_ep, bind=True),
+            **receive_spec(cfg, "scene_reset"),
+        )
+        self.pub = Publisher(
+            ctx, truth_ep, source=source, bind=True, hwm=16, curve=sec.curve(truth_ep, bind=True)
+        )
+        self.driver = driver
+        self.episode = -1
+        self.enabled = hasattr(driver, "randomise_objects") and hasattr(driver, "site_pos")
+        self.objects: tuple[str, ...] = ()
+        self.hands: tuple[str, ...] = ()
+        if self.enabled:
+            from dualsys.robot.model import HAND_SITES, OBJECTS
+
+            self.objects, self.hands = self._sites(OBJECTS), self._sites(tuple(HAND_SITES))
+
+    def _sites(self, names: tuple[str, ...]) -> tuple[str, ...]:
+        """The names the driver's model has a site for (a scene may lack an object)."""
+        found = []
+        for name in names:
+            try:
+                self.driver.site_pos(name)
+            except KeyError:
+                continue
+            found.append(name)
+        return tuple(found)
+
+    def _positions(self, names: tuple[str, ...]) -> np.ndarray:
+        return np.array([self.driver.site_pos(n) for n in names], np.float64).reshape(-1, 3)
+
+    def poll(self, sim_time: float) -> None:
+        """Apply the newest SceneReset, if any, and publish the SceneTruth (after the first)."""
+        msg = self.sub.recv_latest()
+        if not self.enabled:
+            return
+        if msg is not None:
+            self.driver.randomise_objects(np.random.default_rng(msg.seed))
+            self.episode = msg.episode
+        if self.episode < 0:
+            return
+        self.pub.send(
+            SceneTruth(
+                episode=self.episode,
+                sim_time=max(0.0, float(sim_time)),
+                objects=self._positions(self.objects),
+                object_names=",".join(self.objects),
+                hands=self._positions(self.hands),
+                hand_names=",".join(self.hands),
+            )
+        )
+
+    @property
+    def dropped(self) -> dict[str, int]:
+        """SceneReset messages dropped by the codec, by reason."""
+        return dict(self.sub.dropped)
+
+    def close(self) -> None:
+        """Close both sockets."""
+        self.sub.close()
+        self.pub.close()

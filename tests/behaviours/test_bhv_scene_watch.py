@@ -1,0 +1,85 @@
+"""The live evaluation's receiver of the scene's ground truth (issue 20.4), on real ZeroMQ
+sockets at the configured endpoints: every hostile SceneTruth the simulation's end could send
+is dropped and counted, the receiver never raises and the link stays up, and a valid truth for
+the episode then gives the object positions."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import zmq
+
+from dualsys import config
+from dualsys.behaviours.scene_watch import SceneWatch
+from dualsys.bus import Publisher, SceneReset, Subscriber
+from dualsys.robot.model import OBJECTS
+from tests.bus.test_scene_truth import HOSTILE, truth
+
+CFG = config.load_robot("gr1")
+
+
+def _until(done, what: str, timeout: float = 5.0) -> None:
+    end = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < end, f"timed out: {what}"
+        time.sleep(0.01)
+
+
+def test_hostile_scene_truths_are_counted_and_the_watch_keeps_serving(tmp_path: Path) -> None:
+    ctx = zmq.Context()
+    # the simulation's end: binds both links (dualsys/robot/scene_link.py)
+    sim_truth = Publisher(ctx, CFG.endpoint("scene_truth", tmp_path), "robot", bind=True)
+    sim_reset = Subscriber(
+        ctx, CFG.endpoint("scene_reset", tmp_path), (SceneReset,), bind=True, latest=False
+    )
+    watch = SceneWatch(ctx, CFG, tmp_path, OBJECTS)
+    try:
+
+        def reset_heard() -> bool:
+            watch.reset(seed=5, episode=2)
+            msg = sim_reset.recv(20)
+            return msg is not None and (msg.seed, msg.episode) == (5, 2)
+
+        _until(reset_heard, "SceneReset")
+        _until(lambda: sim_truth.send(truth(episode=1)) and watch.truth(1) is not None, "warm-up")
+        for case, (data, reason) in HOSTILE.items():
+            before = watch.dropped[reason]
+
+            def counted(data=data, reason=reason, before=before) -> bool:
+                sim_truth.send_raw(data)
+                assert watch.truth(3) is None
+                return watch.dropped[reason] > before
+
+            _until(counted, case)
+        # well formed, but not the scene the scorer knows: ignored, counted
+        ball = truth(object_names="cup,ball")
+        _until(
+            lambda: sim_truth.send(ball) and watch.truth(3) is None and watch.missing_objects,
+            "missing objects",
+        )
+        # the truth of another episode is not an acknowledgement of this one
+        later = truth(episode=4)
+        _until(
+            lambda: (
+                sim_truth.send(later) and watch.truth(3) is None and watch.sub.last.episode == 4
+            ),
+            "another episode",
+        )
+        got: dict[str, np.ndarray] = {}
+
+        def valid() -> bool:
+            sim_truth.send(truth())
+            got.update(watch.truth(3) or {})
+            return bool(got)
+
+        _until(valid, "a valid truth after the hostile ones")
+        assert set(got) == set(OBJECTS)
+        np.testing.assert_array_equal(got["cup"], [0.38, -0.16, 0.76])
+        assert set(watch.dropped) == {r for _, r in HOSTILE.values()} | {"missing_objects"}
+    finally:
+        watch.close()
+        sim_truth.close()
+        sim_reset.close()
+        ctx.destroy(0)
