@@ -13,8 +13,25 @@ overlapping part of the sample is pulled onto the flow path of those actions, so
 actions are generated consistent with the frozen ones. Either way the frozen ones are copied
 exactly at the end.
 
-Actions and state are normalised per joint by the position limits ([-1, 1] spans min..max).
-Weights load from safetensors plus a JSON spec (same stem); random weights only on request.
+A checkpoint is the weights (safetensors) plus a JSON file of the same stem that carries the
+weights' contract (`PolicySpec`, `PolicyNorm`): the network's shape, the action rate and
+horizon its chunks were trained at (loading into a robot config whose `rates.action_hz` or
+`policy.chunk_horizon` differs is an error naming both values), the normalisation it was
+trained with (state: `dualsys.normalise.StateNorm`; actions: the controlled joints mapped to
+[-1, 1] over their position limits), used at inference instead of the robot config's
+limits, and the sampler settings that belong to the weights.
+
+Which setting lives where:
+- with the weights (policy.json): what training decided and what the weights were validated
+  with: shape, `action_hz`, `horizon`, the normalisation, and `noise_scale` (the scale of the
+  noise each chunk is sampled from; the learned distribution's, `dualsys train` writes the
+  value the robot's configured checkpoint samples with);
+- in the robot TOML (`[policy]`): what the robot's computer and run time decide: `euler_steps`
+  (network passes per chunk: the latency it pays), `precision`, `threads`, `replan_below`
+  (when to replan) and `switch_settle_ms` (how System 1 treats an instruction switch). The
+  checkpoint records their values when it was written (`runtime`), and `build` warns when
+  the robot config differs from them.
+Random weights only on request.
 """
 
 from __future__ import annotations
@@ -32,6 +49,8 @@ from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
 from dualsys.config import RobotConfig
+from dualsys.normalise import StateNorm
+from dualsys.timing import warn_once
 
 
 class PolicyError(ValueError):
@@ -40,7 +59,8 @@ class PolicyError(ValueError):
 
 @dataclass(frozen=True)
 class PolicySpec:
-    """Shape of a policy network; stored as JSON beside its safetensors weights."""
+    """Shape, rate and sampler settings of a policy network; stored as JSON beside its
+    safetensors weights (see the module docstring for what lives here and what in the TOML)."""
 
     horizon: int
     action_dim: int
@@ -61,6 +81,10 @@ class PolicySpec:
     #: actions frozen by real-time chunking); sampling then conditions on the frozen actions
     #: instead of inpainting them (optional in the JSON, default off).
     prefix_conditioning: bool = False
+    #: the action rate (Hz) the chunks were trained at: action i of a chunk is due i / action_hz
+    #: s after its first (required; 0 only in specs written before the field existed, which
+    #: `load_checkpoint` refuses)
+    action_hz: int = 0
 
     @classmethod
     def for_robot(cls, cfg: RobotConfig) -> PolicySpec:
@@ -74,7 +98,76 @@ class PolicySpec:
             width=p.width,
             layers=p.layers,
             heads=p.heads,
+            action_hz=cfg.rates.action_hz,
         )
+
+
+#: fields of the spec that must equal the robot config's (the rest may differ: shape, sampler)
+_MUST_MATCH = {
+    "horizon": "policy.chunk_horizon",
+    "action_hz": "rates.action_hz",
+    "action_dim": "the number of controlled joints",
+    "latent_dim": "system2.latent_dim",
+    "state_dim": "2 x the number of joints",
+}
+
+
+@dataclass(frozen=True, eq=False)
+class PolicyNorm:
+    """The normalisation a policy was trained with: the state (`StateNorm`) and the actions
+    (controlled joints: a = (x - action_mid) / action_half, so [-1, 1] spans their limits)."""
+
+    state: StateNorm
+    action_mid: np.ndarray
+    action_half: np.ndarray
+
+    @classmethod
+    def for_robot(cls, cfg: RobotConfig) -> PolicyNorm:
+        """The normalisation over the robot config's joint limits."""
+        state = StateNorm.from_limits(cfg.limits())
+        ctrl = cfg.controlled_indices
+        return cls(state, state.q_mid[ctrl], state.q_half[ctrl])
+
+    def actions(self, joints: np.ndarray) -> np.ndarray:
+        """Joint-space actions (..., A) -> normalised (float32)."""
+        return ((joints - self.action_mid) / self.action_half).astype(np.float32)
+
+    def joints(self, actions: np.ndarray) -> np.ndarray:
+        """Normalised actions (..., A) -> joint space (float32)."""
+        return (self.action_mid + self.action_half * actions).astype(np.float32)
+
+    def to_json(self) -> dict:
+        """JSON values (exact)."""
+        return {
+            "state": self.state.to_json(),
+            "action_mid": self.action_mid.tolist(),
+            "action_half": self.action_half.tolist(),
+        }
+
+    @classmethod
+    def from_json(cls, raw: dict, action_dim: int, state_dim: int) -> PolicyNorm:
+        """Inverse of `to_json`, checked against the spec's dims (ValueError naming the field)."""
+        state = StateNorm.from_json(raw["state"])
+        mid = np.asarray(raw["action_mid"], np.float64)
+        half = np.asarray(raw["action_half"], np.float64)
+        if state.dim != state_dim:
+            raise ValueError(f"state: {state.n} joints, the spec's state_dim is {state_dim}")
+        if mid.shape != (action_dim,) or half.shape != (action_dim,):
+            raise ValueError(f"action_mid / action_half: need {action_dim} entries each")
+        if not (np.isfinite(mid).all() and np.isfinite(half).all() and (half > 0).all()):
+            raise ValueError("action_mid / action_half: must be finite, action_half > 0")
+        return cls(state, mid, half)
+
+
+def runtime_settings(cfg: RobotConfig) -> dict:
+    """The robot config's run-time settings of the policy (recorded in a checkpoint)."""
+    p = cfg.policy
+    return {
+        "euler_steps": p.euler_steps,
+        "replan_below": p.replan_below,
+        "switch_settle_ms": p.switch_settle_ms,
+        "precision": p.precision,
+    }
 
 
 class _Block(nn.Module):
@@ -102,9 +195,13 @@ class _Block(nn.Module):
 class FlowPolicy(nn.Module):
     """Velocity field v(x_tau, tau | latent, state) over a chunk of normalised actions."""
 
-    def __init__(self, spec: PolicySpec) -> None:
+    def __init__(self, spec: PolicySpec, norm: PolicyNorm | None = None) -> None:
         super().__init__()
         self.spec = spec
+        #: the normalisation the weights are (to be) trained with; written with the checkpoint
+        self.normalisation = norm
+        #: the robot's run-time settings recorded in the checkpoint (`runtime_settings`)
+        self.runtime: dict = {}
         w = spec.width
         self.act_in = nn.Linear(spec.action_dim, w)
         self.pos = nn.Parameter(torch.randn(spec.horizon, w) * 0.02)
@@ -190,37 +287,76 @@ def n_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def save_checkpoint(model: FlowPolicy, path: str | Path) -> Path:
-    """Write weights (safetensors) and spec (JSON, same stem). Returns the weights path."""
+def save_checkpoint(model: FlowPolicy, path: str | Path, runtime: dict | None = None) -> Path:
+    """Write weights (safetensors) and contract (JSON, same stem: the spec, the model's
+    normalisation and `runtime`, the robot's run-time settings). Returns the weights path."""
     from safetensors.torch import save_file
 
+    if model.normalisation is None:
+        raise PolicyError(f"{path}: the model has no normalisation (FlowPolicy(spec, norm))")
     path = Path(path)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
-    path.with_suffix(".json").write_text(json.dumps(asdict(model.spec), indent=2) + "\n")
+    doc = {**asdict(model.spec), "normalisation": model.normalisation.to_json()}
+    doc["runtime"] = dict(runtime if runtime is not None else model.runtime)
+    path.with_suffix(".json").write_text(json.dumps(doc, indent=2) + "\n")
     return path
 
 
+def read_contract(path: str | Path) -> tuple[PolicySpec, PolicyNorm, dict]:
+    """(spec, normalisation, runtime settings) from the JSON beside the weights at `path`."""
+    spec_path = Path(path).with_suffix(".json")
+    try:
+        raw = json.loads(spec_path.read_text())
+    except FileNotFoundError:
+        raise PolicyError(f"{spec_path}: policy spec (JSON) not found beside the weights") from None
+    except json.JSONDecodeError as exc:
+        raise PolicyError(f"{spec_path}: not valid JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise PolicyError(f"{spec_path}: expected a JSON object")
+    norm_raw = raw.pop("normalisation", None)
+    runtime = raw.pop("runtime", {})
+    try:
+        spec = PolicySpec(**raw)
+    except TypeError as exc:
+        raise PolicyError(f"{spec_path}: not a valid policy spec: {exc}") from None
+    if spec.action_hz <= 0:
+        raise PolicyError(
+            f"{spec_path}: action_hz is missing: the checkpoint must say the action rate its "
+            'chunks were trained at (add "action_hz": the rates.action_hz of its training)'
+        )
+    if norm_raw is None:
+        raise PolicyError(
+            f"{spec_path}: normalisation is missing: the checkpoint must carry the state and "
+            "action normalisation it was trained with (dualsys.system1.policy.PolicyNorm)"
+        )
+    try:
+        norm = PolicyNorm.from_json(norm_raw, spec.action_dim, spec.state_dim)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise PolicyError(f"{spec_path}: normalisation: {exc}") from None
+    if not isinstance(runtime, dict):
+        raise PolicyError(f"{spec_path}: runtime: expected an object")
+    return spec, norm, runtime
+
+
 def load_checkpoint(path: str | Path, expect: PolicySpec | None = None) -> FlowPolicy:
-    """Load weights + JSON spec; check the spec against `expect` field by field."""
+    """Load weights + contract; the horizon, action rate and dims must equal `expect`'s."""
     from safetensors.torch import load_file
 
     path = Path(path)
-    spec_path = path.with_suffix(".json")
     if not path.exists():
         raise PolicyError(f"{path}: policy weights not found")
-    try:
-        raw = json.loads(spec_path.read_text())
-        spec = PolicySpec(**raw)
-    except FileNotFoundError:
-        raise PolicyError(f"{spec_path}: policy spec (JSON) not found beside the weights") from None
-    except (json.JSONDecodeError, TypeError) as exc:
-        raise PolicyError(f"{spec_path}: not a valid policy spec: {exc}") from None
+    spec, norm, runtime = read_contract(path)
+    spec_path = path.with_suffix(".json")
     if expect is not None:
-        for name, want in asdict(expect).items():
-            got = getattr(spec, name)
-            if name in ("horizon", "action_dim", "latent_dim", "state_dim") and got != want:
-                raise PolicyError(f"{spec_path}: {name} is {got}, the robot config needs {want}")
-    model = FlowPolicy(spec)
+        for name, where in _MUST_MATCH.items():
+            got, want = getattr(spec, name), getattr(expect, name)
+            if got != want:
+                raise PolicyError(
+                    f"{spec_path}: {name} is {got}, the robot config needs {want} ({where}); "
+                    "the weights were trained for the first"
+                )
+    model = FlowPolicy(spec, norm)
+    model.runtime = runtime
     try:
         missing, unexpected = model.load_state_dict(load_file(str(path)), strict=False)
     except RuntimeError as exc:
@@ -247,16 +383,20 @@ def optimise(model: FlowPolicy, precision: str) -> nn.Module:
 class ChunkSampler:
     """Samples action chunks in joint space for one robot (normalisation, RTC inpainting)."""
 
-    def __init__(self, model: nn.Module, spec: PolicySpec, cfg: RobotConfig, precision: str):
+    def __init__(
+        self,
+        model: nn.Module,
+        spec: PolicySpec,
+        cfg: RobotConfig,
+        precision: str,
+        norm: PolicyNorm | None = None,
+    ):
+        """norm: the checkpoint's normalisation (default: over the robot config's limits)."""
         self.model, self.spec, self.steps = model, spec, cfg.policy.euler_steps
         self.dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-        lim = cfg.limits()
-        ctrl = cfg.controlled_indices
-        self.mid = ((lim["max"] + lim["min"]) / 2)[ctrl]
-        self.half = np.maximum((lim["max"] - lim["min"]) / 2, 1e-6)[ctrl]
-        self.q_mid = (lim["max"] + lim["min"]) / 2
-        self.q_half = np.maximum((lim["max"] - lim["min"]) / 2, 1e-6)
-        self.vel = lim["velocity"]
+        self.norm = norm if norm is not None else PolicyNorm.for_robot(cfg)
+        self.mid, self.half = self.norm.action_mid, self.norm.action_half
+        self.q_mid, self.q_half = self.norm.state.q_mid, self.norm.state.q_half
         self.gen = torch.Generator().manual_seed(0)
         self.noise_scale = float(spec.noise_scale)
 
@@ -265,8 +405,8 @@ class ChunkSampler:
         self.gen.manual_seed(seed)
 
     def state_vector(self, q: np.ndarray, dq: np.ndarray) -> np.ndarray:
-        """Normalised proprioceptive input: q scaled by limits, dq by velocity limits."""
-        return np.concatenate([(q - self.q_mid) / self.q_half, dq / self.vel]).astype(np.float32)
+        """Normalised proprioceptive input (the checkpoint's `StateNorm`)."""
+        return self.norm.state(q, dq)
 
     @torch.inference_mode()
     def sample(
@@ -292,7 +432,7 @@ class ChunkSampler:
         if prefix is not None and len(prefix):
             m = min(len(prefix), H)
             tgt = np.zeros((H, A), np.float32)
-            tgt[:m] = (prefix[:m] - self.mid) / self.half
+            tgt[:m] = self.norm.actions(prefix[:m])
             ww = np.zeros((H, 1), np.float32)
             ww[:m, 0] = 1.0 if weights is None else weights[:m]
             target = torch.as_tensor(tgt)[None].to(dt)
@@ -316,8 +456,7 @@ class ChunkSampler:
             x = x + v / K
         if frozen is not None:
             x = frozen * target + (1 - frozen) * x
-        a = x[0].float().clamp_(-1.0, 1.0).numpy()
-        return (self.mid + self.half * a).astype(np.float32)
+        return self.norm.joints(x[0].float().clamp_(-1.0, 1.0).numpy())
 
 
 def build(cfg: RobotConfig, untrained: bool = False, precision: str | None = None):
@@ -333,9 +472,18 @@ def build(cfg: RobotConfig, untrained: bool = False, precision: str | None = Non
         model = load_checkpoint(cfg.policy.checkpoint, spec)
         spec = model.spec
         source = str(cfg.policy.checkpoint)
+        differs = {
+            k: (v, model.runtime[k])
+            for k, v in runtime_settings(cfg).items()
+            if k in model.runtime and model.runtime[k] != v
+        }
+        if differs:
+            said = ", ".join(f"{k} {v} (checkpoint: {c})" for k, (v, c) in differs.items())
+            warn_once(f"policy: {cfg.path}: {said}: not the settings the weights were "
+                      f"validated with ({cfg.policy.checkpoint.with_suffix('.json')})")  # fmt: skip
     elif untrained:
         torch.manual_seed(0)
-        model = FlowPolicy(spec).eval()
+        model = FlowPolicy(spec, PolicyNorm.for_robot(cfg)).eval()
         source = "untrained (random init)"
     else:
         raise PolicyError(
@@ -343,7 +491,7 @@ def build(cfg: RobotConfig, untrained: bool = False, precision: str | None = Non
             "pass --untrained-policy to run with a random-init policy (timing work only)"
         )
     params = n_params(model)
-    sampler = ChunkSampler(optimise(model, precision), spec, cfg, precision)
+    sampler = ChunkSampler(optimise(model, precision), spec, cfg, precision, model.normalisation)
     return sampler, {"precision": precision, "params": params, "weights": source}
 
 
