@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-grounding", action="store_true",
                    help="raw instruction embeddings to the fusion head (no bank)")  # fmt: skip
     p.add_argument("--no-rtc", action="store_true",
-                   help="sample every chunk fresh (no real-time-chunking inpainting)")  # fmt: skip
+                   help="chunks back to back, fresh from noise (no RTC)")  # fmt: skip
     p.add_argument("--no-lead-in", action="store_true",
                    help="return to rest from a drawn start pose, no lead-in")  # fmt: skip
     p.add_argument("--latent-delay-ms", type=float, default=0.0,
