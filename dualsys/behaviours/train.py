@@ -71,15 +71,8 @@ from torch.nn import functional as F  # noqa: N812
 
 from dualsys.behaviours.features import FeatureSet
 from dualsys.config import RobotConfig
-from dualsys.system1.policy import (
-    FlowPolicy,
-    PolicyNorm,
-    PolicySpec,
-    flow_loss,
-    read_contract,
-    runtime_settings,
-    save_checkpoint,
-)
+from dualsys.system1.contract import PolicyNorm, PolicySpec, read_contract, runtime_settings
+from dualsys.system1.policy import FlowPolicy, flow_loss, save_checkpoint
 from dualsys.system2.fusion import DEFAULT_WIDTH, FusionHead, save_fusion
 
 
