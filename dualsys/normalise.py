@@ -8,10 +8,9 @@ both clipped to +-`clip`.
 
 The clip (`STATE_CLIP` = 4): the shipped weights were trained on clipped states, so at run
 time a state beyond the clip is, to the model, the nearest state it was trained on. A robot
-inside its limits never reaches it (positions stay within +-1 and velocities far below 4x
-their limit: the offline evaluation gives identical results with and without it); a glitched
-or hostile state (a velocity of 1e30 passes the bus's finite check) would otherwise drive the
-network to overflow or to actions far outside anything trained
+inside its limits does not reach it: over an offline evaluation of every behaviour (18
+episodes, 164k features) the largest feature was 1.99. A glitched or hostile state (a
+velocity of 1e30 passes the bus's finite check) would otherwise reach the network unbounded
 (tests/test_normalise.py). Arithmetic in float64, features float32.
 """
 
