@@ -1,26 +1,28 @@
 """Offline closed-loop evaluation: System 2 encoder + System 1 policy + interp kernel + sim.
 
-Everything runs in one process on simulated time (no sockets, no wall clock), but with the
-live system's rates and components: every 1/camera_hz s the camera is rendered and the
-builtin System 2 encoder (MiniLM, MobileNetV2, trained fusion head) makes a latent; the
-policy (`ChunkSampler`, the inference precision of the robot config) samples a chunk
-whenever fewer than `replan_below` actions remain; the numba kernel of the 200 Hz control
-loop (`KernelState`, seam blend 80 ms) turns chunks into commands; the simulation tracks them.
-A return-to-rest episode starts at rest and first says a lead-in behaviour for 3 s, as the live
-eval does, and the switch is planned as the policy process plans it (settling included).
-Episodes are scored with `dualsys.behaviours.scoring` (the same functions the live eval
-uses). `python -m dualsys.behaviours.evaluate --episodes 5` prints a table.
+Everything runs in one process on simulated time (no sockets, no wall clock), on the live
+system's own components and rates: every 1/camera_hz s the camera is rendered and the System
+2 encoder the robot config names (from the encoder registry, built as the System 2 process
+builds it) makes a latent; System 1's planning step (`dualsys.system1.planner.Planner`, the
+one the policy process runs: a chunk is due when the current one runs low or the instruction
+changes, planned with real-time chunking and settling) samples chunks with the policy
+(`policy.build`, the inference precision of the robot config); each chunk is handed to the
+200 Hz control loop's numba kernel through the control loop's own hand-over
+(`KernelState.take_chunk`, seam blend included); the simulation tracks the commands. A
+return-to-rest episode starts at rest and first says a lead-in behaviour for 3 s, as the live
+eval does. Episodes are scored with `dualsys.behaviours.scoring` (the same functions the live
+eval uses). `python -m dualsys.behaviours.evaluate --episodes 5` prints a table.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from dualsys import config
 from dualsys.behaviours.expert import BEHAVIOURS, Expert
@@ -29,48 +31,56 @@ from dualsys.behaviours.scoring import EVAL_EPISODE_S, LEAD_S, Score, Scorer, Tr
 from dualsys.config import RobotConfig
 from dualsys.robot.model import OBJECTS
 
-BLEND_NS = 80_000_000
 #: Inference delay the offline eval plans for: the live policy's estimate (median chunk
 #: latency ~12 ms fp32 x 1.25, `chunks.DelayEstimator`) rounds up to one 50 Hz action period.
 LIVE_DELAY_NS = 20_000_000
 
 
 class OfflineBrain:
-    """System 2's builtin encoder and System 1's chunk sampler, from checkpoints."""
+    """System 2's encoder and System 1's chunk sampler, built as the live processes build
+    them, from the given checkpoints (default: the robot config's).
+
+    encoder: a registry name (`dualsys.system2.encoders`; default `system2.encoder` of the
+    config), so any registered encoder can be evaluated offline. grounding=False turns the
+    instruction grounding off (`system2.grounding_temperature` 0).
+    """
 
     def __init__(
         self,
         cfg: RobotConfig,
-        policy_ckpt: Path,
-        fusion_ckpt: Path,
-        precision=None,
+        policy_ckpt: Path | None = None,
+        fusion_ckpt: Path | None = None,
+        precision: str | None = None,
         grounding: bool = True,
+        encoder: str | None = None,
     ) -> None:
-        from dualsys.system1.policy import ChunkSampler, PolicySpec, load_checkpoint, optimise
-        from dualsys.system2.fusion import StateFeatures, load_fusion
-        from dualsys.system2.text import TextEncoder, ground_for_robot
-        from dualsys.system2.vision import VisionEncoder
+        import torch
 
-        torch.set_num_threads(1)
-        self.text, self.vision = TextEncoder("cpu"), VisionEncoder("cpu")
-        self.state = StateFeatures(cfg.limits())
-        self.fusion = load_fusion(
-            fusion_ckpt, self.text.dim, self.vision.dim, self.state.dim, cfg.system2.latent_dim
+        from dualsys.system1 import policy
+        from dualsys.system2 import encoders
+
+        s2 = cfg.system2
+        s2 = dataclasses.replace(
+            s2,
+            checkpoint=fusion_ckpt or s2.checkpoint,
+            grounding_temperature=s2.grounding_temperature if grounding else 0.0,
         )
-        if grounding:
-            ground_for_robot(self.text, cfg, self.fusion.text_side)
-        model = load_checkpoint(policy_ckpt, PolicySpec.for_robot(cfg))
-        precision = precision or cfg.policy.precision
-        self.sampler = ChunkSampler(optimise(model, precision), model.spec, cfg, precision)
+        pol = dataclasses.replace(cfg.policy, checkpoint=policy_ckpt or cfg.policy.checkpoint)
+        cfg = dataclasses.replace(cfg, system2=s2, policy=pol)
+        torch.set_num_threads(1)  # as the System 2 process
+        self.encoder = encoders.create(cfg, name=encoder)
+        self.encoder.configure()
+        self.sampler, self.info = policy.build(cfg, precision=precision)
 
-    @torch.inference_mode()
     def latent(self, image: np.ndarray, q: np.ndarray, dq: np.ndarray, text: str) -> np.ndarray:
         """One System 2 step."""
-        emb = torch.tensor(self.text.head_input(text, self.fusion.text_side)[0])
-        s = torch.from_numpy(self.state(q, dq))
-        return self.fusion(
-            emb, self.vision.features(image), s, self.fusion.pixels_of(image)
-        ).numpy()
+        return self.encoder.encode(image, q, dq, text).vector
+
+    @property
+    def grounded(self) -> bool:
+        """True when the encoder grounds instructions in the trained phrasings."""
+        text = getattr(self.encoder, "text", None)
+        return getattr(text, "bank", None) is not None
 
 
 def run_policy_episode(sim, brain: OfflineBrain, cfg: RobotConfig, setup, text: str,
@@ -80,49 +90,44 @@ def run_policy_episode(sim, brain: OfflineBrain, cfg: RobotConfig, setup, text: 
                        lead: tuple[str, float] | None = None) -> Trajectory:  # fmt: skip
     """One closed-loop episode from `setup` following instruction `text`.
 
-    rtc: plan each new chunk as the live policy process does (`chunks.plan_next`: same grid,
-    the actions due within `delay_ns` frozen, the rest of the old chunk as soft guidance for
-    the inpainting sampler); False: every chunk sampled fresh from noise, starting now.
+    Chunks come from the policy process's planning step (`planner.Planner`) and reach the
+    kernel through the control loop's hand-over (`KernelState.take_chunk`).
+    rtc: real-time chunking as live (the actions due within `delay_ns` frozen, the rest of
+    the old chunk as soft guidance); False: back to back, each chunk fresh from noise and
+    starting `delay_ns` from now (`chunks.back_to_back`).
     latent_delay_ns: a latent made from the frame at time t reaches the policy at
     t + latent_delay_ns (live: System 2's step, transport and frame age; 0 = at once).
     lead: (instruction, seconds) said first, as the live eval's lead-in; the trajectory starts
-    when `text` is said. A latent made for a new instruction makes a chunk due at once, and
-    chunks are planned in settling mode for `policy.switch_settle_ms`, as the live policy
-    process does. The sampler's noise is seeded with `setup.seed`: an episode is
+    when `text` is said. The sampler's noise is seeded with `setup.seed`: an episode is
     reproducible on its own, whatever ran before it.
     """
     from dualsys.robot.interface import RUN
-    from dualsys.system1.chunks import Chunk, Settling, needs_replan, plan_next
-    from dualsys.system1.interp import DT as I_DT
-    from dualsys.system1.interp import MODE, MODE_CHUNK, N_ACT, T0, KernelState
+    from dualsys.system1.interp import KernelState
+    from dualsys.system1.planner import Planner
 
     apply_setup(sim, setup)
     r = cfg.rates
     tick_ns = 1_000_000_000 // r.control_hz
-    act_ns = 1_000_000_000 // r.action_hz
     per_action = r.control_hz // r.action_hz
     per_frame = r.control_hz // r.camera_hz
-    H = cfg.policy.chunk_horizon
-    k = KernelState(cfg.limits(), cfg.controlled_indices, H, tick_ns)
+    k = KernelState(cfg.limits(), cfg.controlled_indices, cfg.policy.chunk_horizon, tick_ns)
     k.reset(setup.q_start)
+    planner = Planner.for_robot(cfg, brain.sampler, rtc=rtc)
     cam = cfg.cameras[0].name
-    latent, chunk_t0, current = None, None, None
-    said = chunk_said = None  # instruction of the newest latent / of the current chunk
-    pending: list[tuple[int, np.ndarray, str]] = []  # (due time, latent, said) not delivered
-    ctrl = cfg.controlled_indices
+    latent = instruction = None  # the newest latent delivered and its instruction id
+    pending: list[tuple[int, np.ndarray, int]] = []  # (due time, latent, id) not delivered
     ts, qs, hands, objs = [], [], [], []
     lead_ticks = round(lead[1] * r.control_hz) if lead else 0
-    settle = Settling(int(cfg.policy.switch_settle_ms * 1e6))
     brain.sampler.seed(setup.seed)
     for tick in range(lead_ticks + round(seconds * r.control_hz)):
         t_ns = tick * tick_ns
         s = sim.read_state()
         if tick % per_frame == 0:
-            now_said = text if tick >= lead_ticks else lead[0]
-            lat = brain.latent(sim.render(cam), s.q, s.dq, now_said)
-            pending.append((t_ns + latent_delay_ns, lat, now_said))
+            said = 1 if tick >= lead_ticks else 0  # instruction ids: 0 the lead-in, 1 `text`
+            lat = brain.latent(sim.render(cam), s.q, s.dq, text if said else lead[0])
+            pending.append((t_ns + latent_delay_ns, lat, said))
         while pending and (pending[0][0] <= t_ns or latent is None):
-            _, latent, said = pending.pop(0)
+            _, latent, instruction = pending.pop(0)
         if tick % per_action == 0:
             if tick >= lead_ticks:
                 h, o = ground_truth(sim)
@@ -130,25 +135,10 @@ def run_policy_episode(sim, brain: OfflineBrain, cfg: RobotConfig, setup, text: 
                 qs.append(s.q.copy())
                 hands.append(h)
                 objs.append(o)
-            new_task = said != chunk_said
-            if rtc and (new_task or needs_replan(current, t_ns, cfg.policy.replan_below)):
-                plan = plan_next(current, t_ns, delay_ns, act_ns, hold=s.q[ctrl],
-                                 settling=settle.at(t_ns, new_task))  # fmt: skip
-                prefix = plan.prefix if plan.frozen else None
-                acts = brain.sampler.sample(latent, s.q, s.dq, prefix, plan.weights)
-                current, chunk_said = Chunk(acts, plan.t0_ns, act_ns), said
-                new_t0 = plan.t0_ns
-            elif not rtc and (chunk_t0 is None or H - (t_ns - chunk_t0) // act_ns
-                              < cfg.policy.replan_below):  # fmt: skip
-                acts, new_t0 = brain.sampler.sample(latent, s.q, s.dq), t_ns
-            else:
-                acts = None
-            if acts is not None:
-                k.actions[:] = acts
-                k.I[N_ACT], k.I[T0], k.I[I_DT] = H, new_t0, act_ns
-                k.I[MODE] = MODE_CHUNK
-                k.blend(t_ns - tick_ns, BLEND_NS)
-                chunk_t0 = t_ns
+            out = planner.step(t_ns, delay_ns, latent, instruction, s.q, s.dq)
+            if out is not None and out.chunk is not None:
+                c = out.chunk
+                k.take_chunk(c.actions, c.t0_ns, c.dt_ns, t_ns - tick_ns, follow=True)
         k.step(t_ns)
         sim.write_command(k.q, k.v, RUN)
         sim.advance(tick_ns / 1e9)
@@ -237,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--markdown", default="", help="append the markdown table to this file")
     p.add_argument("--seed", type=int, default=10_000)
     p.add_argument("--precision", default="", help="fp32 | bf16 | int8 (default: config)")
+    p.add_argument("--encoder", default="",
+                   help="System 2 encoder registry name (default: the config's)")  # fmt: skip
     p.add_argument(
         "--noise-scale",
         type=float,
@@ -246,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-grounding", action="store_true",
                    help="raw instruction embeddings to the fusion head (no bank)")  # fmt: skip
     p.add_argument("--no-rtc", action="store_true",
-                   help="sample every chunk fresh (no real-time-chunking inpainting)")  # fmt: skip
+                   help="chunks back to back, fresh from noise (no RTC)")  # fmt: skip
     p.add_argument("--no-lead-in", action="store_true",
                    help="return to rest from a drawn start pose, no lead-in")  # fmt: skip
     p.add_argument("--latent-delay-ms", type=float, default=0.0,
@@ -263,7 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     phrasings = eval_phrasings(cfg, args.phrasings or None)
     behaviours = tuple(args.behaviours.split(",")) if args.behaviours else BEHAVIOURS
     t0 = time.monotonic()
-    brain = OfflineBrain(cfg, pol, fus, args.precision or None, not args.no_grounding)
+    brain = OfflineBrain(
+        cfg, pol, fus, args.precision or None, not args.no_grounding, args.encoder or None
+    )
     if args.noise_scale >= 0:
         brain.sampler.noise_scale = args.noise_scale
     report = evaluate(
@@ -285,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.episodes} episodes per behaviour, phrasings: {ph}; weights "
         f"`{pol}`; {'fresh chunks' if args.no_rtc else 'RTC inpainting as live'}; "
         f"noise scale {brain.sampler.noise_scale:g}; "
-        f"grounding {'on' if brain.text.bank else 'off'}; "
+        f"grounding {'on' if brain.grounded else 'off'}; "
         f"latent delay {args.latent_delay_ms:g} ms; "
         f"wall {report['wall_s']:.0f} s"
     )

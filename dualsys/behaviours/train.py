@@ -17,8 +17,11 @@ One training sample is one action step k of one episode:
   are unit vectors). With `text_side` the drawn phrasing's side feature (left/right,
   `dualsys.system2.text.TextEncoder.embed_sided`) follows, unblended and without noise.
 - System 1 input: the latent, the normalised state (q, dq) at step k, with a little noise.
+  State normalisation (System 1's and System 2's) is `dualsys.normalise.StateNorm`, the one
+  inference uses.
 - Target: the expert's next H commanded positions (controlled joints), normalised by the
-  joint limits exactly as `ChunkSampler` does, padded with the last action at episode end.
+  joint limits (`dualsys.system1.policy.PolicyNorm`, written into the checkpoint and used by
+  `ChunkSampler`), padded with the last action at episode end.
 
 - Auxiliary target (training only, `aux_objects` > 0): from the spatial keypoints and the
   state features of the frame a small head predicts the scene objects' (x, y) positions
@@ -44,7 +47,9 @@ Loss: conditional flow matching with the linear path x_tau = (1 - tau) noise + t
 velocity target x1 - noise, the path `ChunkSampler.sample` integrates with Euler steps,
 plus `aux_objects` times the auxiliary mean squared error and `aux_behaviour` times the
 behaviour cross-entropy.
-Checkpoints: `policy.safetensors` + `policy.json` (dualsys.system1.policy format),
+Checkpoints: `policy.safetensors` + `policy.json` (dualsys.system1.policy format: with the
+normalisation, the action rate, the robot's run-time settings and the sampling noise scale of
+the robot's configured checkpoint, so the new weights sample as the validated ones do),
 `fusion.safetensors` (dualsys.system2.fusion format) hold the exponential moving average of
 the weights (decay `TrainConfig.ema`, warmed up as (1 + step) / (10 + step)), the weights
 that are shipped and evaluated; `train_state.safetensors` (AdamW moments and the raw
@@ -67,7 +72,8 @@ from torch.nn import functional as F  # noqa: N812
 from dualsys.behaviours.features import FeatureSet
 from dualsys.behaviours.recipe import TrainConfig
 from dualsys.config import RobotConfig
-from dualsys.system1.policy import FlowPolicy, PolicySpec, flow_loss, save_checkpoint
+from dualsys.system1.contract import PolicyNorm, PolicySpec, read_contract, runtime_settings
+from dualsys.system1.policy import FlowPolicy, flow_loss, save_checkpoint
 from dualsys.system2.fusion import DEFAULT_WIDTH, FusionHead, save_fusion
 
 
@@ -86,6 +92,7 @@ class Trainer:
                 "layers": tc.layers or base.layers,
                 "latent_tokens": tc.latent_tokens,
                 "prefix_conditioning": tc.prefix_max > 0,
+                "noise_scale": validated_noise_scale(cfg),
             }
         )
         if tc.spatial_k > 0 and features.pixels is None:
@@ -101,15 +108,8 @@ class Trainer:
             )
         self._text_groups()
         torch.manual_seed(tc.seed)
-        self.policy = FlowPolicy(self.spec)
-        lim = cfg.limits()
-        self.q_mid = torch.tensor((lim["max"] + lim["min"]) / 2, dtype=torch.float32)
-        self.q_half = torch.tensor(
-            np.maximum((lim["max"] - lim["min"]) / 2, 1e-6), dtype=torch.float32
-        )
-        self.vel = torch.tensor(lim["velocity"], dtype=torch.float32)
-        ctrl = torch.as_tensor(cfg.controlled_indices)
-        self.a_mid, self.a_half = self.q_mid[ctrl], self.q_half[ctrl]
+        self.norm = PolicyNorm.for_robot(cfg)
+        self.policy = FlowPolicy(self.spec, self.norm)
         n = cfg.n_joints
         if tc.text_side and self.fs.text_side is None:
             raise ValueError("text_side needs the phrasings' side features: call "
@@ -208,8 +208,8 @@ class Trainer:
         return self.text_group[ids, pick]
 
     def _state(self, q: torch.Tensor, dq: torch.Tensor) -> torch.Tensor:
-        """The normalisation of `ChunkSampler.state_vector` / `StateFeatures` (clipped +-4)."""
-        return torch.cat([(q - self.q_mid) / self.q_half, dq / self.vel], -1).clamp(-4, 4)
+        """The state normalisation of inference (`ChunkSampler.state_vector`, `StateFeatures`)."""
+        return torch.from_numpy(self.norm.state(q.numpy(), dq.numpy()))
 
     def batch(self, rows: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         """(text, vision, fusion state, policy state, normalised action chunk, pixels or
@@ -231,7 +231,7 @@ class Trainer:
         q = fs.q[rows] + torch.randn(fs.q[rows].shape, generator=self.gen) * self.tc.state_noise
         policy_state = self._state(q, fs.dq[rows])
         idx = torch.minimum(rows[:, None] + torch.arange(H)[None], last[:, None])
-        act = (fs.act[idx] - self.a_mid) / self.a_half
+        act = torch.from_numpy(self.norm.actions(fs.act[idx].numpy()))
         obj = None
         if self.aux is not None:
             obj = (fs.objects[frame_row][..., :2].flatten(1) - self.obj_mean) / self.obj_std
@@ -357,7 +357,9 @@ class Trainer:
         """Write the policy, fusion, optimiser state, history and loss curve."""
         from safetensors.torch import save_file
 
-        save_checkpoint(self.ema_policy, self.out / "policy.safetensors")
+        save_checkpoint(
+            self.ema_policy, self.out / "policy.safetensors", runtime_settings(self.cfg)
+        )
         save_fusion(self.ema_fusion, self.out / "fusion.safetensors")
         moments = {
             f"raw/{name}.{k}": v.detach().contiguous()
@@ -438,6 +440,15 @@ class Trainer:
         self.losses = [tuple(x) for x in state["losses"]]
         self.aux_losses = [tuple(x) for x in state.get("aux_losses", [])]
         self.gen.set_state(torch.tensor(state["gen_state"], dtype=torch.uint8))
+
+
+def validated_noise_scale(cfg: RobotConfig) -> float:
+    """The sampling noise scale of the robot's configured policy checkpoint (the setting the
+    shipped weights were validated with), 1.0 (the trained distribution) without one."""
+    if cfg.policy.checkpoint is None or not cfg.policy.checkpoint.exists():
+        return 1.0
+    spec, _, _ = read_contract(cfg.policy.checkpoint)
+    return spec.noise_scale
 
 
 def plot_losses(losses: list[tuple[int, float]], path: Path) -> None:

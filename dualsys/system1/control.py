@@ -38,8 +38,7 @@ from dualsys.system1.wire import CommandEncoder, LatestFrame
 from dualsys.timing import Histogram
 
 ROLE = "control"
-#: seam blend duration (position and velocity offsets decay to zero over it)
-BLEND_NS = 80_000_000
+BLEND_NS = interp.BLEND_NS
 #: speed scale (fraction of the velocity limits) of the return to the default pose
 DEFAULT_POSE_SPEED = 0.25
 #: after a miss streak beyond the budget, hold for this long once misses stop
@@ -142,17 +141,14 @@ class ControlLoop:
         if msg.dt_ns <= 0:  # the codec refuses these; kept so a direct caller cannot divide by 0
             self.chunk_sub.dropped["out_of_range"] += 1
             return
-        k = self.k
-        k.actions[:] = msg.actions
-        k.I[interp.N_ACT] = len(msg.actions)
-        k.I[interp.T0] = msg.t0_mono_ns
-        k.I[interp.DT] = msg.dt_ns
+        # following chunks (safe state run): blend the seam at once; else `_set_safe` does
+        # when the loop switches to run
+        follow = self.safe == RUN
+        self.k.take_chunk(msg.actions, msg.t0_mono_ns, msg.dt_ns, self.last_t_ns, follow)
         self.chunk_end_ns = msg.t0_mono_ns + (len(msg.actions) - 1) * msg.dt_ns
         self.have_chunk = True
         self.chunks += 1
         self.mon.chunk_latency_us.record((t_ns - msg.header.t_mono_ns + msg.latency_ns) // 1000)
-        if self.safe == RUN:
-            k.blend(self.last_t_ns, BLEND_NS)
 
     def _set_safe(self, new: int, t_ns: int, reason: str) -> None:
         """Switch safe state with a seam blend from the last command (200 Hz thread)."""

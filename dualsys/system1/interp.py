@@ -36,6 +36,8 @@ S_Q, S_V, S_HOLD, S_BD, S_BV, S_P, S_PV = range(7)
 N_S = 7
 # modes
 MODE_CHUNK, MODE_HOLD, MODE_DEFAULT = 0, 1, 2
+#: seam blend duration (position and velocity offsets decay to zero over it)
+BLEND_NS = 80_000_000
 
 
 @njit(cache=True, nogil=True)
@@ -218,6 +220,25 @@ class KernelState:
     def blend(self, t_ns: int, blend_ns: int) -> None:
         """Start a seam blend from the last command (at t_ns) to the current target."""
         begin_blend(t_ns, blend_ns, self.I, self.actions, self.ctrl, self.L, self.S)
+
+    def take_chunk(self, actions: np.ndarray, t0_ns: int, dt_ns: int, last_t_ns: int,
+                   follow: bool) -> None:  # fmt: skip
+        """Hand a new chunk (n_act x n_controlled, action i due at t0_ns + i * dt_ns) over to
+        the kernel: the one hand-over of the control loop and of the offline evaluator.
+
+        follow: the kernel follows chunks from now on (chunk mode, full speed) and the seam
+        from the last command (sent for last_t_ns) to the new chunk is blended over BLEND_NS;
+        False: the chunk is only stored (the caller holds; switching to chunk mode later
+        blends then). Allocation-free; safe in the 200 Hz thread.
+        """
+        self.actions[:] = actions
+        self.I[N_ACT] = len(actions)
+        self.I[T0] = t0_ns
+        self.I[DT] = dt_ns
+        if follow:
+            self.I[MODE] = MODE_CHUNK
+            self.F[SPEED] = 1.0
+            self.blend(last_t_ns, BLEND_NS)
 
     @property
     def q(self) -> np.ndarray:

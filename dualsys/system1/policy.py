@@ -13,17 +13,16 @@ overlapping part of the sample is pulled onto the flow path of those actions, so
 actions are generated consistent with the frozen ones. Either way the frozen ones are copied
 exactly at the end.
 
-Actions and state are normalised per joint by the position limits ([-1, 1] spans min..max).
-Weights load from safetensors plus a JSON spec (same stem); random weights only on request.
+A checkpoint is the weights (safetensors) plus the JSON contract of the same stem
+(`dualsys.system1.contract`: shape, action rate and horizon, normalisation, sampler settings).
+Random weights only on request.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import time
 import warnings
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,49 +31,31 @@ from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
 from dualsys.config import RobotConfig
+from dualsys.system1.contract import (
+    MUST_MATCH,
+    PolicyError,
+    PolicyNorm,
+    PolicySpec,
+    read_contract,
+    runtime_settings,
+    write_contract,
+)
+from dualsys.timing import warn_once
 
-
-class PolicyError(ValueError):
-    """The policy checkpoint or spec is unusable; the message names the file and the field."""
-
-
-@dataclass(frozen=True)
-class PolicySpec:
-    """Shape of a policy network; stored as JSON beside its safetensors weights."""
-
-    horizon: int
-    action_dim: int
-    latent_dim: int
-    state_dim: int
-    width: int
-    layers: int
-    heads: int
-    #: scale of the starting noise when sampling (1 = the trained distribution; < 1 samples
-    #: closer to the mode: less jitter, more precise holds; 0 = deterministic, which can hold
-    #: still where a motion should start: the GR-1 wave, benchmarks/results/behaviours.md).
-    #: Optional in the JSON (default 1).
-    noise_scale: float = 1.0
-    #: add the projected latent to every action token as well as giving it its own prefix
-    #: token (a stronger, FiLM-like conditioning path; optional in the JSON, default off).
-    latent_tokens: bool = False
-    #: trained with a clean prefix of the target chunk given as tokens at flow time 1 (the
-    #: actions frozen by real-time chunking); sampling then conditions on the frozen actions
-    #: instead of inpainting them (optional in the JSON, default off).
-    prefix_conditioning: bool = False
-
-    @classmethod
-    def for_robot(cls, cfg: RobotConfig) -> PolicySpec:
-        """The spec the robot config asks for (state = q and dq of all joints)."""
-        p = cfg.policy
-        return cls(
-            horizon=p.chunk_horizon,
-            action_dim=len(cfg.controlled_indices),
-            latent_dim=cfg.system2.latent_dim,
-            state_dim=2 * cfg.n_joints,
-            width=p.width,
-            layers=p.layers,
-            heads=p.heads,
-        )
+__all__ = [
+    "ChunkSampler",
+    "FlowPolicy",
+    "PolicyError",
+    "PolicyNorm",
+    "PolicySpec",
+    "build",
+    "flow_loss",
+    "load_checkpoint",
+    "optimise",
+    "read_contract",
+    "runtime_settings",
+    "save_checkpoint",
+]
 
 
 class _Block(nn.Module):
@@ -102,9 +83,13 @@ class _Block(nn.Module):
 class FlowPolicy(nn.Module):
     """Velocity field v(x_tau, tau | latent, state) over a chunk of normalised actions."""
 
-    def __init__(self, spec: PolicySpec) -> None:
+    def __init__(self, spec: PolicySpec, norm: PolicyNorm | None = None) -> None:
         super().__init__()
         self.spec = spec
+        #: the normalisation the weights are (to be) trained with; written with the checkpoint
+        self.normalisation = norm
+        #: the robot's run-time settings recorded in the checkpoint (`runtime_settings`)
+        self.runtime: dict = {}
         w = spec.width
         self.act_in = nn.Linear(spec.action_dim, w)
         self.pos = nn.Parameter(torch.randn(spec.horizon, w) * 0.02)
@@ -190,37 +175,39 @@ def n_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def save_checkpoint(model: FlowPolicy, path: str | Path) -> Path:
-    """Write weights (safetensors) and spec (JSON, same stem). Returns the weights path."""
+def save_checkpoint(model: FlowPolicy, path: str | Path, runtime: dict | None = None) -> Path:
+    """Write weights (safetensors) and contract (JSON, same stem: the spec, the model's
+    normalisation and `runtime`, the robot's run-time settings). Returns the weights path."""
     from safetensors.torch import save_file
 
+    if model.normalisation is None:
+        raise PolicyError(f"{path}: the model has no normalisation (FlowPolicy(spec, norm))")
     path = Path(path)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
-    path.with_suffix(".json").write_text(json.dumps(asdict(model.spec), indent=2) + "\n")
+    runtime = runtime if runtime is not None else model.runtime
+    write_contract(path, model.spec, model.normalisation, runtime)
     return path
 
 
 def load_checkpoint(path: str | Path, expect: PolicySpec | None = None) -> FlowPolicy:
-    """Load weights + JSON spec; check the spec against `expect` field by field."""
+    """Load weights + contract; the horizon, action rate and dims must equal `expect`'s."""
     from safetensors.torch import load_file
 
     path = Path(path)
-    spec_path = path.with_suffix(".json")
     if not path.exists():
         raise PolicyError(f"{path}: policy weights not found")
-    try:
-        raw = json.loads(spec_path.read_text())
-        spec = PolicySpec(**raw)
-    except FileNotFoundError:
-        raise PolicyError(f"{spec_path}: policy spec (JSON) not found beside the weights") from None
-    except (json.JSONDecodeError, TypeError) as exc:
-        raise PolicyError(f"{spec_path}: not a valid policy spec: {exc}") from None
+    spec, norm, runtime = read_contract(path)
+    spec_path = path.with_suffix(".json")
     if expect is not None:
-        for name, want in asdict(expect).items():
-            got = getattr(spec, name)
-            if name in ("horizon", "action_dim", "latent_dim", "state_dim") and got != want:
-                raise PolicyError(f"{spec_path}: {name} is {got}, the robot config needs {want}")
-    model = FlowPolicy(spec)
+        for name, where in MUST_MATCH.items():
+            got, want = getattr(spec, name), getattr(expect, name)
+            if got != want:
+                raise PolicyError(
+                    f"{spec_path}: {name} is {got}, the robot config needs {want} ({where}); "
+                    "the weights were trained for the first"
+                )
+    model = FlowPolicy(spec, norm)
+    model.runtime = runtime
     try:
         missing, unexpected = model.load_state_dict(load_file(str(path)), strict=False)
     except RuntimeError as exc:
@@ -247,16 +234,20 @@ def optimise(model: FlowPolicy, precision: str) -> nn.Module:
 class ChunkSampler:
     """Samples action chunks in joint space for one robot (normalisation, RTC inpainting)."""
 
-    def __init__(self, model: nn.Module, spec: PolicySpec, cfg: RobotConfig, precision: str):
+    def __init__(
+        self,
+        model: nn.Module,
+        spec: PolicySpec,
+        cfg: RobotConfig,
+        precision: str,
+        norm: PolicyNorm | None = None,
+    ):
+        """norm: the checkpoint's normalisation (default: over the robot config's limits)."""
         self.model, self.spec, self.steps = model, spec, cfg.policy.euler_steps
         self.dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-        lim = cfg.limits()
-        ctrl = cfg.controlled_indices
-        self.mid = ((lim["max"] + lim["min"]) / 2)[ctrl]
-        self.half = np.maximum((lim["max"] - lim["min"]) / 2, 1e-6)[ctrl]
-        self.q_mid = (lim["max"] + lim["min"]) / 2
-        self.q_half = np.maximum((lim["max"] - lim["min"]) / 2, 1e-6)
-        self.vel = lim["velocity"]
+        self.norm = norm if norm is not None else PolicyNorm.for_robot(cfg)
+        self.mid, self.half = self.norm.action_mid, self.norm.action_half
+        self.q_mid, self.q_half = self.norm.state.q_mid, self.norm.state.q_half
         self.gen = torch.Generator().manual_seed(0)
         self.noise_scale = float(spec.noise_scale)
 
@@ -265,8 +256,8 @@ class ChunkSampler:
         self.gen.manual_seed(seed)
 
     def state_vector(self, q: np.ndarray, dq: np.ndarray) -> np.ndarray:
-        """Normalised proprioceptive input: q scaled by limits, dq by velocity limits."""
-        return np.concatenate([(q - self.q_mid) / self.q_half, dq / self.vel]).astype(np.float32)
+        """Normalised proprioceptive input (the checkpoint's `StateNorm`)."""
+        return self.norm.state(q, dq)
 
     @torch.inference_mode()
     def sample(
@@ -292,7 +283,7 @@ class ChunkSampler:
         if prefix is not None and len(prefix):
             m = min(len(prefix), H)
             tgt = np.zeros((H, A), np.float32)
-            tgt[:m] = (prefix[:m] - self.mid) / self.half
+            tgt[:m] = self.norm.actions(prefix[:m])
             ww = np.zeros((H, 1), np.float32)
             ww[:m, 0] = 1.0 if weights is None else weights[:m]
             target = torch.as_tensor(tgt)[None].to(dt)
@@ -316,8 +307,7 @@ class ChunkSampler:
             x = x + v / K
         if frozen is not None:
             x = frozen * target + (1 - frozen) * x
-        a = x[0].float().clamp_(-1.0, 1.0).numpy()
-        return (self.mid + self.half * a).astype(np.float32)
+        return self.norm.joints(x[0].float().clamp_(-1.0, 1.0).numpy())
 
 
 def build(cfg: RobotConfig, untrained: bool = False, precision: str | None = None):
@@ -333,9 +323,18 @@ def build(cfg: RobotConfig, untrained: bool = False, precision: str | None = Non
         model = load_checkpoint(cfg.policy.checkpoint, spec)
         spec = model.spec
         source = str(cfg.policy.checkpoint)
+        differs = {
+            k: (v, model.runtime[k])
+            for k, v in runtime_settings(cfg).items()
+            if k in model.runtime and model.runtime[k] != v
+        }
+        if differs:
+            said = ", ".join(f"{k} {v} (checkpoint: {c})" for k, (v, c) in differs.items())
+            warn_once(f"policy: {cfg.path}: {said}: not the settings the weights were "
+                      f"validated with ({cfg.policy.checkpoint.with_suffix('.json')})")  # fmt: skip
     elif untrained:
         torch.manual_seed(0)
-        model = FlowPolicy(spec).eval()
+        model = FlowPolicy(spec, PolicyNorm.for_robot(cfg)).eval()
         source = "untrained (random init)"
     else:
         raise PolicyError(
@@ -343,7 +342,7 @@ def build(cfg: RobotConfig, untrained: bool = False, precision: str | None = Non
             "pass --untrained-policy to run with a random-init policy (timing work only)"
         )
     params = n_params(model)
-    sampler = ChunkSampler(optimise(model, precision), spec, cfg, precision)
+    sampler = ChunkSampler(optimise(model, precision), spec, cfg, precision, model.normalisation)
     return sampler, {"precision": precision, "params": params, "weights": source}
 
 

@@ -24,9 +24,10 @@ from dualsys.bus.messages import ActionChunk, Hello, Latent, RobotState, Stats
 from dualsys.bus.transport import Publisher, Subscriber
 from dualsys.config import RobotConfig
 from dualsys.rundir import write_summary
-from dualsys.system1.chunks import Chunk, DelayEstimator, Settling, needs_replan, plan_next
+from dualsys.system1.chunks import DelayEstimator
 from dualsys.system1.control_proc import StopFlag
 from dualsys.system1.monitor import Percentiles
+from dualsys.system1.planner import Planner
 from dualsys.timing import Histogram, pin_to_core, warn_once
 
 ROLE = "policy"
@@ -54,18 +55,12 @@ class PolicyLoop:
         self.stats_pub = Publisher(
             ctx, eps["stats"], ROLE, bind=False, curve=sec.curve(eps["stats"], bind=False)
         )
-        self.dt_ns = 1_000_000_000 // cfg.rates.action_hz
-        self.ctrl = cfg.controlled_indices
-        self.current: Chunk | None = None
-        self.delay = DelayEstimator(initial_ns=2 * self.dt_ns)
+        self.planner = Planner.for_robot(cfg, sampler)
+        self.delay = DelayEstimator(initial_ns=2 * self.planner.dt_ns)
         self.latency_us = Histogram()
         self.p_latency = Percentiles(self.latency_us)
-        self.chunks = 0
         self.state: RobotState | None = None
         self.latent: Latent | None = None
-        #: instruction id of the latent the current chunk was sampled with
-        self.chunk_instruction: int | None = None
-        self.settling = Settling(int(cfg.policy.switch_settle_ms * 1e6))
         self.stale_ns = int(cfg.budgets.latent_stale_ms * 1e6)
         self.hello = Hello(ROLE, cfg.name, cfg.system2.latent_dim, n, os.getpid())
         self.nonfinite_chunks = 0
@@ -89,57 +84,47 @@ class PolicyLoop:
     def step(self) -> bool:
         """Publish a new chunk if one is due and inputs exist. Returns True if it published.
 
-        A latent computed for a new instruction makes a chunk due at once (not when the
-        current one runs low): the robot follows a new command sooner. For
-        `policy.switch_settle_ms` after it, chunks are planned in settling mode
-        (`chunks.plan_next`): the old task's motion is not carried into the new one.
+        Whether a chunk is due and how it is planned is `planner.Planner.step` (shared with
+        the offline evaluator): a latent for a new instruction makes one due at once, and
+        chunks are planned in settling mode for `policy.switch_settle_ms` after it.
         """
         now = time.monotonic_ns()
         if self.state is None or self.latent is None or self._inputs_key() == self._bad_inputs:
             return False
-        new_task = self.latent.instruction_id != self.chunk_instruction
-        if not new_task and not needs_replan(self.current, now, self.cfg.policy.replan_below):
-            return False
-        hold = self.state.q[self.ctrl]
-        plan = plan_next(
-            self.current, now, self.delay.estimate_ns, self.dt_ns, hold=hold,
-            settling=self.settling.at(now, new_task),
-        )  # fmt: skip
-        t_start = time.monotonic_ns()
-        actions = self.sampler.sample(
-            self.latent.vector,
-            self.state.q,
-            self.state.dq,
-            plan.prefix if plan.frozen else None,
-            plan.weights,
+        st, la = self.state, self.latent
+        out = self.planner.step(
+            now, self.delay.estimate_ns, la.vector, la.instruction_id, st.q, st.dq
         )
-        latency = time.monotonic_ns() - t_start
-        if not np.isfinite(actions).all():
+        if out is None:
+            return False
+        if out.chunk is None:
             # extreme (finite) inputs can overflow the network: publish nothing, and sample
             # again only once a new state or latent arrives
             self.nonfinite_chunks += 1
             self._bad_inputs = self._inputs_key()
             warn_once("policy: sampled non-finite actions (inputs out of range?); not sent")
             return False
-        self.chunks += 1
-        chunk = Chunk(actions, plan.t0_ns, self.dt_ns, self.chunks)
+        chunk = out.chunk
         self.chunk_pub.send(
             ActionChunk(
-                actions=actions,
-                t0_mono_ns=plan.t0_ns,
-                dt_ns=self.dt_ns,
-                chunk_id=self.chunks,
-                latent_seq=self.latent.header.seq,
-                frozen=plan.frozen,
-                latency_ns=latency,
+                actions=chunk.actions,
+                t0_mono_ns=chunk.t0_ns,
+                dt_ns=chunk.dt_ns,
+                chunk_id=chunk.chunk_id,
+                latent_seq=la.header.seq,
+                frozen=out.plan.frozen,
+                latency_ns=out.latency_ns,
             ),
             t_mono_ns=time.monotonic_ns(),
         )
-        self.current = chunk
-        self.chunk_instruction = self.latent.instruction_id
         self.delay.add(time.monotonic_ns() - now)
-        self.latency_us.record(latency // 1000)
+        self.latency_us.record(out.latency_ns // 1000)
         return True
+
+    @property
+    def chunks(self) -> int:
+        """Chunks published so far."""
+        return self.planner.chunks
 
     def send_stats(self) -> None:
         """Publish the policy's Stats."""

@@ -39,6 +39,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from dualsys.normalise import StateNorm
+
 FORMAT = "dualsys.system2.fusion"
 FORMAT_VERSION = "3"
 #: Versions `load_fusion` reads ("1": written before the spatial pathway existed; "2":
@@ -265,21 +267,16 @@ def make_fusion(
 
 
 class StateFeatures:
-    """Robot state -> fixed-scale features: q mapped to [-1, 1] over its limits, dq / vmax."""
+    """Robot state -> the fusion head's state features (`dualsys.normalise.StateNorm` over the
+    joint limits: the one normalisation of training and inference)."""
 
     def __init__(self, limits: dict[str, np.ndarray]) -> None:
-        self.mid = ((limits["max"] + limits["min"]) / 2).astype(np.float32)
-        half = (limits["max"] - limits["min"]) / 2
-        self.inv_half = (1.0 / np.maximum(half, 1e-6)).astype(np.float32)
-        self.inv_vel = (1.0 / limits["velocity"]).astype(np.float32)
-        self.n = len(self.mid)
-        self.dim = 2 * self.n
+        self.norm = StateNorm.from_limits(limits)
+        self.n = self.norm.n
+        self.dim = self.norm.dim
 
     def __call__(self, q: np.ndarray, dq: np.ndarray) -> np.ndarray:
-        """(n,), (n,) -> (2n,) float32, clipped to [-4, 4]."""
+        """(n,), (n,) -> (2n,) float32, clipped to +-`StateNorm.clip`."""
         if q.shape != (self.n,) or dq.shape != (self.n,):
             raise ValueError(f"state must be ({self.n},) vectors, got {q.shape} and {dq.shape}")
-        out = np.empty(self.dim, dtype=np.float32)
-        out[: self.n] = (q - self.mid) * self.inv_half
-        out[self.n :] = dq * self.inv_vel
-        return np.clip(out, -4.0, 4.0, out=out)
+        return self.norm(q, dq)

@@ -15,7 +15,8 @@ def expert(cfg, sim):
 
 @pytest.fixture(scope="module")
 def brain(cfg):
-    """System 2's encoder and System 1's sampler from the shipped GR-1 checkpoints."""
+    """System 2's encoder (from the encoder registry) and System 1's sampler, built as the live
+    processes build them, from the shipped GR-1 checkpoints."""
     from dualsys.behaviours.evaluate import OfflineBrain
 
     return OfflineBrain(cfg, cfg.policy.checkpoint, cfg.system2.checkpoint)

@@ -1,10 +1,11 @@
-"""The policy's sampling noise scale travels in policy.json and old specs still load; prefix
-conditioning (training-time real-time chunking) makes the policy continue frozen actions."""
+"""The policy's sampling noise scale travels in policy.json (a spec without it samples from the
+unscaled noise); prefix conditioning (training-time real-time chunking) makes the policy
+continue frozen actions."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, replace
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -12,6 +13,7 @@ import torch
 from dualsys.system1.policy import (
     ChunkSampler,
     FlowPolicy,
+    PolicyNorm,
     PolicySpec,
     flow_loss,
     load_checkpoint,
@@ -24,9 +26,11 @@ def _sampler(cfg, tmp_path, noise_scale: float | None) -> ChunkSampler:
     if noise_scale is not None:
         spec = replace(spec, noise_scale=noise_scale)
     torch.manual_seed(0)
-    path = save_checkpoint(FlowPolicy(spec), tmp_path / "policy.safetensors")
-    if noise_scale is None:  # a spec written before the field existed
-        raw = asdict(spec)
+    path = save_checkpoint(
+        FlowPolicy(spec, PolicyNorm.for_robot(cfg)), tmp_path / "policy.safetensors"
+    )
+    if noise_scale is None:  # a spec that does not set it
+        raw = json.loads(path.with_suffix(".json").read_text())
         del raw["noise_scale"]
         path.with_suffix(".json").write_text(json.dumps(raw))
     model = load_checkpoint(path, PolicySpec.for_robot(cfg))

@@ -18,7 +18,13 @@ from dualsys.behaviours.features import (
 )
 from dualsys.behaviours.rollout import new_setup, run_expert
 from dualsys.behaviours.train import TrainConfig, Trainer
-from dualsys.system1.policy import PolicySpec, load_checkpoint
+from dualsys.system1.policy import (
+    ChunkSampler,
+    PolicySpec,
+    load_checkpoint,
+    read_contract,
+    runtime_settings,
+)
 from dualsys.system2.fusion import load_fusion
 from dualsys.system2.text import TextEncoder
 
@@ -91,6 +97,17 @@ def test_tiny_training_run(cfg, sim, expert, tmp_path):
     # the checkpoints are exactly what System 1 and System 2 load
     model = load_checkpoint(tmp_path / "ck" / "policy.safetensors", PolicySpec.for_robot(cfg))
     assert model.spec.width == 32
+    # ... with their contract: the action rate, the normalisation training used (the one
+    # inference uses), the robot's run-time settings, and the sampling noise the robot's
+    # configured (validated) checkpoint samples with, so the new weights sample as validated
+    shipped, _, _ = read_contract(cfg.policy.checkpoint)
+    assert model.spec.noise_scale == shipped.noise_scale == 0.05
+    assert model.spec.action_hz == cfg.rates.action_hz
+    assert model.runtime == runtime_settings(cfg)
+    sampler = ChunkSampler(model, model.spec, cfg, "fp32", model.normalisation)
+    qs, dqs = fs.q.numpy(), fs.dq.numpy()
+    live = np.stack([sampler.state_vector(q, dq) for q, dq in zip(qs, dqs, strict=True)])
+    np.testing.assert_array_equal(tr._state(fs.q, fs.dq).numpy(), live)
     head = load_fusion(tmp_path / "ck" / "fusion.safetensors", 384, 1280, 2 * cfg.n_joints, 512)
     assert head.wants_pixels and head.dims["spatial_k"] == tc.spatial_k
     assert head.text_side and head.text[0].in_features == 768

@@ -22,7 +22,7 @@ def small_cfg(checkpoint=None):
 
 def test_checkpoint_roundtrip_gives_identical_chunks(tmp_path) -> None:
     cfg = small_cfg()
-    model = P.FlowPolicy(P.PolicySpec.for_robot(cfg))
+    model = P.FlowPolicy(P.PolicySpec.for_robot(cfg), P.PolicyNorm.for_robot(cfg))
     path = P.save_checkpoint(model, tmp_path / "policy.safetensors")
     sampler, info = P.build(small_cfg(path), precision="fp32")
     ref = P.ChunkSampler(model.eval(), model.spec, cfg, "fp32")
@@ -43,7 +43,7 @@ def test_missing_checkpoint_needs_explicit_untrained_flag() -> None:
 
 def test_spec_mismatch_names_the_field(tmp_path) -> None:
     cfg = small_cfg()
-    model = P.FlowPolicy(P.PolicySpec.for_robot(cfg))
+    model = P.FlowPolicy(P.PolicySpec.for_robot(cfg), P.PolicyNorm.for_robot(cfg))
     path = P.save_checkpoint(model, tmp_path / "p.safetensors")
     spec = json.loads(path.with_suffix(".json").read_text())
     spec["horizon"] = 8
