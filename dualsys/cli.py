@@ -20,8 +20,11 @@ from dualsys.rundir import RunDirError
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_NOT_IMPLEMENTED = 0, 1, 2, 3
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with every subcommand found in dualsys.commands."""
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The argument parser with every subcommand found in dualsys.commands; when `argv` names
+    a subcommand whose module has that name (`dualsys system1 control ...`), only that module
+    is imported, so a runtime process never imports another command's modules (`train`'s
+    recipe is the learning wing's)."""
     parser = argparse.ArgumentParser(
         prog="dualsys",
         description="Dual-system real-time control runtime for humanoid robots "
@@ -29,15 +32,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"dualsys {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
-        module = importlib.import_module(f"{commands.__name__}.{info.name}")
+    names = sorted(m.name for m in pkgutil.iter_modules(commands.__path__))
+    first = next((a for a in argv or [] if not a.startswith("-")), None)
+    for name in [first] if first in names else names:
+        module = importlib.import_module(f"{commands.__name__}.{name}")
         module.register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `dualsys` console script."""
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
