@@ -33,7 +33,18 @@ from dualsys.config import RobotConfig
 from dualsys.system1 import interp
 from dualsys.system1.floor import CAUSES as MISS_CAUSES
 from dualsys.system1.interp import KernelState
-from dualsys.system1.monitor import LoopMonitor
+from dualsys.system1.monitor import (
+    STAGES,
+    T_CHUNK,
+    T_DECIDE,
+    T_KERNEL,
+    T_LATENT,
+    T_SENT,
+    T_START,
+    T_STATE,
+    LoopMonitor,
+    StageBreakdown,
+)
 from dualsys.system1.wire import CommandEncoder, LatestFrame
 from dualsys.timing import Histogram
 
@@ -56,6 +67,9 @@ COMMAND_HWM = 2000
 #: (and so does the stop ramp): the robot's watchdog guards only a stream it is following,
 #: so the pause between the burst and the loop (and the end after the ramp) trips nothing.
 JOIN_WAIT_S = 0.3
+#: the tick's clock (CLOCK_MONOTONIC, as the loop's deadlines), bound once
+_clock = time.monotonic_ns
+_EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
 
 
 class ControlLoop:
@@ -103,6 +117,9 @@ class ControlLoop:
         self.encoder = CommandEncoder(self.cmd_pub.sock, n, ROLE)
         self.state_frame = LatestFrame(self.state_sub)
         self.k = KernelState(cfg.limits(), cfg.controlled_indices, H, self.period_ns)
+        # what the tick reads every time, bound once (no attribute walk, no view per tick)
+        self._q, self._v = self.k.S[interp.S_Q], self.k.S[interp.S_V]
+        self._latent_sock, self._chunk_sock = self.latent_sub.sock, self.chunk_sub.sock
         self.hello = Hello(ROLE, cfg.name, cfg.system2.latent_dim, n, os.getpid())
         self.stats = Stats(process=ROLE, values={})
         self.fifo = 0
@@ -116,6 +133,9 @@ class ControlLoop:
         self.k.reset(self.k.L[interp.L_DEFAULT])
         self.mon = LoopMonitor(self.period_ns)
         self.tick_total_us = Histogram()  # wake to end of bookkeeping (work + Stats share)
+        self.stages = StageBreakdown()
+        self.stamps = self.stages.stamps
+        self.latent_age = -1  # of the last tick (ns; -1: no latent), recorded after the send
         self.have_state = False
         self.have_chunk = False
         self.chunk_end_ns = 0
@@ -134,6 +154,7 @@ class ControlLoop:
         self.events: list[dict] = []
         self._stats_phase = 0
         self._stats_cache: list[float] = []
+        self._stage_cache: dict[str, float] = {}
 
     # ------------------------------------------------------------------ the tick
     def _take_chunk(self, msg: ActionChunk, t_ns: int) -> None:
@@ -165,34 +186,54 @@ class ControlLoop:
                 {"t_s": (t_ns - self.start_ns) / 1e9, "state": SAFE_NAMES[new], "reason": reason}
             )
 
-    def update(self, t_ns: int) -> None:
-        """One control tick for the scheduled time t_ns: read, decide, compute, send."""
+    def receive(self, t_ns: int) -> None:
+        """Take the newest state, latent and chunk waiting, for the tick at t_ns (200 Hz thread).
+
+        The tick calls it first; the live loop also calls it once after its sleep, before the
+        spin to the deadline (prefetch, dualsys.system1.control_proc), so decoding what arrived
+        during the sleep is done before the deadline (and brings the sockets and decode paths
+        back into the caches the policy process evicted) and the tick only takes what came
+        after. Taking a message early is the same as taking it at the tick: nothing else
+        changes the loop's state in between, and a newer message replaces it exactly as when
+        both wait together.
+        """
+        st = self.stamps
         if self.tick == 0:  # before the first command there is no last one: one period back
             self.last_t_ns = t_ns - self.period_ns
         # The state is received every tick (raw, no allocation) but decoded only when the
         # controller uses it: to start holding the measured pose.
         if self.state_frame.poll() and not self.have_state:
-            st = self.state_frame.decode()
-            if st is not None:
+            s = self.state_frame.decode()
+            if s is not None:
                 self.have_state = True
-                self.k.reset(st.q)
+                self.k.reset(s.q)
                 self.mode_str = "run"
-        if self.latent_sub.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+        st[T_STATE] = _clock()
+        if self._latent_sock.getsockopt(_EVENTS) & _POLLIN:
             lat = self.latent_sub.recv_latest()
             if lat is not None:
                 self.latent_t_ns = lat.header.t_mono_ns
                 self.instruction_id = lat.instruction_id
                 self.latent_seq = lat.header.seq
-        if self.chunk_sub.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+        st[T_LATENT] = _clock()
+        if self._chunk_sock.getsockopt(_EVENTS) & _POLLIN:
             ch = self.chunk_sub.recv_latest()
             if ch is not None:
                 self.chunk_seq = ch.header.seq
                 self._take_chunk(ch, t_ns)
-        if self.latent_t_ns >= 0:
-            age = t_ns - self.latent_t_ns
-            self.mon.latent_age_us.record(age // 1000)
-        else:
-            age = -1
+        st[T_CHUNK] = _clock()
+
+    def update(self, t_ns: int) -> int:
+        """One control tick for the scheduled time t_ns: read, decide, compute, send.
+
+        Returns the time the command left (monotonic ns). Stamps each stage's end into
+        `self.stages.stamps` (the breakdown of the run report).
+        """
+        st = self.stamps
+        st[T_START] = _clock()
+        self.receive(t_ns)
+        # latent age: recorded into its histogram after the send (stats_step)
+        age = self.latent_age = t_ns - self.latent_t_ns if self.latent_t_ns >= 0 else -1
         miss_hold = t_ns < self.miss_hold_until
         if self.have_state:
             if age > self.dead_ns:
@@ -207,22 +248,25 @@ class ControlLoop:
                 want, why = HOLD, "deadline misses"
             if want != self.safe:
                 self._set_safe(want, t_ns, why)
+        st[T_DECIDE] = _clock()
         self.k.step(t_ns)
-        mode = "hold" if self.warming else self.mode_str
-        flags = (MISS_HOLD if miss_hold else 0) | (WARMUP if self.warming else 0)
+        st[T_KERNEL] = _clock()
+        warming = self.warming
         self.encoder.send(
-            self.k.S[interp.S_Q],
-            self.k.S[interp.S_V],
-            mode,
+            self._q,
+            self._v,
+            "hold" if warming else self.mode_str,
             self.tick,
             t_ns,
             self.state_frame.seq,
             self.latent_seq,
             self.chunk_seq,
-            flags,
+            (MISS_HOLD if miss_hold else 0) | (WARMUP if warming else 0),
         )
         self.last_t_ns = t_ns
         self.tick += 1
+        sent = st[T_SENT] = _clock()
+        return sent
 
     def on_misses(self, t_ns: int) -> None:
         """Called after a missed tick: a streak beyond the budget latches hold (200 Hz thread)."""
@@ -239,7 +283,10 @@ class ControlLoop:
 
     # ------------------------------------------------------------------ reporting
     def stats_step(self, now_ns: int) -> None:
-        """Spread the Stats work over a few ticks (each part < 0.1 ms); send at the last part."""
+        """Bookkeeping after the send: the latent age histogram every tick; the Stats work
+        spread over a few ticks (each part < 0.1 ms), sent at the last part (200 Hz thread)."""
+        if self.latent_age >= 0:
+            self.mon.latent_age_us.record(self.latent_age // 1000)
         phase = self.tick % self.stats_every
         m = self.mon
         if phase == 0:
@@ -250,12 +297,18 @@ class ControlLoop:
             self._stats_cache += m.p_latent.many((50.0, 99.0))
         elif phase == 3:
             self._stats_cache += m.p_chunk.many((50.0, 99.0))
-        elif phase == 4 and len(self._stats_cache) == 9:
+        elif phase == 4:
+            self._stage_cache = {
+                f"stage_{name}_p99_us": self.stages.pcts(i, (99.0,))[0]
+                for i, name in enumerate(STAGES)
+            }
+        elif phase == 5 and len(self._stats_cache) == 9:
             c = self._stats_cache
             elapsed = max(now_ns - self.start_ns, 1)
             self.stats.values = {
                 "rate_hz": m.ticks * 1e9 / elapsed,
                 **m.stats_values(c),
+                **self._stage_cache,
                 "chunks": float(self.chunks),
                 "fifo": float(self.fifo),
                 "safe_state": float(self.safe),
@@ -291,7 +344,8 @@ class ControlLoop:
             "miss_rate": m.miss_rate,
             "max_consecutive_misses": m.max_streak,
             "lateness_us": {k: lat[k] for k in ("p50", "p99", "p999", "max")},
-            "work_us": {k: work[k] for k in ("p50", "p99", "max")},
+            "work_us": {k: work[k] for k in ("p50", "p99", "p999", "max")},
+            "tick_stages_us": self.stages.summary(),
             "latent_age_ms": {k: age[k] for k in ("p50", "p99", "max")},
             "chunks": self.chunks,
             "chunk_latency_ms": {k: chl[k] for k in ("p50", "p99")},
@@ -345,6 +399,7 @@ class ControlLoop:
             self.latent_t_ns = ts - (0 if i < ticks // 2 else self.dead_ns + 1)
             self.update(ts)
             self.stats_step(ts)
+            self.stages.record()
         for sub in subs.values():
             sub.received = 0
             sub.gaps = 0

@@ -14,6 +14,7 @@ from dualsys.config import RobotConfig
 from dualsys.rundir import write_summary
 from dualsys.system1.control import ROLE, ControlLoop
 from dualsys.system1.floor import IdleLatency, MissAttribution, calibrate_margin, margin_cap_ns
+from dualsys.system1.monitor import T_DONE, T_WAKE
 from dualsys.system1.rt import drop_realtime, freeze_gc, setup_realtime, sleep_until
 from dualsys.timing import pin_to_core
 
@@ -46,9 +47,12 @@ def run_loop(
     duration_s: float,
     margin_ns: int,
     causes: MissAttribution | None = None,
+    prefetch: bool = True,
 ) -> int:
     """The 200 Hz loop: sleep to the margin, spin to the deadline, tick; skip missed periods.
 
+    prefetch: after the sleep, take what arrived (`ControlLoop.receive`) before spinning to
+    the deadline, so the tick finds the decode work done and its code in the caches.
     Every miss is given a cause in `causes` (woke late, overran, preempted, host).
     Returns the end time (monotonic ns).
     """
@@ -58,9 +62,14 @@ def run_loop(
     loop.activate(start - period)
     mon = loop.mon
     tick_total = loop.tick_total_us
+    stages = loop.stages
+    stamps = stages.stamps
     deadline = start
     while not stop.set and deadline < end:
-        wake = sleep_until(deadline, margin_ns)
+        if prefetch:
+            sleep_until(deadline - margin_ns, 0)  # sleep only
+            loop.receive(deadline)
+        wake = sleep_until(deadline, margin_ns)  # sleeps on if not prefetching, spins
         late = wake - deadline
         if late >= period:  # woke after the next deadline: skip, never catch up
             n = late // period
@@ -70,10 +79,11 @@ def run_loop(
             loop.on_misses(wake)
             deadline += n * period
             late -= n * period
-        loop.update(deadline)
-        sent = time.monotonic_ns()
+        stamps[T_WAKE] = wake
+        sent = loop.update(deadline)
         loop.stats_step(sent)
-        done = time.monotonic_ns()
+        done = stamps[T_DONE] = time.monotonic_ns()
+        stages.record()
         missed = sent > deadline + period
         # work = wake to command sent (receive, kernel, send: what the deadline sees);
         # tick_total adds the bookkeeping after the send (Stats, spread over a few ticks)
@@ -109,7 +119,8 @@ def run_control(cfg: RobotConfig, run_dir: Path, duration_s: float, fifo: bool =
     causes = MissAttribution(rt.cpus[0] if len(rt.cpus) == 1 else -1)
     loop.miss_causes = causes.counts
     freeze_gc()
-    end_ns = run_loop(loop, stop, duration_s, margin_ns, causes)
+    prefetch = os.environ.get("DUALSYS_NO_PREFETCH") != "1"  # off: for the loop benchmark
+    end_ns = run_loop(loop, stop, duration_s, margin_ns, causes, prefetch)
     loop.deactivate()
     idle_held = idle.held
     idle.release()
@@ -120,6 +131,7 @@ def run_control(cfg: RobotConfig, run_dir: Path, duration_s: float, fifo: bool =
     summary["idle_latency_held"] = idle_held
     causes.close()
     summary["tick_total_us"] = loop.tick_total_us.summary()
+    summary["prefetch"] = prefetch
     summary["rt_notes"] = rt.notes
     summary["mlocked"] = rt.mlocked
     path = write_summary(run_dir, ROLE, summary)
