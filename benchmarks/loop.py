@@ -1,11 +1,15 @@
-"""Loop lateness at 200 Hz: dualsys control loop vs plain time.sleep loop vs a C loop.
+"""Loop lateness at 200 Hz: dualsys control loop vs plain time.sleep loop vs a C loop, and
+the dualsys tick's work (wake to command sent) per stage, with and without prefetch.
 
-All three run on System 1's core, one after another, under the same load: the policy process
+All run on System 1's core, one after another, under the same load: the policy process
 (untrained, normal priority) on the same core as in production, the echo robot and a fake
 System 2 at 10 Hz, and a CPU burner on the other core. The C loop (clock_nanosleep to absolute
-deadlines, SCHED_FIFO 80, mlockall: what cyclictest does) is compiled here with gcc.
+deadlines, SCHED_FIFO 80, mlockall: what cyclictest does) is compiled here with gcc. The dualsys
+control process runs --rounds times each way, interleaved: prefetch on (the default: what
+arrived during the sleep is taken before the spin to the deadline) and off
+(DUALSYS_NO_PREFETCH=1: everything is received after the deadline, as before).
 
-    .venv/bin/python benchmarks/loop.py [--seconds 20]
+    .venv/bin/python benchmarks/loop.py [--seconds 20] [--rounds 2]
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _load import header, pct, start_load, stop_load, write  # noqa: E402
 
 from dualsys import config  # noqa: E402
+from dualsys.system1.monitor import STAGES  # noqa: E402
 
 C_SRC = r"""
 #define _GNU_SOURCE
@@ -88,16 +93,38 @@ def run_sleep(period: int, n: int, core: int) -> np.ndarray:
     return np.array(out.stdout.split(), np.int64)
 
 
-def run_dualsys(seconds: float, run_dir: Path) -> dict:
-    env = dict(os.environ, DUALSYS_SUPERVISED="1")
+def run_dualsys(seconds: float, run_dir: Path, prefetch: bool = True) -> dict:
+    env = dict(os.environ, DUALSYS_SUPERVISED="1", DUALSYS_NO_PREFETCH="0" if prefetch else "1")
     cmd = [sys.executable, "-m", "dualsys.cli", "system1", "control", "--run-dir", str(run_dir)]
     subprocess.run([*cmd, "--duration", str(seconds)], env=env, check=True)
     return json.loads((run_dir / "control.json").read_text())
 
 
+def work_table(runs: list[tuple[str, dict]]) -> str:
+    """Tick work and its stages (µs) per dualsys run, side by side."""
+    text = "| run | work p50 | p99 | p99.9 | max | misses |\n|---|---|---|---|---|---|\n"
+    for name, d in runs:
+        w = d["work_us"]
+        text += (
+            f"| {name} | {w['p50']:.0f} | {w['p99']:.0f} | {w['p999']:.0f} | {w['max']:.0f} "
+            f"| {d['deadline_misses']} |\n"
+        )
+    text += "\nPer stage, p50 / p99 / p99.9 / max (µs):\n\n"
+    text += "| stage | " + " | ".join(name for name, _ in runs) + " |\n"
+    text += "|---" * (len(runs) + 1) + "|\n"
+    for stage in STAGES:
+        cells = []
+        for _, d in runs:
+            s = d["tick_stages_us"][stage]
+            cells.append(f"{s['p50']:.0f} / {s['p99']:.0f} / {s['p999']:.0f} / {s['max']:.0f}")
+        text += f"| {stage} | " + " | ".join(cells) + " |\n"
+    return text
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args()
     cfg = config.load_robot("gr1")
     period = cfg.rates.control_period_ns
@@ -112,7 +139,11 @@ def main() -> None:
             time.sleep(4)  # policy up and producing chunks
             c = run_c(period, n, core, tmp) / 1000
             s = run_sleep(period, n, core) / 1000
-            d = run_dualsys(args.seconds, tmp)
+            runs = []
+            for r in range(args.rounds):
+                for prefetch in (True, False):
+                    name = f"round {r + 1}, prefetch {'on' if prefetch else 'off'}"
+                    runs.append((name, run_dualsys(args.seconds, tmp, prefetch)))
         finally:
             stop_load(load)
     for name, lat in (
@@ -122,22 +153,23 @@ def main() -> None:
         p50, p99, p999 = pct(lat)
         misses = int((lat >= period / 1000).sum())
         rows.append((name, len(lat), p50, p99, p999, float(lat.max()), misses))
-    lat = d["lateness_us"]
-    rows.append(
-        (
-            f"dualsys control loop ({d['scheduler']}, "
-            f"sleep + {cfg.budgets.spin_margin_us} us spin)",
-            d["ticks"],
-            lat["p50"],
-            lat["p99"],
-            lat["p999"],
-            lat["max"],
-            d["deadline_misses"],
+    for name, d in runs:
+        lat = d["lateness_us"]
+        margin = d["spin_margin"].get("margin_us", "?")
+        rows.append(
+            (
+                f"dualsys control loop ({d['scheduler']}, sleep + {margin} us spin; {name})",
+                d["ticks"],
+                lat["p50"],
+                lat["p99"],
+                lat["p999"],
+                lat["max"],
+                d["deadline_misses"],
+            )
         )
-    )
     text = header(
         f"Loop lateness at {cfg.rates.control_hz} Hz, core {core}, under load",
-        f".venv/bin/python benchmarks/loop.py --seconds {args.seconds:g}",
+        f".venv/bin/python benchmarks/loop.py --seconds {args.seconds:g} --rounds {args.rounds}",
     )
     text += (
         "Load: policy process (untrained, int8) on the same core, echo robot + fake System 2 "
@@ -150,9 +182,17 @@ def main() -> None:
             f"| {r[0]} | {r[1]} | {r[2]:.1f} | {r[3]:.1f} | {r[4]:.1f} | {r[5]:.0f} | {r[6]} |\n"
         )
     text += (
-        f"\ndualsys work per tick (wake to command sent + bookkeeping, µs): p50 "
-        f"{d['work_us']['p50']:.0f}, p99 {d['work_us']['p99']:.0f}, max {d['work_us']['max']:.0f}; "
-        f"chunks used {d['chunks']}, latent age p99 {d['latent_age_ms']['p99']:.0f} ms.\n"
+        "\n### dualsys tick work (wake to command sent) and where it goes\n\n"
+        "Stages: state / latent / chunk receive (prefetch on: only what arrived after the "
+        "prefetch), decide (latent age, safe state), kernel (numba step), send (command frame to "
+        "ZeroMQ), loop (glue from wake to the tick), bookkeeping (after the send: Stats, "
+        "histograms; not part of the work). Target: work p99 <= 300 µs, max <= 1 ms.\n\n"
+    )
+    text += work_table(runs)
+    d = runs[0][1]
+    text += (
+        f"\nChunks used {d['chunks']}, latent age p99 {d['latent_age_ms']['p99']:.0f} ms "
+        f"({runs[0][0]}).\n"
     )
     write("loop", text)
 
