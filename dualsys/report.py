@@ -78,6 +78,8 @@ def build_report(
             "max_consecutive_misses",
             "lateness_us",
             "work_us",
+            "tick_stages_us",
+            "command_us",
             "latent_age_ms",
             "chunks",
             "chunk_latency_ms",
@@ -226,6 +228,10 @@ def summary_text(report: dict[str, Any]) -> str:
             f"max {lat.get('max', 0):.0f} us; work p99 {work.get('p99', 0):.0f} us; "
             f"latent age p99 {age.get('p99', 0):.0f} ms; {s1.get('scheduler')}"
         )
+        stages = s1.get("tick_stages_us") or {}
+        if stages:
+            parts = ", ".join(f"{k} {v.get('p99', 0):.0f}" for k, v in stages.items())
+            lines.append(f"  System 1 tick stages p99 (us): {parts}")
     if s2.get("steps"):
         step = s2.get("step_ms") or {}
         lines.append(

@@ -34,6 +34,7 @@ from dualsys.system1 import interp
 from dualsys.system1.floor import CAUSES as MISS_CAUSES
 from dualsys.system1.interp import KernelState
 from dualsys.system1.monitor import (
+    COMMAND,
     STAGES,
     T_CHUNK,
     T_DECIDE,
@@ -302,6 +303,7 @@ class ControlLoop:
                 f"stage_{name}_p99_us": self.stages.pcts(i, (99.0,))[0]
                 for i, name in enumerate(STAGES)
             }
+            self._stage_cache["command_p99_us"] = self.stages.pcts(COMMAND, (99.0,))[0]
         elif phase == 5 and len(self._stats_cache) == 9:
             c = self._stats_cache
             elapsed = max(now_ns - self.start_ns, 1)
@@ -345,7 +347,8 @@ class ControlLoop:
             "max_consecutive_misses": m.max_streak,
             "lateness_us": {k: lat[k] for k in ("p50", "p99", "p999", "max")},
             "work_us": {k: work[k] for k in ("p50", "p99", "p999", "max")},
-            "tick_stages_us": self.stages.summary(),
+            "tick_stages_us": self.stages.stages(),
+            "command_us": self.stages.summary(COMMAND),
             "latent_age_ms": {k: age[k] for k in ("p50", "p99", "max")},
             "chunks": self.chunks,
             "chunk_latency_ms": {k: chl[k] for k in ("p50", "p99")},

@@ -14,7 +14,7 @@ from dualsys.config import RobotConfig
 from dualsys.rundir import write_summary
 from dualsys.system1.control import ROLE, ControlLoop
 from dualsys.system1.floor import IdleLatency, MissAttribution, calibrate_margin, margin_cap_ns
-from dualsys.system1.monitor import T_DONE, T_WAKE
+from dualsys.system1.monitor import T_DEADLINE, T_DONE, T_WAKE
 from dualsys.system1.rt import drop_realtime, freeze_gc, setup_realtime, sleep_until
 from dualsys.timing import pin_to_core
 
@@ -39,6 +39,9 @@ class StopFlag:
 
 #: ticks between two baselines of the miss attribution (procfs reads after the send)
 BASELINE_EVERY = 32
+#: with prefetch, the loop wakes this long before its spin margin to take what arrived (a
+#: decode takes up to ~0.2 ms with cold caches), then sleeps again to the margin
+PREFETCH_LEAD_NS = 300_000
 
 
 def run_loop(
@@ -51,8 +54,9 @@ def run_loop(
 ) -> int:
     """The 200 Hz loop: sleep to the margin, spin to the deadline, tick; skip missed periods.
 
-    prefetch: after the sleep, take what arrived (`ControlLoop.receive`) before spinning to
-    the deadline, so the tick finds the decode work done and its code in the caches.
+    prefetch: wake PREFETCH_LEAD_NS before the spin margin and take what arrived
+    (`ControlLoop.receive`), then sleep on to the margin and spin to the deadline: the tick
+    finds the decode work done and takes only what came after.
     Every miss is given a cause in `causes` (woke late, overran, preempted, host).
     Returns the end time (monotonic ns).
     """
@@ -65,11 +69,12 @@ def run_loop(
     stages = loop.stages
     stamps = stages.stamps
     deadline = start
+    lead = min(PREFETCH_LEAD_NS, max(period // 2 - margin_ns, 0))  # never sleep under half
     while not stop.set and deadline < end:
         if prefetch:
-            sleep_until(deadline - margin_ns, 0)  # sleep only
+            sleep_until(deadline - margin_ns - lead, 0)  # sleep only
             loop.receive(deadline)
-        wake = sleep_until(deadline, margin_ns)  # sleeps on if not prefetching, spins
+        wake = sleep_until(deadline, margin_ns)  # sleep to the margin, spin to the deadline
         late = wake - deadline
         if late >= period:  # woke after the next deadline: skip, never catch up
             n = late // period
@@ -80,6 +85,7 @@ def run_loop(
             deadline += n * period
             late -= n * period
         stamps[T_WAKE] = wake
+        stamps[T_DEADLINE] = deadline
         sent = loop.update(deadline)
         loop.stats_step(sent)
         done = stamps[T_DONE] = time.monotonic_ns()

@@ -125,9 +125,13 @@ class LoopMonitor(DeadlineMonitor):
 #: the tick, and after the send until the loop reads the clock) and bookkeeping (after the
 #: command left: Stats, histograms). All but bookkeeping add up to the tick's work.
 STAGES = ("state", "latent", "chunk", "decide", "kernel", "send", "loop", "bookkeeping")
-# clock stamps of one tick (monotonic ns), written into `StageBreakdown.stamps`
+# clock stamps of one tick (monotonic ns), written into `StageBreakdown.stamps`; T_DEADLINE
+# is the tick's scheduled time
 T_WAKE, T_START, T_STATE, T_LATENT, T_CHUNK, T_DECIDE, T_KERNEL, T_SENT, T_DONE = range(9)
-N_STAMPS = 9
+T_DEADLINE = 9
+N_STAMPS = 10
+#: row of the command latency (deadline to command sent: lateness plus work) in the counts
+COMMAND = len(STAGES)
 #: stage histograms count whole µs up to this; longer stages land in the last bucket (their
 #: exact maximum is kept apart)
 STAGE_CAP_US = 10_000
@@ -142,6 +146,7 @@ def _record_stages(st, counts, maxs):  # pragma: no cover - compiled
         _count(s, d, counts, maxs, cap)
     _count(6, st[T_START] - st[T_WAKE], counts, maxs, cap)  # loop glue before the tick
     _count(7, st[T_DONE] - st[T_SENT], counts, maxs, cap)
+    _count(8, st[T_SENT] - st[T_DEADLINE], counts, maxs, cap)
 
 
 @njit(cache=True, nogil=True)
@@ -153,7 +158,8 @@ def _count(s, d_ns, counts, maxs, cap):  # pragma: no cover - compiled
 
 
 class StageBreakdown:
-    """Where each tick's work goes: one µs histogram per stage of `STAGES`.
+    """Where each tick's work goes: one µs histogram per stage of `STAGES`, plus the command
+    latency (deadline to command sent, row COMMAND).
 
     The tick writes clock stamps into `stamps` (a preallocated int64 array, indices T_*);
     `record` (one compiled call, after the command left) turns them into durations. Both are
@@ -162,8 +168,8 @@ class StageBreakdown:
 
     def __init__(self) -> None:
         self.stamps = np.zeros(N_STAMPS, np.int64)
-        self.counts = np.zeros((len(STAGES), STAGE_CAP_US + 1), np.int64)
-        self.maxs = np.zeros(len(STAGES), np.int64)
+        self.counts = np.zeros((len(STAGES) + 1, STAGE_CAP_US + 1), np.int64)
+        self.maxs = np.zeros(len(STAGES) + 1, np.int64)
         self._values = np.arange(STAGE_CAP_US + 1, dtype=np.float64)
 
     def record(self) -> None:
@@ -171,7 +177,8 @@ class StageBreakdown:
         _record_stages(self.stamps, self.counts, self.maxs)
 
     def pcts(self, stage: int, ps: tuple[float, ...]) -> list[float]:
-        """Percentiles (ascending, µs) of one stage, as `Percentiles.many` (0 when empty)."""
+        """Percentiles (ascending, µs) of one stage (or COMMAND), as `Percentiles.many` (0 when
+        empty)."""
         counts = self.counts[stage]
         total = int(counts.sum())
         out = np.zeros(len(ps), np.float64)
@@ -179,10 +186,11 @@ class StageBreakdown:
             _walk(counts, self._values, total, np.asarray(ps, np.float64), out)
         return out.tolist()
 
-    def summary(self) -> dict[str, dict[str, float]]:
+    def summary(self, stage: int) -> dict[str, float]:
+        """p50/p99/p999/max in µs of one stage (or COMMAND)."""
+        p50, p99, p999 = self.pcts(stage, (50.0, 99.0, 99.9))
+        return {"p50": p50, "p99": p99, "p999": p999, "max": float(self.maxs[stage])}
+
+    def stages(self) -> dict[str, dict[str, float]]:
         """Per stage: p50/p99/p999/max in µs (the run report's `tick_stages_us`)."""
-        out = {}
-        for i, name in enumerate(STAGES):
-            p50, p99, p999 = self.pcts(i, (50.0, 99.0, 99.9))
-            out[name] = {"p50": p50, "p99": p99, "p999": p999, "max": float(self.maxs[i])}
-        return out
+        return {name: self.summary(i) for i, name in enumerate(STAGES)}

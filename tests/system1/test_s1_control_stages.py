@@ -1,0 +1,125 @@
+"""The tick's stage breakdown and the loop's prefetch: stages account for the whole work, and
+taking inputs before the deadline sends exactly the commands of taking them at the tick."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import zmq
+
+from dualsys import config
+from dualsys.bus.codec import decode
+from dualsys.bus.messages import ActionChunk, Command, Latent, RobotState
+from dualsys.bus.transport import Publisher
+from dualsys.system1.control import ControlLoop
+from dualsys.system1.control_proc import StopFlag, run_loop
+from dualsys.system1.monitor import STAGES
+
+CFG = config.load_robot("gr1")
+LIM = CFG.limits()
+N, H = CFG.n_joints, CFG.policy.chunk_horizon
+P = CFG.rates.control_period_ns
+
+
+class Rig:
+    """A configured ControlLoop with publishers for its inputs and a raw command reader."""
+
+    def __init__(self, ctx: zmq.Context, run_dir) -> None:
+        self.loop = ControlLoop(CFG, ctx, run_dir)
+        self.loop.configure()
+        pub = {n: Publisher(ctx, CFG.endpoint(n, run_dir), n) for n in ("state", "latent", "chunk")}
+        self.pub = pub
+        self.cmds = ctx.socket(zmq.SUB)
+        self.cmds.setsockopt(zmq.SUBSCRIBE, b"")
+        self.cmds.connect(CFG.endpoint("command", run_dir))
+        time.sleep(0.3)
+        self.loop.warm(60)
+        while self.cmds.poll(0):
+            self.cmds.recv()
+
+    def close(self) -> None:
+        for p in self.pub.values():
+            p.close()
+        self.cmds.close(0)
+        self.loop.close()
+
+
+@pytest.fixture
+def two(tmp_path):
+    ctx = zmq.Context()
+    rigs = [Rig(ctx, tmp_path / "a"), Rig(ctx, tmp_path / "b")]
+    yield rigs
+    for r in rigs:
+        r.close()
+    ctx.term()
+
+
+def test_prefetch_sends_the_same_commands_as_taking_inputs_at_the_tick(two) -> None:
+    """Rig a takes each tick's inputs before the tick (the live loop's prefetch), rig b only
+    in the tick: every command field they send is identical, through chunk hand-overs, safe
+    state switches (no latent, fresh, stale) and a second chunk arriving after the prefetch."""
+    t = time.monotonic_ns()
+    for r in two:
+        r.loop.activate(t)
+    rng = np.random.default_rng(3)
+    mid = ((LIM["min"] + LIM["max"]) / 2)[CFG.controlled_indices]
+    q0 = LIM["default"]
+    out = [[], []]
+    lat = Latent(vector=np.zeros(CFG.system2.latent_dim, np.float32))
+    ticks = 400
+    for i in range(ticks):
+        ti = t + i * P
+        early, late = [], []  # (topic, message, time): before / after the prefetch
+        if i % 4 == 0:
+            early.append(("state", RobotState(q=q0, dq=q0 * 0, tau=q0 * 0), ti))
+        if 10 <= i < 200 and i % 20 == 10:
+            early.append(("latent", lat, ti))
+        if i % 25 == 5:
+            acts = (mid + 0.05 * rng.standard_normal((H, len(mid)))).astype(np.float32)
+            msg = ActionChunk(actions=acts, t0_mono_ns=ti, dt_ns=20_000_000, chunk_id=i)
+            (late if i % 50 == 5 else early).append(("chunk", msg, ti))
+            if i % 50 == 5:  # an older chunk was also waiting at the prefetch
+                early.append(("chunk", ActionChunk(actions=acts[::-1].copy(), t0_mono_ns=ti,
+                                                   dt_ns=20_000_000, chunk_id=-i), ti))  # fmt: skip
+        for k, r in enumerate(two):
+            for batch, prefetch in ((early, True), (late, False)):
+                for topic, msg, tm in batch:
+                    r.pub[topic].send(msg, tm)
+                for topic, _, _ in batch:  # delivered (a message already waiting: wait more)
+                    assert getattr(r.loop, f"{topic}_sub").sock.poll(1000)
+                if late:
+                    time.sleep(0.02)
+                if prefetch and k == 0:
+                    r.loop.receive(ti)
+            r.loop.update(ti)
+            out[k].append(r.cmds.recv())
+    a = [decode(f, (Command,)) for f in out[0]]
+    b = [decode(f, (Command,)) for f in out[1]]
+    fields = ("mode", "tick", "t_ns", "state_seq", "latent_seq", "chunk_seq", "flags")
+    for x, y in zip(a, b, strict=True):
+        assert [getattr(x, f) for f in fields] == [getattr(y, f) for f in fields]
+        np.testing.assert_array_equal(x.q, y.q)
+        np.testing.assert_array_equal(x.dq, y.dq)
+    events = [[e["state"] for e in r.loop.events] for r in two]
+    assert events[0] == events[1] and {"run", "hold"} <= set(events[0])
+    assert len({c.chunk_seq for c in a}) > 10
+
+
+def test_stages_add_up_to_the_tick_work(two, tmp_path) -> None:
+    """The live loop (run_loop, 1 s) counts every tick in every stage, and the mean stages from
+    wake to send add up to the mean work the deadline monitor measured."""
+    loop = two[0].loop
+    run_loop(loop, StopFlag(), 1.0, 200_000)
+    ticks = loop.mon.ticks - loop.mon.skipped
+    s = loop.summary("test", [], time.monotonic_ns())
+    assert set(s["tick_stages_us"]) == set(STAGES)
+    counts = loop.stages.counts
+    assert ticks > 150 and (counts.sum(axis=1) == ticks).all()
+    mean = (counts * np.arange(counts.shape[1])).sum(axis=1) / ticks
+    work = STAGES.index("bookkeeping")
+    h = loop.mon.work_us.h
+    work_mean = h.get_mean_value()
+    # each stage is floored to whole µs: the sum may fall short by up to 1 µs a stage
+    assert work_mean - work - 2 <= mean[:work].sum() <= work_mean + 2
