@@ -117,9 +117,13 @@ def test_stages_add_up_to_the_tick_work(two, tmp_path) -> None:
     assert set(s["tick_stages_us"]) == set(STAGES)
     counts = loop.stages.counts
     assert ticks > 150 and (counts.sum(axis=1) == ticks).all()
-    mean = (counts * np.arange(counts.shape[1])).sum(axis=1) / ticks
-    work = STAGES.index("bookkeeping")
-    h = loop.mon.work_us.h
-    work_mean = h.get_mean_value()
+    cap = counts.shape[1] - 1
+    over = counts[:, cap]  # stages over the histogram's range: their exact max is kept
+    if (over > 1).any():
+        pytest.skip("two ticks had a stage over 10 ms: the machine is too loaded to add up")
+    total = (counts * np.arange(cap + 1)).sum(axis=1) + over * (loop.stages.maxs - cap)
+    n_work = STAGES.index("bookkeeping")  # the stages before it make up the work
+    stages_mean = total[:n_work].sum() / ticks
+    work_mean = loop.mon.work_us.h.get_mean_value()
     # each stage is floored to whole µs: the sum may fall short by up to 1 µs a stage
-    assert work_mean - work - 2 <= mean[:work].sum() <= work_mean + 2
+    assert work_mean - n_work - 2 <= stages_mean <= work_mean + 2
