@@ -121,6 +121,8 @@ class ControlLoop:
         # what the tick reads every time, bound once (no attribute walk, no view per tick)
         self._q, self._v = self.k.S[interp.S_Q], self.k.S[interp.S_V]
         self._latent_sock, self._chunk_sock = self.latent_sub.sock, self.chunk_sub.sock
+        self._scratch_I, self._scratch_S = self.k.I.copy(), self.k.S.copy()  # for `rehearse`
+        self._scratch_q, self._scratch_v = self._scratch_S[interp.S_Q], self._scratch_S[interp.S_V]
         self.hello = Hello(ROLE, cfg.name, cfg.system2.latent_dim, n, os.getpid())
         self.stats = Stats(process=ROLE, values={})
         self.fifo = 0
@@ -223,6 +225,19 @@ class ControlLoop:
                 self.chunk_seq = ch.header.seq
                 self._take_chunk(ch, t_ns)
         st[T_CHUNK] = _clock()
+
+    def rehearse(self, t_ns: int) -> None:
+        """Run the kernel for t_ns on scratch copies of its state and write the command into
+        its frame (200 Hz thread; the live loop calls it in the spin before the deadline): the
+        tick then finds its code and data in the caches. Changes nothing the tick reads (the
+        send rewrites the frame)."""
+        k = self.k
+        np.copyto(self._scratch_I, k.I)
+        np.copyto(self._scratch_S, k.S)
+        interp.step(t_ns, self._scratch_I, k.F, k.actions, k.ctrl, k.L, self._scratch_S)
+        frame = self.encoder.frames["hold" if self.warming else self.mode_str]
+        np.copyto(frame.q, self._scratch_q)
+        np.copyto(frame.dq, self._scratch_v)
 
     def update(self, t_ns: int) -> int:
         """One control tick for the scheduled time t_ns: read, decide, compute, send.

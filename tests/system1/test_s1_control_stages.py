@@ -13,6 +13,8 @@ from dualsys import config
 from dualsys.bus.codec import decode
 from dualsys.bus.messages import ActionChunk, Command, Latent, RobotState
 from dualsys.bus.transport import Publisher
+from dualsys.report import build_report, summary_text
+from dualsys.rundir import write_summary
 from dualsys.system1.control import ControlLoop
 from dualsys.system1.control_proc import StopFlag, run_loop
 from dualsys.system1.monitor import STAGES
@@ -56,9 +58,9 @@ def two(tmp_path):
     ctx.term()
 
 
-def test_prefetch_sends_the_same_commands_as_taking_inputs_at_the_tick(two) -> None:
-    """Rig a takes each tick's inputs before the tick (the live loop's prefetch), rig b only
-    in the tick: every command field they send is identical, through chunk hand-overs, safe
+def test_prefetch_and_rehearsal_send_the_same_commands_as_the_plain_tick(two) -> None:
+    """Rig a takes each tick's inputs before the tick and rehearses it (the live loop's
+    prefetch), rig b takes them only in the tick: every command field they send is identical, through chunk hand-overs, safe
     state switches (no latent, fresh, stale) and a second chunk arriving after the prefetch."""
     t = time.monotonic_ns()
     for r in two:
@@ -93,6 +95,7 @@ def test_prefetch_sends_the_same_commands_as_taking_inputs_at_the_tick(two) -> N
                     time.sleep(0.02)
                 if prefetch and k == 0:
                     r.loop.receive(ti)
+                    r.loop.rehearse(ti)
             r.loop.update(ti)
             out[k].append(r.cmds.recv())
     a = [decode(f, (Command,)) for f in out[0]]
@@ -127,3 +130,18 @@ def test_stages_add_up_to_the_tick_work(two, tmp_path) -> None:
     work_mean = loop.mon.work_us.h.get_mean_value()
     # each stage is floored to whole µs: the sum may fall short by up to 1 µs a stage
     assert work_mean - n_work - 2 <= stages_mean <= work_mean + 2
+
+
+def test_run_report_carries_the_stage_breakdown(two, tmp_path) -> None:
+    """The control summary's stages and command latency reach the run report and its printed
+    summary (one line of stage p99s)."""
+    loop = two[0].loop
+    run_loop(loop, StopFlag(), 0.3, 200_000)
+    summary = loop.summary("test", [], time.monotonic_ns())
+    write_summary(tmp_path, "control", summary)
+    report = build_report(CFG, tmp_path, 0.3, True, "", [])
+    s1 = report["system1"]
+    assert set(s1["tick_stages_us"]) == set(STAGES)
+    assert s1["command_us"]["p99"] >= s1["tick_stages_us"]["send"]["p50"] > 0
+    line = [x for x in summary_text(report).splitlines() if "tick stages" in x]
+    assert len(line) == 1 and all(f"{name} " in line[0] for name in STAGES)
