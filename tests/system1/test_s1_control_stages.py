@@ -60,8 +60,9 @@ def two(tmp_path):
 
 def test_prefetch_and_rehearsal_send_the_same_commands_as_the_plain_tick(two) -> None:
     """Rig a takes each tick's inputs before the tick and rehearses it (the live loop's
-    prefetch), rig b takes them only in the tick: every command field they send is identical, through chunk hand-overs, safe
-    state switches (no latent, fresh, stale) and a second chunk arriving after the prefetch."""
+    prefetch), rig b takes them only in the tick: every command field they send is identical,
+    through chunk hand-overs, safe state switches (no latent, fresh, stale) and a second chunk
+    arriving after the prefetch."""
     t = time.monotonic_ns()
     for r in two:
         r.loop.activate(t)
