@@ -93,7 +93,7 @@ def test_prefetch_and_rehearsal_send_the_same_commands_as_the_plain_tick(two) ->
                 for topic, _, _ in batch:  # delivered (a message already waiting: wait more)
                     assert getattr(r.loop, f"{topic}_sub").sock.poll(1000)
                 if late:
-                    time.sleep(0.02)
+                    time.sleep(0.1)
                 if prefetch and k == 0:
                     r.loop.receive(ti)
                     r.loop.rehearse(ti)
