@@ -415,6 +415,7 @@ class ControlLoop:
                 self._take_chunk(subs["chunk"].last, ts)
             self.have_state = True
             self.latent_t_ns = ts - (0 if i < ticks // 2 else self.dead_ns + 1)
+            self.rehearse(ts)
             self.update(ts)
             self.stats_step(ts)
             self.stages.record()
