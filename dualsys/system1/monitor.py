@@ -121,9 +121,9 @@ class LoopMonitor(DeadlineMonitor):
 
 
 #: stages of one tick, in order: receive (state, latent, chunk), decide (latent age, safe
-#: state), kernel (numba step), send (command frame to ZeroMQ), loop (glue between wake and
-#: the tick, and after the send until the loop reads the clock) and bookkeeping (after the
-#: command left: Stats, histograms). All but bookkeeping add up to the tick's work.
+#: state), kernel (numba step), send (command frame to ZeroMQ), loop (from the wake to the
+#: start of the tick) and bookkeeping (after the command left: Stats, histograms). All but
+#: bookkeeping add up to the tick's work (wake to command sent).
 STAGES = ("state", "latent", "chunk", "decide", "kernel", "send", "loop", "bookkeeping")
 # clock stamps of one tick (monotonic ns), written into `StageBreakdown.stamps`; T_DEADLINE
 # is the tick's scheduled time
