@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from dualsys.behaviours.expert import expert_version
 from dualsys.bus import CameraFrame, Command, Instruction, RobotState, decode
 from dualsys.config import RobotConfig
-from dualsys.robot.model import OBJECTS
+from dualsys.scene import scene_of
 
 CODEBASE_VERSION = "dualsys-1.0 (LeRobot v2.0 layout)"
 CHUNK_SIZE = 1000
@@ -205,7 +205,7 @@ class DatasetReader:
             images=imgs,
             image_t=image_t,
             hands=_arr(tb, "observation.hands", (4, 3)),
-            objects=_arr(tb, "observation.objects", (len(OBJECTS), 3)),
+            objects=_arr(tb, "observation.objects", (-1, 3)),
         )
 
 
@@ -238,6 +238,7 @@ class DatasetWriter:
         cfg, r = self.cfg, self.cfg.rates
         cam = cfg.cameras[0]
         n = cfg.n_joints
+        objects = scene_of(cfg).object_names
         feats = {
             "observation.state": {"dtype": "float32", "shape": [n], "names": list(cfg.joint_names)},
             "observation.velocity": {"dtype": "float32", "shape": [n]},
@@ -245,8 +246,8 @@ class DatasetWriter:
             "observation.image_index": {"dtype": "int64", "shape": [1]},
             "observation.hands": {"dtype": "float32", "shape": [4, 3],
                                   "names": ["left_palm", "right_palm", "left_tip", "right_tip"]},
-            "observation.objects": {"dtype": "float32", "shape": [len(OBJECTS), 3],
-                                    "names": list(OBJECTS)},
+            "observation.objects": {"dtype": "float32", "shape": [len(objects), 3],
+                                    "names": list(objects)},
             "observation.images.head": {"dtype": "image", "shape": [cam.height, cam.width, 3],
                                         "fps": r.camera_hz, "storage": "images/*.npz:head"},
             "action": {"dtype": "float32", "shape": [n], "names": list(cfg.joint_names)},

@@ -29,7 +29,6 @@ from dualsys.behaviours.expert import BEHAVIOURS, Expert
 from dualsys.behaviours.rollout import apply_setup, ground_truth, new_setup
 from dualsys.behaviours.scoring import EVAL_EPISODE_S, LEAD_S, Score, Scorer, Trajectory, lead_in
 from dualsys.config import RobotConfig
-from dualsys.robot.model import OBJECTS
 
 #: Inference delay the offline eval plans for: the live policy's estimate (median chunk
 #: latency ~12 ms fp32 x 1.25, `chunks.DelayEstimator`) rounds up to one 50 Hz action period.
@@ -145,7 +144,7 @@ def run_policy_episode(sim, brain: OfflineBrain, cfg: RobotConfig, setup, text: 
     objs_a = np.array(objs)
     return Trajectory(
         np.array(ts), np.array(qs), np.array(hands),
-        {n: objs_a[:, i] for i, n in enumerate(OBJECTS)},
+        {n: objs_a[:, i] for i, n in enumerate(sim.scene.object_names)},
     )  # fmt: skip
 
 

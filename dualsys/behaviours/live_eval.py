@@ -30,7 +30,8 @@ from dualsys.behaviours.scoring import EVAL_EPISODE_S, LEAD_S, Scorer, Trajector
 from dualsys.bus import Instruction, Latent, Publisher, RobotState, Subscriber
 from dualsys.bus.limits import receive_spec
 from dualsys.config import RobotConfig
-from dualsys.robot.model import OBJECTS, build_model
+from dualsys.robot.model import build_model
+from dualsys.scene import scene_of
 from dualsys.supervisor import Supervisor, UpOptions
 from dualsys.system2.client import new_instruction_id
 from dualsys.system2.instruction import validate_instruction
@@ -79,7 +80,7 @@ class LiveEvaluator:
         """Bring the system up and open the evaluation links."""
         self.sup.start()
         self.ctx = zmq.Context()
-        self.scene = SceneWatch(self.ctx, self.cfg, self.run_dir, OBJECTS)
+        self.scene = SceneWatch(self.ctx, self.cfg, self.run_dir, scene_of(self.cfg).object_names)
         # a persistent instruction link: no connect (slow-joiner) delay inside the measurement
         self.instr = Publisher(
             self.ctx, self.cfg.endpoint("instruction", self.run_dir), "eval", bind=False

@@ -23,7 +23,6 @@ import numpy as np
 from dualsys.behaviours.expert import BEHAVIOURS, Expert
 from dualsys.bus import CameraFrame, Command, Instruction, RobotState, encode
 from dualsys.config import RobotConfig
-from dualsys.robot.model import OBJECTS
 
 EPISODE_S = 4.0
 SOURCE = "demo"
@@ -67,7 +66,7 @@ def new_setup(
 def apply_setup(sim, setup: Setup) -> None:
     """Put the simulation in the setup's state (robot at q_start, at rest; objects placed)."""
     sim.reset(setup.q_start)
-    for name in OBJECTS:
+    for name in sim.scene.object_names:
         pos = setup.objects[name]
         sim.set_object_pose(name, pos)
     sim.forward()
@@ -80,7 +79,7 @@ def ground_truth(sim) -> tuple[np.ndarray, np.ndarray]:
         sim.site_pos("left_hand"), sim.site_pos("right_hand"),
         sim.body_pos("L_middle_tip_link"), sim.body_pos("R_middle_tip_link"),
     ])  # fmt: skip
-    objs = np.stack([sim.site_pos(n) for n in OBJECTS])
+    objs = np.stack([sim.site_pos(n) for n in sim.scene.object_names])
     return hands, objs
 
 
