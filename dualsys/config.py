@@ -232,6 +232,9 @@ class RobotConfig:
     security: SecurityConfig = SecurityConfig()
     #: `section.key=value` overrides applied on top of the file (`dualsys up --set`)
     overrides: tuple[str, ...] = ()
+    #: `[task] pack`: the registry name of the robot's task pack (`dualsys.tasks`): its scripted
+    #: expert, scoring and lead-ins; "" = none. Only the learning wing reads it.
+    task_pack: str = ""
 
     @property
     def joint_names(self) -> tuple[str, ...]:
@@ -796,6 +799,11 @@ def load(path: str | Path, overrides: list[str] | None = None) -> RobotConfig:
     if sim.scene.endswith(".toml"):
         _stays_inside(path, "sim.scene", sim.scene)
     groups, joints = _groups_and_joints(path, doc)
+    task_pack = ""
+    if "task" in doc.data:
+        tt = doc.table("task")
+        task_pack = tt.str("pack")
+        tt.done()
     security = _security(doc.table("security"), base) if "security" in doc.data else None
     _tcp_needs_curve(path, endpoints, security or SecurityConfig())
     _check_security_paths(path, doc.data.get("security"))
@@ -817,6 +825,7 @@ def load(path: str | Path, overrides: list[str] | None = None) -> RobotConfig:
         joints=joints,
         security=security or SecurityConfig(),
         overrides=tuple(items),
+        task_pack=task_pack,
     )
 
 

@@ -17,10 +17,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dualsys.behaviours.expert import expert_version
 from dualsys.bus import CameraFrame, Command, Instruction, RobotState, decode
 from dualsys.config import RobotConfig
 from dualsys.scene import scene_of
+from dualsys.tasks import task_pack
 
 CODEBASE_VERSION = "dualsys-1.0 (LeRobot v2.0 layout)"
 CHUNK_SIZE = 1000
@@ -215,6 +215,7 @@ class DatasetWriter:
     def __init__(self, root: str | Path, cfg: RobotConfig) -> None:
         self.root = Path(root)
         self.cfg = cfg
+        self.pack = task_pack(cfg)
         (self.root / "meta").mkdir(parents=True, exist_ok=True)
         self.episodes: list[dict] = []
         self.tasks: dict[str, int] = {}
@@ -229,7 +230,7 @@ class DatasetWriter:
         self.episodes.append({
             "episode_index": index, "behaviour": ep.behaviour, "instruction": ep.instruction,
             "tasks": [ep.instruction], "length": len(ep), "seed": ep.seed,
-            "expert_version": expert_version(ep.behaviour),
+            "expert_version": self.pack.expert_version(ep.behaviour),
         })  # fmt: skip
         return index
 

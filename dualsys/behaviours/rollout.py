@@ -20,7 +20,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dualsys.behaviours.expert import BEHAVIOURS, Expert
 from dualsys.bus import CameraFrame, Command, Instruction, RobotState, encode
 from dualsys.config import RobotConfig
 
@@ -41,7 +40,7 @@ class Setup:
 
 
 def new_setup(
-    sim, expert: Expert, behaviour: str, instruction: str, seed: int, moving: float = 0.0
+    sim, expert, behaviour: str, instruction: str, seed: int, moving: float = 0.0
 ) -> Setup:
     """Random objects and start pose for one episode (deterministic in `seed`); with
     probability `moving` a lead-in behaviour instead of a still start (module docstring)."""
@@ -49,7 +48,7 @@ def new_setup(
     sim.reset()
     objects = sim.randomise_objects(rng)
     d = expert.default
-    others = [b for b in BEHAVIOURS if b not in (behaviour, "return_to_rest")]
+    others = [b for b in expert.behaviours if b not in (behaviour, "return_to_rest")]
     lead = None
     if moving > 0 and rng.random() < moving:
         lead = (others[rng.integers(len(others))], float(rng.uniform(0.6, 3.0)))
@@ -83,7 +82,7 @@ def ground_truth(sim) -> tuple[np.ndarray, np.ndarray]:
     return hands, objs
 
 
-def run_expert(sim, expert: Expert, cfg: RobotConfig, setup: Setup, seconds: float = EPISODE_S):
+def run_expert(sim, expert, cfg: RobotConfig, setup: Setup, seconds: float = EPISODE_S):
     """Execute the expert in the simulation; return (wire frames, hands (T,4,3), objs (T,k,3)).
 
     Frames, in time order: one Instruction, then per action step a RobotState and the

@@ -75,6 +75,7 @@ from dualsys.config import RobotConfig
 from dualsys.system1.contract import PolicyNorm, PolicySpec, read_contract, runtime_settings
 from dualsys.system1.policy import FlowPolicy, flow_loss, save_checkpoint
 from dualsys.system2.fusion import DEFAULT_WIDTH, FusionHead, save_fusion
+from dualsys.tasks import task_pack
 
 
 class Trainer:
@@ -329,7 +330,7 @@ class Trainer:
 
     def _weights(self) -> torch.Tensor | None:
         """Per-row draw weights, or None for uniform (every episode current, no oversampling)."""
-        current = self.fs.current_episodes()
+        current = self.fs.current_episodes(task_pack(self.cfg).expert_version)
         if not current.any():
             raise ValueError("no episode was demonstrated with the current expert version")
         names = {b.strip() for b in self.tc.oversample.split(",") if b.strip()}

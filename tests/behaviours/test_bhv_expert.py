@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from dualsys.behaviours.criteria import Trajectory
 from dualsys.behaviours.dataset import EpisodeRecorder
-from dualsys.behaviours.expert import BEHAVIOURS
 from dualsys.behaviours.plan import SPEED
 from dualsys.behaviours.rollout import new_setup, run_expert
-from dualsys.behaviours.scoring import Scorer, Trajectory
+from dualsys.tasks.gr1_table.behaviours import BEHAVIOURS
+from dualsys.tasks.gr1_table.scoring import Scorer
 
 
 def _trajectory(cfg, sim, expert, behaviour, seed):

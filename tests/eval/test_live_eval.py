@@ -15,6 +15,7 @@ from dualsys import config
 from dualsys.behaviours.live_eval import run_live_eval, summarise
 from dualsys.behaviours.phrasings import load_phrasings
 from dualsys.replay import read_mcap
+from dualsys.tasks import task_pack
 from dualsys.testing.extras import ensure_extra
 
 pytestmark = [pytest.mark.slow]
@@ -30,7 +31,9 @@ BEHAVIOURS = ("touch_blue_box", "bring_hands_together")
     reason="robots/gr1.toml ships no trained checkpoints",
 )
 def test_trained_brain_does_two_behaviours_live(tmp_path: Path) -> None:
-    trained = load_phrasings(CFG.path.parent / "gr1" / "phrasings_train.toml")
+    trained = load_phrasings(
+        CFG.path.parent / "gr1" / "phrasings_train.toml", task_pack(CFG).behaviours
+    )
     phrasings = {b: trained[b] for b in (*BEHAVIOURS, "return_to_rest")}
     mcap = tmp_path / "eval.mcap"
     results, codes, sup = run_live_eval(

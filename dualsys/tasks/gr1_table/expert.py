@@ -1,4 +1,4 @@
-"""The scripted expert: one joint-space `Plan` per behaviour, from any start pose.
+"""GR-1 at the table, the scripted expert: a joint-space `Plan` per behaviour from any start pose.
 
 Behaviours (names are the dataset's and the scorer's keys):
 
@@ -27,35 +27,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from dualsys.behaviours.kinematics import Kinematics
 from dualsys.behaviours.plan import Plan
 from dualsys.config import RobotConfig
+from dualsys.scene import scene_of
+from dualsys.tasks.gr1_table.behaviours import BEHAVIOURS, TOUCH_OBJECT
+from dualsys.tasks.gr1_table.kinematics import Kinematics
 
-BEHAVIOURS = (
-    "touch_red_cup",
-    "touch_blue_box",
-    "wave_right_hand",
-    "wave_left_hand",
-    "raise_both_arms",
-    "point_forward",
-    "bring_hands_together",
-    "open_close_hands",
-    "return_to_rest",
-)
-#: Version of each behaviour's demonstration (recorded per episode; `dualsys train` leaves out
-#: episodes of an older version). Behaviours not listed are version 1.
-EXPERT_VERSION = {"wave_right_hand": 2, "wave_left_hand": 2}
-
-
-def expert_version(behaviour: str) -> int:
-    """The current version of the expert's demonstration of `behaviour`."""
-    return EXPERT_VERSION.get(behaviour, 1)
-
-
-#: Which scene object a touch behaviour names.
-TOUCH_OBJECT = {"touch_red_cup": "cup", "touch_blue_box": "box"}
-#: Half heights (m) of the scene objects (dualsys.robot.model): top centre = centre + this.
-OBJECT_HALF_HEIGHT = {"cup": 0.05, "box": 0.03}
 TOUCH_ABOVE = 0.02
 APPROACH_ABOVE = 0.12
 WAVE_HZ = 1.0
@@ -70,6 +47,8 @@ class Expert:
 
     def __init__(self, cfg: RobotConfig, kin: Kinematics) -> None:
         self.cfg = cfg
+        self.behaviours = BEHAVIOURS
+        self.scene = scene_of(cfg)
         self.kin = kin
         self.names = cfg.joint_names
         self.limits = cfg.limits()
@@ -103,8 +82,9 @@ class Expert:
     # ------------------------------------------------------------------ poses
 
     def touch_target(self, obj: str, obj_pos: np.ndarray) -> np.ndarray:
-        """The fingertip point the expert aims at: TOUCH_ABOVE over the object's top centre."""
-        top = np.asarray(obj_pos, np.float64) + [0.0, 0.0, OBJECT_HALF_HEIGHT[obj]]
+        """The fingertip point the expert aims at: TOUCH_ABOVE over the object's top centre
+        (centre + the scene file's half height)."""
+        top = np.asarray(obj_pos, np.float64) + [0.0, 0.0, self.scene.object(obj).half_height]
         return top + [0.0, 0.0, TOUCH_ABOVE]
 
     def plan(self, behaviour: str, q_start: np.ndarray, objects: dict[str, np.ndarray]) -> Plan:
