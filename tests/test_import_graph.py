@@ -126,8 +126,8 @@ def test_process_modules_load_neither_mujoco_nor_the_expert(modules: list[str]) 
 
 
 def test_system2_loading_its_models_loads_neither_mujoco_nor_the_expert() -> None:
-    """The old System 2 imported behaviours.phrasings -> expert -> kinematics -> mujoco to
-    read its phrase bank while configuring the builtin encoder."""
+    """Configuring the builtin encoder reads its phrase bank through `dualsys.vocabulary`
+    (data), never through the learning wing's phrasings, which import the task pack."""
     loaded = _probe([f"dualsys.system2.{m}" for m in SYSTEM2], models=True)["after_models"]
     assert "torch" in loaded and "dualsys.vocabulary" in loaded
     assert not _forbidden(loaded)

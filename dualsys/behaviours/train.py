@@ -30,10 +30,9 @@ One training sample is one action step k of one episode:
   where they are from all demonstrations, not only the touch episodes. The head is not
   part of the shipped fusion checkpoint; run time sees only the image.
 - Auxiliary behaviour target (training only, `aux_behaviour` > 0): a linear head reads the
-  instructed behaviour back from the latent (cross-entropy). Without it the fusion head took
-  a shortcut through the robot's pose: told "return to rest" with the arms still raised, it
-  gave a latent nearer "raise both arms" at that pose (cos 0.90) than "return to rest" at the
-  rest pose (0.73), and the policy kept moving the arms. Not part of the shipped checkpoint.
+  instructed behaviour back from the latent (cross-entropy), so the latent carries the
+  instruction rather than a guess from the robot's pose (why: robots/gr1/TRAINING.md).
+  Not part of the shipped checkpoint.
 
 - Prefix conditioning (training-time action conditioning for real-time chunking,
   `prefix_max` > 0): each sample gives the first d ~ U{0..prefix_max} target actions as clean

@@ -8,10 +8,9 @@ Behaviours (names are the dataset's and the scorer's keys):
   Inverse kinematics is damped least squares on the arm's 7 joints plus waist yaw/pitch.
 - wave_right_hand / wave_left_hand: upper arm out to the side, forearm up, shoulder yaw
   swings the hand at `WAVE_HZ`. The arm goes to one end of the swing and the swing starts
-  there at full amplitude (version 2): the state "at rest at the swing's end" then always
-  continues the same way. Version 1 started at the centre with the amplitude ramped in over a
-  period, so the first ~0.3 s barely moved; a policy that cannot tell how long it has been
-  waiting stayed in that slow start (trained GR-1: hand up, no swing).
+  there at full amplitude (version 2), so the state "at rest at the swing's end" always
+  continues the same way: the policy cannot tell how long it has waited, and a slow start
+  would look like standing still (robots/gr1/TRAINING.md, "Expert versions").
 - raise_both_arms: both arms overhead.
 - point_forward: right arm straight forward at shoulder height, index finger out.
 - bring_hands_together: both palms meet in front of the chest (IK).
