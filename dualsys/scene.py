@@ -37,10 +37,12 @@ class Mount:
 
 @dataclass(frozen=True)
 class HandSite:
-    """A palm-centre site on a link, `offset` in the link's frame."""
+    """A palm-centre site on a link (`offset` in the link's frame) and the body whose origin is
+    that hand's fingertip (what touches are measured with)."""
 
     link: str
     offset: tuple[float, float, float]
+    tip: str
 
 
 @dataclass(frozen=True)
@@ -143,7 +145,7 @@ def parse(path: Path, data: dict[str, Any]) -> Scene:
     hand_sites = {}
     for name in list(hs.data):
         h = hs.table(name)
-        hand_sites[name] = HandSite(h.str("link"), _vec(h, "offset", 3))  # type: ignore[arg-type]
+        hand_sites[name] = HandSite(h.str("link"), _vec(h, "offset", 3), h.str("tip"))  # type: ignore[arg-type]
         h.done()
     table, objects, spread, min_gap = None, [], 0.0, 0.0
     if "table" in data:

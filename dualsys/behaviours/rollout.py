@@ -48,12 +48,12 @@ def new_setup(
     sim.reset()
     objects = sim.randomise_objects(rng)
     d = expert.default
-    others = [b for b in expert.behaviours if b not in (behaviour, "return_to_rest")]
+    others = [b for b in expert.behaviours if b not in (behaviour, expert.rest_behaviour)]
     lead = None
     if moving > 0 and rng.random() < moving:
         lead = (others[rng.integers(len(others))], float(rng.uniform(0.6, 3.0)))
     if lead is not None or rng.random() < 0.4:  # near the default pose (moving: lead from it)
-        q = d + rng.normal(0.0, 0.03, d.shape) * (np.arange(len(d)) < 14)
+        q = d + rng.normal(0.0, 0.03, d.shape) * expert.start_jitter
     else:
         other = others[rng.integers(len(others))]
         plan = expert.plan(other, d, objects)
@@ -72,12 +72,11 @@ def apply_setup(sim, setup: Setup) -> None:
 
 
 def ground_truth(sim) -> tuple[np.ndarray, np.ndarray]:
-    """(4, 3) palm (left, right) and middle-fingertip (left, right) positions, and
-    (n_objects, 3) object positions now."""
-    hands = np.stack([
-        sim.site_pos("left_hand"), sim.site_pos("right_hand"),
-        sim.body_pos("L_middle_tip_link"), sim.body_pos("R_middle_tip_link"),
-    ])  # fmt: skip
+    """(4, 3) palm (left, right) and fingertip (left, right) positions (the scene file's hand
+    sites and tip bodies), and (n_objects, 3) object positions now."""
+    sites = sim.scene.hand_sites
+    palms = [sim.site_pos(n) for n in sites]
+    hands = np.stack(palms + [sim.body_pos(h.tip) for h in sites.values()])
     objs = np.stack([sim.site_pos(n) for n in sim.scene.object_names])
     return hands, objs
 

@@ -37,7 +37,9 @@ class TaskPack:
 
     def expert(self, kin: Any) -> Any:
         """The scripted expert: `.plan(behaviour, q_start, objects)` gives a joint-space plan;
-        `.default` and `.limits` are the robot's default pose and joint limits."""
+        `.default` and `.limits` are the robot's default pose and joint limits, `.behaviours`
+        the pack's, `.rest_behaviour` the one that returns to the default pose, and
+        `.start_jitter` (n_joints,) which joints a still start perturbs around the default."""
         raise NotImplementedError
 
     def score(self, behaviour: str, traj: Trajectory) -> Score:

@@ -52,6 +52,11 @@ class Expert:
         self.names = cfg.joint_names
         self.limits = cfg.limits()
         self.default = self.limits["default"].copy()
+        #: the behaviour that goes back to the default pose (never a lead-in or a start pose)
+        self.rest_behaviour = "return_to_rest"
+        #: 1 for the joints a still start jitters around the default pose (the arms), else 0
+        arms = ("left_arm", "right_arm")
+        self.start_jitter = np.array([float(j.group in arms) for j in cfg.joints])
 
     def _idx(self, name: str) -> int:
         return self.names.index(name)
