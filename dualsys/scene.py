@@ -135,13 +135,13 @@ def parse(path: Path, data: dict[str, Any]) -> Scene:
     robot = doc.table("robot")
     base_height = robot.float("base_height", positive=True)
     robot.done()
-    cams = doc.table("cameras")
+    cams = doc.table("cameras") if "cameras" in data else _Table(path, "cameras", {})
     cameras = {}
     for name in list(cams.data):
         c = cams.table(name)
         cameras[name] = Mount(c.str("body"), _vec(c, "pos", 3), _vec(c, "xyaxes", 6))  # type: ignore[arg-type]
         c.done()
-    hs = doc.table("hand_sites")
+    hs = doc.table("hand_sites") if "hand_sites" in data else _Table(path, "hand_sites", {})
     hand_sites = {}
     for name in list(hs.data):
         h = hs.table(name)

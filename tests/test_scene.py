@@ -108,3 +108,18 @@ def test_scene_by_name_path_and_unknown_name(tmp_path):
     assert scene_of(own).path == (tmp_path / "mine.toml").resolve()
     with pytest.raises(ConfigError, match=r"sim.scene: no scene named 'gr2'.*did you mean gr1"):
         scene_of(config.load(copy, overrides=["sim.scene=gr2"]))
+
+
+def test_check_names_the_scene_file_for_a_missing_camera_mount(tmp_path):
+    """`dualsys check` builds the model: a camera without a mount is named in the scene file."""
+    from dualsys.robot import config_check
+
+    text = SHIPPED.read_text()
+    start, end = text.index("[cameras.head]"), text.index("# Palm-centre")
+    scene = tmp_path / "scene.toml"
+    scene.write_text(text[:start] + text[end:])
+    cfg = config.load(GR1.path, overrides=[f"sim.scene={str(scene)!r}"])
+    with pytest.raises(ConfigError) as err:
+        config_check.check(cfg)
+    assert err.value.path == str(scene) and err.value.key == "cameras.head", str(err.value)
+    assert "no mount for camera 'head'" in err.value.reason

@@ -23,7 +23,7 @@ from pathlib import Path
 import mujoco
 import numpy as np
 
-from dualsys.config import RobotConfig
+from dualsys.config import ConfigError, RobotConfig
 from dualsys.robot.meshes import simplify_spec_meshes
 from dualsys.scene import Scene, scene_of
 
@@ -139,15 +139,19 @@ def _add_table(spec: mujoco.MjSpec, scene: Scene) -> None:
 def _add_cameras(spec: mujoco.MjSpec, cfg: RobotConfig, scene: Scene) -> None:
     for cam in cfg.cameras:
         if cam.name not in scene.cameras:
-            raise ValueError(
-                f"{cfg.path}: cameras: no mount for camera {cam.name!r} in the scene file "
-                f"{scene.path} (mounts: {sorted(scene.cameras)}); add [cameras.{cam.name}] there"
+            raise ConfigError(
+                scene.path or cfg.path,
+                f"cameras.{cam.name}",
+                f"no mount for camera {cam.name!r} of {cfg.path} (mounts: "
+                f"{sorted(scene.cameras)}); add [cameras.{cam.name}] to the scene file",
             )
         mount = scene.cameras[cam.name]
         body = spec.body(mount.body)
         if body is None:
-            raise ValueError(
-                f"{scene.path}: cameras.{cam.name}.body: {mount.body!r} not in the model"
+            raise ConfigError(
+                scene.path or cfg.path,
+                f"cameras.{cam.name}.body",
+                f"{mount.body!r} not in the model",
             )
         x, y = np.array(mount.xyaxes[:3]), np.array(mount.xyaxes[3:])
         x, y = x / np.linalg.norm(x), y / np.linalg.norm(y)
