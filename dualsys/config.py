@@ -184,7 +184,8 @@ class Camera:
 
 @dataclass(frozen=True)
 class SimConfig:
-    """The MuJoCo simulation of the embodiment."""
+    """The MuJoCo simulation of the embodiment; `scene` names its scene file (dualsys/scene.py:
+    a path ending in .toml relative to the config, a shipped robot's scene name, or "none")."""
 
     model: str
     timestep: float
@@ -231,6 +232,9 @@ class RobotConfig:
     security: SecurityConfig = SecurityConfig()
     #: `section.key=value` overrides applied on top of the file (`dualsys up --set`)
     overrides: tuple[str, ...] = ()
+    #: `[task] pack`: the registry name of the robot's task pack (`dualsys.tasks`): its scripted
+    #: expert, scoring and lead-ins; "" = none. Only the learning wing reads it.
+    task_pack: str = ""
 
     @property
     def joint_names(self) -> tuple[str, ...]:
@@ -770,7 +774,7 @@ def load(path: str | Path, overrides: list[str] | None = None) -> RobotConfig:
         model=st.str("model"),
         timestep=st.float("timestep", positive=True),
         fixed_base=st.bool("fixed_base", True),
-        scene=st.str("scene", "table"),
+        scene=st.str("scene", "none"),
     )
     st.done()
     steps_per_tick = 1.0 / (sim.timestep * rates.control_hz)
@@ -792,7 +796,14 @@ def load(path: str | Path, overrides: list[str] | None = None) -> RobotConfig:
         )
     if not sim.model.startswith("fourier:"):
         _stays_inside(path, "sim.model", sim.model)
+    if sim.scene.endswith(".toml"):
+        _stays_inside(path, "sim.scene", sim.scene)
     groups, joints = _groups_and_joints(path, doc)
+    task_pack = ""
+    if "task" in doc.data:
+        tt = doc.table("task")
+        task_pack = tt.str("pack")
+        tt.done()
     security = _security(doc.table("security"), base) if "security" in doc.data else None
     _tcp_needs_curve(path, endpoints, security or SecurityConfig())
     _check_security_paths(path, doc.data.get("security"))
@@ -814,6 +825,7 @@ def load(path: str | Path, overrides: list[str] | None = None) -> RobotConfig:
         joints=joints,
         security=security or SecurityConfig(),
         overrides=tuple(items),
+        task_pack=task_pack,
     )
 
 

@@ -1,6 +1,7 @@
 """The runtime sits below the learning wing (issue 20.6): no runtime module imports
-`dualsys.behaviours` (or a task pack), and the System 1 and System 2 processes load neither
-the scripted expert nor MuJoCo, not even while System 2 loads its models."""
+`dualsys.behaviours` (or a task pack, `dualsys.tasks`), the System 1 and System 2 processes
+load neither the scripted expert nor MuJoCo, not even while System 2 loads its models, and the
+robot process builds its scene from data without loading a task pack."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ RUNTIME = (
     "rundir.py",
     "report.py",
     "vocabulary.py",
+    "scene.py",
     "supervisor.py",
     "record.py",
     "replay.py",
@@ -124,11 +126,43 @@ def test_process_modules_load_neither_mujoco_nor_the_expert(modules: list[str]) 
 
 
 def test_system2_loading_its_models_loads_neither_mujoco_nor_the_expert() -> None:
-    """The old System 2 imported behaviours.phrasings -> expert -> kinematics -> mujoco to
-    read its phrase bank while configuring the builtin encoder."""
+    """Configuring the builtin encoder reads its phrase bank through `dualsys.vocabulary`
+    (data), never through the learning wing's phrasings, which import the task pack."""
     loaded = _probe([f"dualsys.system2.{m}" for m in SYSTEM2], models=True)["after_models"]
     assert "torch" in loaded and "dualsys.vocabulary" in loaded
     assert not _forbidden(loaded)
+
+
+#: the robot process's modules, then its simulation built (model, scene, cameras) and stepped
+_PROBE_ROBOT = """
+import json, sys
+from dualsys import config
+import dualsys.robot.process, dualsys.robot.scene_link
+from dualsys.robot.simulation import Simulation
+sim = Simulation(config.load_robot("gr1"))
+sim.configure()
+sim.activate()
+sim.randomise_objects(__import__("numpy").random.default_rng(0))
+sim.step(10)
+assert sim.site_pos("cup")[2] > 0.7, sim.site_pos("cup")
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+def test_robot_process_builds_its_scene_without_a_task_pack() -> None:
+    """The table, objects and camera mount come from robots/gr1/scene.toml (dualsys.scene):
+    building and stepping the simulation loads MuJoCo but no task pack, no learning wing."""
+    out = subprocess.run(
+        [sys.executable, "-c", _PROBE_ROBOT],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT.parent,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    loaded = json.loads(out.stdout.strip().splitlines()[-1])
+    assert "mujoco" in loaded and "dualsys.scene" in loaded
+    assert not [m for m in loaded if m.startswith(LEARNING)]
 
 
 def _imported(importtime_log: str) -> list[str]:

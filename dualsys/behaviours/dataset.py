@@ -17,10 +17,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dualsys.behaviours.expert import expert_version
 from dualsys.bus import CameraFrame, Command, Instruction, RobotState, decode
 from dualsys.config import RobotConfig
-from dualsys.robot.model import OBJECTS
+from dualsys.scene import scene_of
+from dualsys.tasks import task_pack
 
 CODEBASE_VERSION = "dualsys-1.0 (LeRobot v2.0 layout)"
 CHUNK_SIZE = 1000
@@ -205,7 +205,7 @@ class DatasetReader:
             images=imgs,
             image_t=image_t,
             hands=_arr(tb, "observation.hands", (4, 3)),
-            objects=_arr(tb, "observation.objects", (len(OBJECTS), 3)),
+            objects=_arr(tb, "observation.objects", (-1, 3)),
         )
 
 
@@ -215,6 +215,7 @@ class DatasetWriter:
     def __init__(self, root: str | Path, cfg: RobotConfig) -> None:
         self.root = Path(root)
         self.cfg = cfg
+        self.pack = task_pack(cfg)
         (self.root / "meta").mkdir(parents=True, exist_ok=True)
         self.episodes: list[dict] = []
         self.tasks: dict[str, int] = {}
@@ -229,7 +230,7 @@ class DatasetWriter:
         self.episodes.append({
             "episode_index": index, "behaviour": ep.behaviour, "instruction": ep.instruction,
             "tasks": [ep.instruction], "length": len(ep), "seed": ep.seed,
-            "expert_version": expert_version(ep.behaviour),
+            "expert_version": self.pack.expert_version(ep.behaviour),
         })  # fmt: skip
         return index
 
@@ -238,6 +239,7 @@ class DatasetWriter:
         cfg, r = self.cfg, self.cfg.rates
         cam = cfg.cameras[0]
         n = cfg.n_joints
+        objects = scene_of(cfg).object_names
         feats = {
             "observation.state": {"dtype": "float32", "shape": [n], "names": list(cfg.joint_names)},
             "observation.velocity": {"dtype": "float32", "shape": [n]},
@@ -245,8 +247,8 @@ class DatasetWriter:
             "observation.image_index": {"dtype": "int64", "shape": [1]},
             "observation.hands": {"dtype": "float32", "shape": [4, 3],
                                   "names": ["left_palm", "right_palm", "left_tip", "right_tip"]},
-            "observation.objects": {"dtype": "float32", "shape": [len(OBJECTS), 3],
-                                    "names": list(OBJECTS)},
+            "observation.objects": {"dtype": "float32", "shape": [len(objects), 3],
+                                    "names": list(objects)},
             "observation.images.head": {"dtype": "image", "shape": [cam.height, cam.width, 3],
                                         "fps": r.camera_hz, "storage": "images/*.npz:head"},
             "action": {"dtype": "float32", "shape": [n], "names": list(cfg.joint_names)},

@@ -10,8 +10,8 @@ changes, planned with real-time chunking and settling) samples chunks with the p
 200 Hz control loop's numba kernel through the control loop's own hand-over
 (`KernelState.take_chunk`, seam blend included); the simulation tracks the commands. A
 return-to-rest episode starts at rest and first says a lead-in behaviour for 3 s, as the live
-eval does. Episodes are scored with `dualsys.behaviours.scoring` (the same functions the live
-eval uses). `python -m dualsys.behaviours.evaluate --episodes 5` prints a table.
+eval does. Episodes are scored by the robot's task pack (`dualsys.tasks`: the same criteria the
+live eval uses). `python -m dualsys.behaviours.evaluate --episodes 5` prints a table.
 """
 
 from __future__ import annotations
@@ -25,11 +25,10 @@ from pathlib import Path
 import numpy as np
 
 from dualsys import config
-from dualsys.behaviours.expert import BEHAVIOURS, Expert
+from dualsys.behaviours.criteria import Score, Trajectory
 from dualsys.behaviours.rollout import apply_setup, ground_truth, new_setup
-from dualsys.behaviours.scoring import EVAL_EPISODE_S, LEAD_S, Score, Scorer, Trajectory, lead_in
 from dualsys.config import RobotConfig
-from dualsys.robot.model import OBJECTS
+from dualsys.tasks import task_pack
 
 #: Inference delay the offline eval plans for: the live policy's estimate (median chunk
 #: latency ~12 ms fp32 x 1.25, `chunks.DelayEstimator`) rounds up to one 50 Hz action period.
@@ -84,7 +83,7 @@ class OfflineBrain:
 
 
 def run_policy_episode(sim, brain: OfflineBrain, cfg: RobotConfig, setup, text: str,
-                       seconds: float = EVAL_EPISODE_S, rtc: bool = True,
+                       seconds: float | None = None, rtc: bool = True,
                        delay_ns: int = LIVE_DELAY_NS,
                        latent_delay_ns: int = 0,
                        lead: tuple[str, float] | None = None) -> Trajectory:  # fmt: skip
@@ -99,12 +98,15 @@ def run_policy_episode(sim, brain: OfflineBrain, cfg: RobotConfig, setup, text: 
     t + latent_delay_ns (live: System 2's step, transport and frame age; 0 = at once).
     lead: (instruction, seconds) said first, as the live eval's lead-in; the trajectory starts
     when `text` is said. The sampler's noise is seeded with `setup.seed`: an episode is
-    reproducible on its own, whatever ran before it.
+    reproducible on its own, whatever ran before it. seconds: default the task pack's
+    evaluated episode length.
     """
     from dualsys.robot.interface import RUN
     from dualsys.system1.interp import KernelState
     from dualsys.system1.planner import Planner
 
+    if seconds is None:
+        seconds = task_pack(cfg).eval_episode_s
     apply_setup(sim, setup)
     r = cfg.rates
     tick_ns = 1_000_000_000 // r.control_hz
@@ -145,7 +147,7 @@ def run_policy_episode(sim, brain: OfflineBrain, cfg: RobotConfig, setup, text: 
     objs_a = np.array(objs)
     return Trajectory(
         np.array(ts), np.array(qs), np.array(hands),
-        {n: objs_a[:, i] for i, n in enumerate(OBJECTS)},
+        {n: objs_a[:, i] for i, n in enumerate(sim.scene.object_names)},
     )  # fmt: skip
 
 
@@ -154,7 +156,7 @@ def evaluate(
     brain: OfflineBrain,
     episodes: int,
     phrasings: dict[str, list[str]] | None = None,
-    behaviours=BEHAVIOURS,
+    behaviours: tuple[str, ...] | None = None,
     seed: int = 10_000,
     progress=None,
     rtc: bool = True,
@@ -163,32 +165,34 @@ def evaluate(
 ) -> dict:
     """Success per behaviour over `episodes` randomised episodes each (report dict).
 
-    with_lead_in: a return_to_rest episode starts at rest and says `lead_in(b, e)` for LEAD_S,
-    as the live eval does (False: from `new_setup`'s start pose, the policy starting fresh).
+    behaviours: default all of the task pack's.
+    with_lead_in: an episode the task pack gives a lead-in (`pack.lead_in(b, e)`) starts at
+    rest and says it for `pack.lead_s` first, as the live eval does (False: from `new_setup`'s
+    start pose, the policy starting fresh).
     """
-    from dualsys.behaviours.kinematics import Kinematics
     from dualsys.robot.simulation import Simulation
 
+    pack = task_pack(cfg)
+    behaviours = pack.behaviours if behaviours is None else behaviours
     sim = Simulation(cfg)
     sim.configure()
     sim.activate()
-    expert = Expert(cfg, Kinematics(cfg, sim.model, sim.jmap.qpos_adr))
-    scorer = Scorer(cfg)
+    expert = pack.expert(pack.kinematics(sim.model, sim.jmap.qpos_adr))
     report: dict = {"behaviours": {}}
     for b in behaviours:
         texts = (phrasings or {}).get(b, [b.replace("_", " ")])
         rows = []
         for e in range(episodes):
             text = texts[e % len(texts)]
-            setup = new_setup(sim, expert, b, text, seed + 1000 * BEHAVIOURS.index(b) + e)
-            lead = lead_in(b, e) if with_lead_in else None
+            setup = new_setup(sim, expert, b, text, seed + 1000 * pack.behaviours.index(b) + e)
+            lead = pack.lead_in(b, e) if with_lead_in else None
             if lead is not None:  # as the live eval: from rest, via another behaviour
                 setup.q_start = expert.default.copy()
             tr = run_policy_episode(
                 sim, brain, cfg, setup, text, rtc=rtc, latent_delay_ns=latent_delay_ns,
-                lead=None if lead is None else (lead, LEAD_S),
+                lead=None if lead is None else (lead, pack.lead_s),
             )  # fmt: skip
-            sc: Score = scorer.score(b, tr)
+            sc: Score = pack.score(b, tr)
             rows.append({"instruction": text, "success": sc.success, **sc.values})
             if progress:
                 progress(b, e, sc)
@@ -253,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"{cfg.path}: no policy/fusion checkpoint configured; pass --ckpt DIR")
     ph = args.phrasings or "training + held-out phrasings, interleaved"
     phrasings = eval_phrasings(cfg, args.phrasings or None)
-    behaviours = tuple(args.behaviours.split(",")) if args.behaviours else BEHAVIOURS
+    behaviours = tuple(args.behaviours.split(",")) if args.behaviours else None
     t0 = time.monotonic()
     brain = OfflineBrain(
         cfg, pol, fus, args.precision or None, not args.no_grounding, args.encoder or None

@@ -217,10 +217,9 @@ class FeatureSet:
     def __len__(self) -> int:
         return len(self.q)
 
-    def current_episodes(self) -> torch.Tensor:
-        """(episodes,) bool: demonstrated with the expert's current version of the behaviour."""
-        from dualsys.behaviours.expert import expert_version
-
+    def current_episodes(self, expert_version: Callable[[str], int]) -> torch.Tensor:
+        """(episodes,) bool: demonstrated with the expert's current version of the behaviour
+        (`expert_version`: the task pack's, `dualsys.tasks.TaskPack.expert_version`)."""
         now = torch.tensor([expert_version(b) for b in self.behaviours])
         return self.ep_version == now
 

@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 
 from dualsys.behaviours.dataset import DatasetWriter, EpisodeRecorder
-from dualsys.behaviours.expert import BEHAVIOURS
 from dualsys.config import RobotConfig
 
 _WORKER: dict = {}
@@ -25,16 +24,16 @@ def _init(cfg_path: str) -> None:
     import torch  # noqa: F401  (keep import order stable across workers)
 
     from dualsys import config
-    from dualsys.behaviours.expert import Expert
-    from dualsys.behaviours.kinematics import Kinematics
     from dualsys.robot.simulation import Simulation
+    from dualsys.tasks import task_pack
 
     cfg = config.load(cfg_path)
     sim = Simulation(cfg)
     sim.configure()
     sim.activate()
+    pack = task_pack(cfg)
     _WORKER.update(
-        cfg=cfg, sim=sim, expert=Expert(cfg, Kinematics(cfg, sim.model, sim.jmap.qpos_adr))
+        cfg=cfg, sim=sim, expert=pack.expert(pack.kinematics(sim.model, sim.jmap.qpos_adr))
     )
 
 
@@ -53,7 +52,7 @@ def jobs(
     phrasings: dict[str, list[str]],
     seed: int,
     seconds: float,
-    behaviours=BEHAVIOURS,
+    behaviours: tuple[str, ...],
     moving: float = 0.0,
 ) -> list[tuple[str, str, int, float, float]]:
     """The episode list: (behaviour, instruction, seed, seconds, moving), round-robin over

@@ -3,11 +3,12 @@
 The supervisor brings up the simulation, System 2 and System 1 as real processes with real
 sockets (exactly `dualsys up`). Each episode: "return to rest" for a while, re-place the objects
 (SceneReset, seeded), then `say` the episode's phrasing and record the robot state stream.
-A return-to-rest episode first says another behaviour (`LEAD_IN`, in turn) for `LEAD_S`, so
-it is scored on the way back from a raised, waving or reaching pose, not from rest. The
-recorded trajectory (joint positions at 200 Hz; palms and fingertips by forward kinematics of
-the recorded q; object positions as the simulation reports them) is scored by
-`dualsys.behaviours.scoring.Scorer` — the same criteria as the offline evaluation.
+An episode the robot's task pack gives a lead-in (GR-1: return to rest, after another
+behaviour in turn) first says that for the pack's `lead_s`, so it is scored on the way back
+from a raised, waving or reaching pose, not from rest. The recorded trajectory (joint
+positions at 200 Hz; palms and fingertips by the pack's forward kinematics of the recorded q;
+object positions as the simulation reports them) is scored by the task pack
+(`dualsys.tasks`) — the same criteria as the offline evaluation.
 
 Switch latency: time from sending the instruction until the robot is `SWITCH_PROGRESS_RAD`
 closer (joint space, controlled joints) to the pose it ends the episode in than it was at that
@@ -24,22 +25,22 @@ from pathlib import Path
 import numpy as np
 import zmq
 
-from dualsys.behaviours.kinematics import Kinematics
+from dualsys.behaviours.criteria import Trajectory
 from dualsys.behaviours.scene_watch import SceneWatch
-from dualsys.behaviours.scoring import EVAL_EPISODE_S, LEAD_S, Scorer, Trajectory, lead_in
 from dualsys.bus import Instruction, Latent, Publisher, RobotState, Subscriber
 from dualsys.bus.limits import receive_spec
 from dualsys.config import RobotConfig
-from dualsys.robot.model import OBJECTS, build_model
+from dualsys.robot.model import build_model
+from dualsys.scene import scene_of
 from dualsys.supervisor import Supervisor, UpOptions
 from dualsys.system2.client import new_instruction_id
 from dualsys.system2.instruction import validate_instruction
+from dualsys.tasks import task_pack
 
 SWITCH_PROGRESS_RAD = 0.05
 SWITCH_MIN_RAD = 0.1
 REST_PHRASE = "return to rest"
 REST_S = 3.0
-EPISODE_S = EVAL_EPISODE_S
 SAMPLE_HZ = 50
 
 
@@ -71,15 +72,15 @@ class LiveEvaluator:
         opts = UpOptions(untrained=untrained, record=record, system2_server=system2_server)
         self.sup = Supervisor(cfg, self.run_dir, opts)
         model, jmap = build_model(cfg)
-        self.kin = Kinematics(cfg, model, jmap.qpos_adr)
-        self.scorer = Scorer(cfg)
+        self.pack = task_pack(cfg)
+        self.kin = self.pack.kinematics(model, jmap.qpos_adr)
         self.ctrl = cfg.controlled_indices
 
     def start(self) -> None:
         """Bring the system up and open the evaluation links."""
         self.sup.start()
         self.ctx = zmq.Context()
-        self.scene = SceneWatch(self.ctx, self.cfg, self.run_dir, OBJECTS)
+        self.scene = SceneWatch(self.ctx, self.cfg, self.run_dir, scene_of(self.cfg).object_names)
         # a persistent instruction link: no connect (slow-joiner) delay inside the measurement
         self.instr = Publisher(
             self.ctx, self.cfg.endpoint("instruction", self.run_dir), "eval", bind=False
@@ -148,16 +149,16 @@ class LiveEvaluator:
         self._wait(REST_S)
         objects = self._reset_scene(seed, index)
         self._wait(0.3)
-        if (lead := lead_in(behaviour, index)) is not None:
+        if (lead := self.pack.lead_in(behaviour, index)) is not None:
             self._say(lead)
-            self._wait(LEAD_S)
+            self._wait(self.pack.lead_s)
         record: list[tuple[int, np.ndarray]] = []
         while self.states.recv_nowait() is not None:  # drop what came before the instruction
             pass
         trips0 = self._velocity_trips()
         t_say = time.monotonic_ns()
         adopt_s = self._say(phrasing)
-        self._wait(EPISODE_S, record)
+        self._wait(self.pack.eval_episode_s, record)
         if len(record) < 10:
             raise RuntimeError("no robot state received during the episode")
         t = (np.array([r[0] for r in record]) - t_say) / 1e9
@@ -172,7 +173,7 @@ class LiveEvaluator:
             hands=np.concatenate([palms, tips], axis=1),
             objects={o: np.repeat(p[None], len(t), axis=0) for o, p in objects.items()},
         )
-        score = self.scorer.score(behaviour, traj)
+        score = self.pack.score(behaviour, traj)
         values = dict(score.values, system2_adopt_s=adopt_s)
         trips1 = self._velocity_trips()
         if trips0 is not None and trips1 is not None:

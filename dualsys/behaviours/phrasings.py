@@ -1,17 +1,18 @@
-"""Instruction phrasings per behaviour, checked against the scripted expert's behaviours.
+"""Instruction phrasings per behaviour, checked against the task pack's behaviours.
 
 The files and their format belong to the robot's vocabulary (`dualsys.vocabulary`, which the
 runtime reads too); this module adds what only the learning wing knows: the behaviours the
-expert performs (`BEHAVIOURS`), the split into training and held-out phrasings, and the mix
-`dualsys eval` runs.
+robot's task pack performs (`dualsys.tasks`), the split into training and held-out phrasings,
+and the mix `dualsys eval` runs.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
-from dualsys.behaviours.expert import BEHAVIOURS
 from dualsys.config import RobotConfig
+from dualsys.tasks import task_pack
 from dualsys.vocabulary import PhrasingsError, read_phrasings, robot_dir
 
 __all__ = [
@@ -25,20 +26,24 @@ __all__ = [
 ]
 
 
-def load_phrasings(path: str | Path, require_all: bool = True) -> dict[str, list[str]]:
-    """behaviour -> phrasings from a TOML file; behaviours the expert does not perform and
-    empty lists are errors, and with `require_all` so is a behaviour missing."""
-    return read_phrasings(path, known=BEHAVIOURS, require_all=require_all)
+def load_phrasings(
+    path: str | Path, behaviours: Sequence[str], require_all: bool = True
+) -> dict[str, list[str]]:
+    """behaviour -> phrasings from a TOML file; names not in `behaviours` (the task pack's)
+    and empty lists are errors, and with `require_all` so is a behaviour missing."""
+    return read_phrasings(path, known=behaviours, require_all=require_all)
 
 
 def training_phrasings(cfg: RobotConfig) -> dict[str, list[str]]:
     """The training phrasings, checked to share no phrasing with the held-out file."""
-    d = robot_dir(cfg)
-    train = load_phrasings(d / "phrasings_train.toml")
+    d, known = robot_dir(cfg), task_pack(cfg).behaviours
+    train = load_phrasings(d / "phrasings_train.toml", known)
     held = d / "phrasings_heldout.toml"
     if held.is_file():
         seen = {t.lower() for ts in train.values() for t in ts}
-        overlap = [t for ts in load_phrasings(held).values() for t in ts if t.lower() in seen]
+        overlap = [
+            t for ts in load_phrasings(held, known).values() for t in ts if t.lower() in seen
+        ]
         if overlap:
             raise PhrasingsError(f"{held}: phrasings also used in training: {overlap}")
     return train
@@ -47,7 +52,9 @@ def training_phrasings(cfg: RobotConfig) -> dict[str, list[str]]:
 def heldout_phrasings(cfg: RobotConfig) -> dict[str, list[str]]:
     """The held-out phrasings (never trained on), or {} when the robot has none."""
     held = robot_dir(cfg) / "phrasings_heldout.toml"
-    return load_phrasings(held, require_all=False) if held.is_file() else {}
+    if not held.is_file():
+        return {}
+    return load_phrasings(held, task_pack(cfg).behaviours, require_all=False)
 
 
 def interleave(*sets: dict[str, list[str]]) -> dict[str, list[str]]:
@@ -67,6 +74,8 @@ def eval_phrasings(cfg: RobotConfig, files: str | None) -> dict[str, list[str]]:
     default the training phrasings interleaved with the held-out ones (half of the episodes
     of every behaviour use wordings the model never saw)."""
     if files:
-        sets = [load_phrasings(f.strip(), require_all=False) for f in files.split(",") if f.strip()]
+        known = task_pack(cfg).behaviours
+        names = [f.strip() for f in files.split(",") if f.strip()]
+        sets = [load_phrasings(f, known, require_all=False) for f in names]
         return interleave(*sets)
     return interleave(training_phrasings(cfg), heldout_phrasings(cfg))

@@ -20,10 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dualsys.behaviours.expert import BEHAVIOURS, Expert
 from dualsys.bus import CameraFrame, Command, Instruction, RobotState, encode
 from dualsys.config import RobotConfig
-from dualsys.robot.model import OBJECTS
 
 EPISODE_S = 4.0
 SOURCE = "demo"
@@ -42,7 +40,7 @@ class Setup:
 
 
 def new_setup(
-    sim, expert: Expert, behaviour: str, instruction: str, seed: int, moving: float = 0.0
+    sim, expert, behaviour: str, instruction: str, seed: int, moving: float = 0.0
 ) -> Setup:
     """Random objects and start pose for one episode (deterministic in `seed`); with
     probability `moving` a lead-in behaviour instead of a still start (module docstring)."""
@@ -50,12 +48,12 @@ def new_setup(
     sim.reset()
     objects = sim.randomise_objects(rng)
     d = expert.default
-    others = [b for b in BEHAVIOURS if b not in (behaviour, "return_to_rest")]
+    others = [b for b in expert.behaviours if b not in (behaviour, expert.rest_behaviour)]
     lead = None
     if moving > 0 and rng.random() < moving:
         lead = (others[rng.integers(len(others))], float(rng.uniform(0.6, 3.0)))
     if lead is not None or rng.random() < 0.4:  # near the default pose (moving: lead from it)
-        q = d + rng.normal(0.0, 0.03, d.shape) * (np.arange(len(d)) < 14)
+        q = d + rng.normal(0.0, 0.03, d.shape) * expert.start_jitter
     else:
         other = others[rng.integers(len(others))]
         plan = expert.plan(other, d, objects)
@@ -67,24 +65,23 @@ def new_setup(
 def apply_setup(sim, setup: Setup) -> None:
     """Put the simulation in the setup's state (robot at q_start, at rest; objects placed)."""
     sim.reset(setup.q_start)
-    for name in OBJECTS:
+    for name in sim.scene.object_names:
         pos = setup.objects[name]
         sim.set_object_pose(name, pos)
     sim.forward()
 
 
 def ground_truth(sim) -> tuple[np.ndarray, np.ndarray]:
-    """(4, 3) palm (left, right) and middle-fingertip (left, right) positions, and
-    (n_objects, 3) object positions now."""
-    hands = np.stack([
-        sim.site_pos("left_hand"), sim.site_pos("right_hand"),
-        sim.body_pos("L_middle_tip_link"), sim.body_pos("R_middle_tip_link"),
-    ])  # fmt: skip
-    objs = np.stack([sim.site_pos(n) for n in OBJECTS])
+    """(4, 3) palm (left, right) and fingertip (left, right) positions (the scene file's hand
+    sites and tip bodies), and (n_objects, 3) object positions now."""
+    sites = sim.scene.hand_sites
+    palms = [sim.site_pos(n) for n in sites]
+    hands = np.stack(palms + [sim.body_pos(h.tip) for h in sites.values()])
+    objs = np.stack([sim.site_pos(n) for n in sim.scene.object_names])
     return hands, objs
 
 
-def run_expert(sim, expert: Expert, cfg: RobotConfig, setup: Setup, seconds: float = EPISODE_S):
+def run_expert(sim, expert, cfg: RobotConfig, setup: Setup, seconds: float = EPISODE_S):
     """Execute the expert in the simulation; return (wire frames, hands (T,4,3), objs (T,k,3)).
 
     Frames, in time order: one Instruction, then per action step a RobotState and the

@@ -30,10 +30,9 @@ One training sample is one action step k of one episode:
   where they are from all demonstrations, not only the touch episodes. The head is not
   part of the shipped fusion checkpoint; run time sees only the image.
 - Auxiliary behaviour target (training only, `aux_behaviour` > 0): a linear head reads the
-  instructed behaviour back from the latent (cross-entropy). Without it the fusion head took
-  a shortcut through the robot's pose: told "return to rest" with the arms still raised, it
-  gave a latent nearer "raise both arms" at that pose (cos 0.90) than "return to rest" at the
-  rest pose (0.73), and the policy kept moving the arms. Not part of the shipped checkpoint.
+  instructed behaviour back from the latent (cross-entropy), so the latent carries the
+  instruction rather than a guess from the robot's pose (why: robots/gr1/TRAINING.md).
+  Not part of the shipped checkpoint.
 
 - Prefix conditioning (training-time action conditioning for real-time chunking,
   `prefix_max` > 0): each sample gives the first d ~ U{0..prefix_max} target actions as clean
@@ -75,6 +74,7 @@ from dualsys.config import RobotConfig
 from dualsys.system1.contract import PolicyNorm, PolicySpec, read_contract, runtime_settings
 from dualsys.system1.policy import FlowPolicy, flow_loss, save_checkpoint
 from dualsys.system2.fusion import DEFAULT_WIDTH, FusionHead, save_fusion
+from dualsys.tasks import task_pack
 
 
 class Trainer:
@@ -329,7 +329,7 @@ class Trainer:
 
     def _weights(self) -> torch.Tensor | None:
         """Per-row draw weights, or None for uniform (every episode current, no oversampling)."""
-        current = self.fs.current_episodes()
+        current = self.fs.current_episodes(task_pack(self.cfg).expert_version)
         if not current.any():
             raise ValueError("no episode was demonstrated with the current expert version")
         names = {b.strip() for b in self.tc.oversample.split(",") if b.strip()}

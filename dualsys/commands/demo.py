@@ -14,21 +14,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """Generate N expert episodes in the offline simulation into a dataset directory."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-    from dualsys.behaviours.expert import BEHAVIOURS
     from dualsys.behaviours.generate import generate, jobs
     from dualsys.behaviours.phrasings import PhrasingsError, training_phrasings
+    from dualsys.tasks import task_pack
 
     cfg = config.load_robot(args.robot)
+    known = task_pack(cfg).behaviours
     out = Path(args.out)
     if (out / "meta" / "info.json").exists() and not args.overwrite:
         print(f"dualsys demo: error: {out} already holds a dataset (--overwrite)", file=sys.stderr)
         return 2
-    behaviours = tuple(args.behaviours.split(",")) if args.behaviours else BEHAVIOURS
-    bad = [b for b in behaviours if b not in BEHAVIOURS]
+    behaviours = tuple(args.behaviours.split(",")) if args.behaviours else known
+    bad = [b for b in behaviours if b not in known]
     if bad:
-        print(
-            f"dualsys demo: error: unknown behaviours {bad}; known: {BEHAVIOURS}", file=sys.stderr
-        )
+        print(f"dualsys demo: error: unknown behaviours {bad}; known: {known}", file=sys.stderr)
         return 2
     try:
         phrasings = training_phrasings(cfg)

@@ -124,6 +124,7 @@ def _train_stage(cfg: config.RobotConfig, stage: Stage, out: Path) -> dict | Non
 
     from dualsys.behaviours.features import FeatureSet
     from dualsys.behaviours.train import Trainer
+    from dualsys.tasks import task_pack
 
     tc = dataclasses.replace(stage.train)  # the trainer may lower `steps` (max_minutes)
     state = out / "train_state.json"
@@ -140,11 +141,11 @@ def _train_stage(cfg: config.RobotConfig, stage: Stage, out: Path) -> dict | Non
     if tc.text_side:
         fs.add_side_features(enc.side)
     trainer = Trainer(cfg, fs, out, tc)
-    left_out = int((~fs.current_episodes()).sum())
+    left_out = int((~fs.current_episodes(task_pack(cfg).expert_version)).sum())
     if left_out:
         print(
             f"dualsys train: leaving out {left_out} episodes demonstrated with an older "
-            "version of the expert (dualsys.behaviours.expert.EXPERT_VERSION)"
+            "version of the expert (its task pack's expert_version)"
         )
     if trainer.step:
         print(f"dualsys train: stage {stage.name}: resuming {out} at step {trainer.step}")

@@ -154,6 +154,8 @@ def check(cfg: RobotConfig) -> None:
         model, jmap = build_model(cfg)
     except ModelMismatchError as exc:
         raise ConfigError(cfg.path, "joints", str(exc).split("\n", 1)[-1].strip()) from None
+    except ConfigError:  # already names its file (the config or its scene file) and key
+        raise
     except (FileNotFoundError, ValueError) as exc:
         # model.py names the config's key in its own "file: key: reason" messages
         text = str(exc).removeprefix(f"{cfg.path}: ")

@@ -6,7 +6,8 @@ config joint (kp, kd from the config's groups; the actuator's bias carries the d
 `ctrl = q* + (kd/kp) dq*` gives PD tracking with velocity feed-forward), joint armature and
 damping, gravity compensation through the actuators, mimic joints as equality constraints
 (MuJoCo's URDF reader turns `<mimic>` into joint equalities), a fixed or floating base, a
-table with a red cup and a blue box in front of the robot, and the cameras the config names.
+the scene of the robot's scene file (`dualsys.scene`: table and objects, palm sites, the base
+height) and the cameras the config names, on the mounts the scene file gives.
 
 `JointMap` says where every config joint lives in the compiled model (qpos/qvel address,
 actuator id). A joint named in the config but absent from the model, or a model joint the
@@ -22,26 +23,10 @@ from pathlib import Path
 import mujoco
 import numpy as np
 
-from dualsys.config import RobotConfig
+from dualsys.config import ConfigError, RobotConfig
 from dualsys.robot.meshes import simplify_spec_meshes
+from dualsys.scene import Scene, scene_of
 
-#: Where each camera name the configs may use is mounted: body, position, camera x/y axes.
-#: MuJoCo cameras look along their -z axis; (0,-1,0, s,0,c) looks forward (+x), pitched down
-#: by asin(s) relative to the body.
-CAMERA_MOUNTS: dict[str, tuple[str, tuple[float, float, float], tuple[float, ...]]] = {
-    "head": ("head_yaw_link", (0.12, 0.0, 0.03), (0.0, -1.0, 0.0, 0.565, 0.0, 0.825)),
-}
-
-#: Scene objects (free bodies) on the table, and their nominal (x, y) on the table top.
-OBJECTS = ("cup", "box")
-#: Palm-centre sites of the hands and the links they sit on (`_add_hand_sites`).
-HAND_SITES = {"left_hand": "left_end_effector_link", "right_hand": "right_end_effector_link"}
-TABLE_TOP_Z = 0.72
-TABLE_CENTER = (0.50, 0.0)
-TABLE_HALF = (0.25, 0.45, 0.02)
-OBJECT_XY = {"cup": (0.38, -0.16), "box": (0.40, 0.16)}
-#: Height of the robot base (pelvis) above the floor with the base fixed.
-BASE_HEIGHT = 0.95
 #: Default mesh simplification grid (m): 684k -> ~150k triangles, 128x128 render ~110 -> ~9 ms.
 MESH_CELL = 0.008
 
@@ -107,8 +92,8 @@ def _style_geoms(spec: mujoco.MjSpec) -> None:
             g.rgba = [0.5, 0.5, 0.5, 0.0]
 
 
-def _add_scene(spec: mujoco.MjSpec) -> None:
-    """Floor, light, a table and two free objects (red cup, blue box) in front of the robot."""
+def _add_world(spec: mujoco.MjSpec) -> None:
+    """Floor, light and render buffer sizes (every scene has them)."""
     w = spec.worldbody
     spec.visual.global_.offwidth = max(spec.visual.global_.offwidth, 640)
     spec.visual.global_.offheight = max(spec.visual.global_.offheight, 480)
@@ -119,12 +104,19 @@ def _add_scene(spec: mujoco.MjSpec) -> None:
     floor.group = 0
     light = w.add_light(name="top", pos=[0.5, 0.0, 2.5], dir=[0.0, 0.0, -1.0])
     light.castshadow = False
-    tx, ty = TABLE_CENTER
-    hx, hy, hz = TABLE_HALF
-    table = w.add_body(name="table", pos=[tx, ty, TABLE_TOP_Z - hz])
+
+
+def _add_table(spec: mujoco.MjSpec, scene: Scene) -> None:
+    """The scene's table and its free objects (body, geom and site named after the object,
+    free joint `<name>_free`), each standing on the table top at its nominal (x, y)."""
+    w, t = spec.worldbody, scene.table
+    assert t is not None
+    tx, ty = t.center
+    hx, hy, hz = t.half_size
+    table = w.add_body(name="table", pos=[tx, ty, t.top_z - hz])
     top = table.add_geom(type=mujoco.mjtGeom.mjGEOM_BOX, size=[hx, hy, hz], name="table_top")
     top.rgba = [0.62, 0.45, 0.3, 1]
-    leg_h = (TABLE_TOP_Z - 2 * hz) / 2
+    leg_h = (t.top_z - 2 * hz) / 2
     for i, (sx, sy) in enumerate(((1, 1), (1, -1), (-1, 1), (-1, -1))):
         leg = table.add_geom(
             type=mujoco.mjtGeom.mjGEOM_BOX,
@@ -133,44 +125,47 @@ def _add_scene(spec: mujoco.MjSpec) -> None:
             name=f"table_leg{i}",
         )
         leg.rgba = [0.4, 0.3, 0.2, 1]
-    cx, cy = OBJECT_XY["cup"]
-    cup = w.add_body(name="cup", pos=[cx, cy, TABLE_TOP_Z + 0.05])
-    cup.add_freejoint(name="cup_free")
-    g = cup.add_geom(type=mujoco.mjtGeom.mjGEOM_CYLINDER, size=[0.035, 0.05, 0], name="cup")
-    g.rgba, g.mass, g.condim = [0.85, 0.1, 0.1, 1], 0.15, 4
-    cup.add_site(name="cup", pos=[0, 0, 0])
-    bx, by = OBJECT_XY["box"]
-    box = w.add_body(name="box", pos=[bx, by, TABLE_TOP_Z + 0.03])
-    box.add_freejoint(name="box_free")
-    g = box.add_geom(type=mujoco.mjtGeom.mjGEOM_BOX, size=[0.03, 0.03, 0.03], name="box")
-    g.rgba, g.mass, g.condim = [0.1, 0.25, 0.85, 1], 0.1, 4
-    box.add_site(name="box", pos=[0, 0, 0])
+    shapes = {"cylinder": mujoco.mjtGeom.mjGEOM_CYLINDER, "box": mujoco.mjtGeom.mjGEOM_BOX}
+    for o in scene.objects:
+        x, y = o.xy
+        body = w.add_body(name=o.name, pos=[x, y, t.top_z + o.half_height])
+        body.add_freejoint(name=f"{o.name}_free")
+        size = [*o.size, 0.0][:3]
+        g = body.add_geom(type=shapes[o.shape], size=size, name=o.name)
+        g.rgba, g.mass, g.condim = list(o.rgba), o.mass, 4
+        body.add_site(name=o.name, pos=[0, 0, 0])
 
 
-def _add_cameras(spec: mujoco.MjSpec, cfg: RobotConfig) -> None:
+def _add_cameras(spec: mujoco.MjSpec, cfg: RobotConfig, scene: Scene) -> None:
     for cam in cfg.cameras:
-        if cam.name not in CAMERA_MOUNTS:
-            raise ValueError(
-                f"{cfg.path}: cameras: no mount known for camera {cam.name!r} "
-                f"(known: {sorted(CAMERA_MOUNTS)}); add it to dualsys.robot.model.CAMERA_MOUNTS"
+        if cam.name not in scene.cameras:
+            raise ConfigError(
+                scene.path or cfg.path,
+                f"cameras.{cam.name}",
+                f"no mount for camera {cam.name!r} of {cfg.path} (mounts: "
+                f"{sorted(scene.cameras)}); add [cameras.{cam.name}] to the scene file",
             )
-        body_name, pos, xyaxes = CAMERA_MOUNTS[cam.name]
-        body = spec.body(body_name)
+        mount = scene.cameras[cam.name]
+        body = spec.body(mount.body)
         if body is None:
-            raise ValueError(f"camera {cam.name!r}: body {body_name!r} not in the model")
-        x, y = np.array(xyaxes[:3]), np.array(xyaxes[3:])
+            raise ConfigError(
+                scene.path or cfg.path,
+                f"cameras.{cam.name}.body",
+                f"{mount.body!r} not in the model",
+            )
+        x, y = np.array(mount.xyaxes[:3]), np.array(mount.xyaxes[3:])
         x, y = x / np.linalg.norm(x), y / np.linalg.norm(y)
         quat = np.zeros(4)
         mujoco.mju_mat2Quat(quat, np.column_stack([x, y, np.cross(x, y)]).reshape(-1))
-        body.add_camera(name=cam.name, pos=list(pos), quat=quat.tolist(), fovy=cam.fovy)
+        body.add_camera(name=cam.name, pos=list(mount.pos), quat=quat.tolist(), fovy=cam.fovy)
 
 
-def _add_hand_sites(spec: mujoco.MjSpec) -> None:
-    """Sites "left_hand"/"right_hand" 8 cm past the end-effector links (palm centre)."""
-    for site, link in HAND_SITES.items():
-        body = spec.body(link)
+def _add_hand_sites(spec: mujoco.MjSpec, scene: Scene) -> None:
+    """The scene file's palm-centre sites, on their links (a link the model lacks: skipped)."""
+    for site, hand in scene.hand_sites.items():
+        body = spec.body(hand.link)
         if body is not None:
-            body.add_site(name=site, pos=[0, 0, -0.08])
+            body.add_site(name=site, pos=list(hand.offset))
 
 
 def check_joints(cfg: RobotConfig, model_joints: list[str], mimic: set[str]) -> None:
@@ -219,19 +214,17 @@ def build_spec(cfg: RobotConfig, mesh_cell: float = MESH_CELL) -> tuple[mujoco.M
         a.ctrllimited = mujoco.mjtLimited.mjLIMITED_FALSE
         a.forcelimited = mujoco.mjtLimited.mjLIMITED_TRUE
         a.forcerange = [-joint.effort, joint.effort]
+    scene = scene_of(cfg)
     base = spec.worldbody.first_body()
-    base.pos = [0.0, 0.0, BASE_HEIGHT]
+    base.pos = [0.0, 0.0, scene.base_height]
     if not cfg.sim.fixed_base:
         base.add_freejoint(name="base_free")
     _style_geoms(spec)
-    _add_hand_sites(spec)
-    if cfg.sim.scene == "table":
-        _add_scene(spec)
-    elif cfg.sim.scene != "none":
-        raise ValueError(
-            f"{cfg.path}: sim.scene: expected 'table' or 'none', got {cfg.sim.scene!r}"
-        )
-    _add_cameras(spec, cfg)
+    _add_hand_sites(spec, scene)
+    _add_world(spec)
+    if scene.table is not None:
+        _add_table(spec, scene)
+    _add_cameras(spec, cfg, scene)
     return spec, mimic
 
 

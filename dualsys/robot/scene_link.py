@@ -53,9 +53,11 @@ class SceneLink:
         self.objects: tuple[str, ...] = ()
         self.hands: tuple[str, ...] = ()
         if self.enabled:
-            from dualsys.robot.model import HAND_SITES, OBJECTS
+            from dualsys.scene import scene_of
 
-            self.objects, self.hands = self._sites(OBJECTS), self._sites(tuple(HAND_SITES))
+            scene = scene_of(cfg)
+            self.objects = self._sites(scene.object_names)
+            self.hands = self._sites(tuple(scene.hand_sites))
 
     def _sites(self, names: tuple[str, ...]) -> tuple[str, ...]:
         """The names the driver's model has a site for (a scene may lack an object)."""

@@ -15,12 +15,13 @@ import numpy as np
 from dualsys.config import RobotConfig
 from dualsys.robot.config_check import check_model_limits
 from dualsys.robot.interface import DAMP, DriverInfo, JointState, RobotDriver, register_driver
-from dualsys.robot.model import MESH_CELL, OBJECT_XY, OBJECTS, TABLE_TOP_Z, build_model
+from dualsys.robot.model import MESH_CELL, build_model
+from dualsys.scene import scene_of
 
 
 @register_driver("mujoco")
 class Simulation(RobotDriver):
-    """MuJoCo physics of the robot on its table scene.
+    """MuJoCo physics of the robot in its scene (`dualsys.scene`: table and objects, if any).
 
     read_state / write_command / advance / step are safe in the robot loop thread (no
     allocation beyond small numpy temporaries). `render` is for offline use (it owns a GL
@@ -32,6 +33,7 @@ class Simulation(RobotDriver):
     ) -> None:
         super().__init__(cfg, run_dir)
         self.mesh_cell = mesh_cell
+        self.scene = scene_of(cfg)
         self.model = None
         self.data = None
         self._renderer = None
@@ -61,7 +63,7 @@ class Simulation(RobotDriver):
         self._state = JointState.zeros(self.n)
         self._object_qadr = {
             name: m.jnt_qposadr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, f"{name}_free")]
-            for name in OBJECTS
+            for name in self.scene.object_names
             if mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, f"{name}_free") >= 0
         }
         self.limits = self.cfg.limits()
@@ -92,7 +94,7 @@ class Simulation(RobotDriver):
         d.ctrl[self._act] = q
         self._set_damped(False)
         for name in self._object_qadr:
-            x, y = OBJECT_XY[name]
+            x, y = self.scene.object(name).xy
             self.set_object_pose(name, (x, y, self._rest_z(name)))
         mj.mj_forward(m, d)
 
@@ -157,15 +159,19 @@ class Simulation(RobotDriver):
         self.data.qvel[dof : dof + 6] = 0.0
 
     def randomise_objects(
-        self, rng: np.random.Generator, spread: float = 0.08, min_gap: float = 0.12
+        self, rng: np.random.Generator, spread: float | None = None, min_gap: float | None = None
     ) -> dict[str, np.ndarray]:
-        """Move each object up to `spread` m from its nominal place, keeping them `min_gap` apart.
+        """Move each object up to `spread` m from its nominal place, keeping them `min_gap` apart
+        (defaults: the scene file's `table.spread` and `table.min_gap`).
 
         Yaw is random too. Returns the new positions. Deterministic for a given rng state.
         """
+        sc = self.scene
+        spread = sc.spread if spread is None else spread
+        min_gap = sc.min_gap if min_gap is None else min_gap
         for _ in range(100):
-            xy = {n: np.array(OBJECT_XY[n]) + rng.uniform(-spread, spread, 2) for n in OBJECTS}
-            names = [n for n in OBJECTS if n in self._object_qadr]
+            xy = {o.name: np.array(o.xy) + rng.uniform(-spread, spread, 2) for o in sc.objects}
+            names = [n for n in sc.object_names if n in self._object_qadr]
             if all(
                 np.linalg.norm(xy[a] - xy[b]) >= min_gap
                 for i, a in enumerate(names)
@@ -187,7 +193,8 @@ class Simulation(RobotDriver):
         m = self.model
         gid = self._mj.mj_name2id(m, self._mj.mjtObj.mjOBJ_GEOM, name)
         half = 1 if m.geom_type[gid] == self._mj.mjtGeom.mjGEOM_CYLINDER else 2
-        return TABLE_TOP_Z + float(m.geom_size[gid][half])
+        assert self.scene.table is not None  # objects exist only on a table
+        return self.scene.table.top_z + float(m.geom_size[gid][half])
 
     def forward(self) -> None:
         """Recompute positions (mj_forward) after editing the state by hand."""

@@ -7,10 +7,10 @@ import pytest
 
 @pytest.fixture(scope="module")
 def expert(cfg, sim):
-    from dualsys.behaviours.expert import Expert
-    from dualsys.behaviours.kinematics import Kinematics
+    from dualsys.tasks import task_pack
 
-    return Expert(cfg, Kinematics(cfg, sim.model, sim.jmap.qpos_adr))
+    pack = task_pack(cfg)
+    return pack.expert(pack.kinematics(sim.model, sim.jmap.qpos_adr))
 
 
 @pytest.fixture(scope="module")

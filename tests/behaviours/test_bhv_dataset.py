@@ -11,6 +11,7 @@ from dualsys.behaviours.dataset import DatasetReader, DatasetWriter, EpisodeReco
 from dualsys.behaviours.phrasings import PhrasingsError, load_phrasings, training_phrasings
 from dualsys.behaviours.rollout import new_setup, run_expert
 from dualsys.bus import DropError, decode
+from dualsys.tasks import task_pack
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +64,7 @@ def test_phrasings_files(cfg, tmp_path):
     bad = tmp_path / "p.toml"
     bad.write_text('[behaviours]\ndance = ["dance"]\n')
     with pytest.raises(PhrasingsError, match="dance"):
-        load_phrasings(bad)
+        load_phrasings(bad, task_pack(cfg).behaviours)
 
 
 def test_eval_phrasings_interleave_training_and_heldout(cfg, tmp_path):

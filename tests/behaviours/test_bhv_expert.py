@@ -5,19 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from dualsys.behaviours.criteria import Trajectory
 from dualsys.behaviours.dataset import EpisodeRecorder
-from dualsys.behaviours.expert import BEHAVIOURS
 from dualsys.behaviours.plan import SPEED
 from dualsys.behaviours.rollout import new_setup, run_expert
-from dualsys.behaviours.scoring import Scorer, Trajectory
-from dualsys.robot.model import OBJECTS
+from dualsys.tasks.gr1_table.behaviours import BEHAVIOURS
+from dualsys.tasks.gr1_table.scoring import Scorer
 
 
 def _trajectory(cfg, sim, expert, behaviour, seed):
     setup = new_setup(sim, expert, behaviour, behaviour, seed)
     frames, hands, objs = run_expert(sim, expert, cfg, setup)
     ep = EpisodeRecorder(cfg).episode(frames, behaviour, seed, hands, objs)
-    objects = {n: ep.objects[:, i].astype(np.float64) for i, n in enumerate(OBJECTS)}
+    objects = {n: ep.objects[:, i].astype(np.float64) for i, n in enumerate(sim.scene.object_names)}
     return ep, Trajectory(ep.t, ep.q, ep.hands.astype(np.float64), objects)
 
 
@@ -68,6 +68,6 @@ def test_moving_start_records_the_switch_from_another_behaviour(cfg, sim, expert
     d = cfg.limits()["default"]
     assert np.abs(ep.q[0, ctrl] - d[ctrl]).max() > 0.1  # not at rest when it starts
     assert np.abs(ep.dq[0, ctrl]).max() > 0.05  # ... and moving
-    objects = {n: ep.objects[:, i].astype(np.float64) for i, n in enumerate(OBJECTS)}
+    objects = {n: ep.objects[:, i].astype(np.float64) for i, n in enumerate(sim.scene.object_names)}
     tr = Trajectory(ep.t, ep.q, ep.hands.astype(np.float64), objects)
     assert Scorer(cfg).score("return_to_rest", tr).success

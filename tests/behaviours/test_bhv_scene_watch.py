@@ -14,10 +14,11 @@ import zmq
 from dualsys import config
 from dualsys.behaviours.scene_watch import SceneWatch
 from dualsys.bus import Publisher, SceneReset, Subscriber
-from dualsys.robot.model import OBJECTS
+from dualsys.scene import scene_of
 from tests.bus.test_scene_truth import HOSTILE, truth
 
 CFG = config.load_robot("gr1")
+OBJECTS = scene_of(CFG).object_names
 
 
 def _until(done, what: str, timeout: float = 5.0) -> None:

@@ -9,8 +9,9 @@ import re
 import numpy as np
 import pytest
 
-from dualsys.behaviours.expert import BEHAVIOURS
-from dualsys.behaviours.scoring import TOUCH_HOLD_S, TOUCH_RADIUS, Scorer, Trajectory
+from dualsys.behaviours.criteria import Trajectory
+from dualsys.tasks.gr1_table.behaviours import BEHAVIOURS
+from dualsys.tasks.gr1_table.scoring import TOUCH_HOLD_S, TOUCH_RADIUS, Scorer
 
 T = np.arange(0, 4.0, 0.02)
 

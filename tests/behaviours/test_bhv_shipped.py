@@ -9,6 +9,7 @@ import numpy as np
 from dualsys.behaviours.phrasings import load_phrasings, robot_dir, training_phrasings
 from dualsys.system1 import policy
 from dualsys.system2.fusion import load_fusion
+from dualsys.tasks import task_pack
 
 
 def test_shipped_checkpoints_load(cfg):
@@ -30,5 +31,5 @@ def test_shipped_checkpoints_load(cfg):
 
 def test_heldout_phrasings_are_unseen(cfg):
     train = training_phrasings(cfg)  # raises on overlap
-    held = load_phrasings(robot_dir(cfg) / "phrasings_heldout.toml")
+    held = load_phrasings(robot_dir(cfg) / "phrasings_heldout.toml", task_pack(cfg).behaviours)
     assert set(held) == set(train)

@@ -8,7 +8,7 @@ import dataclasses
 
 import numpy as np
 
-from dualsys.behaviours.scoring import LEAD_S, Scorer
+from dualsys.tasks.gr1_table.scoring import LEAD_S, Scorer
 
 
 def _rest_after_wave(cfg, sim, expert, brain, settle_ms: float):

@@ -5,8 +5,8 @@ deterministic sampler (noise 0) holds the hand up and never swings, the live eva
 
 from __future__ import annotations
 
-from dualsys.behaviours.expert import WAVE_HZ
-from dualsys.behaviours.scoring import Scorer
+from dualsys.tasks.gr1_table.expert import WAVE_HZ
+from dualsys.tasks.gr1_table.scoring import Scorer
 
 TEXT = "wave the left hand"
 

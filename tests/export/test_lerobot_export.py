@@ -14,6 +14,7 @@ import pytest
 
 from dualsys.behaviours.dataset import DatasetReader, DatasetWriter, EpisodeRecorder
 from dualsys.export import have_av
+from dualsys.tasks import task_pack
 from dualsys.testing.extras import ensure_extra
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,9 +28,9 @@ def ensure_av() -> None:
 @pytest.fixture(scope="module")
 def demo(cfg, sim, tmp_path_factory) -> Path:
     """Two short expert episodes, recorded as `dualsys demo` records them."""
-    from dualsys.behaviours.expert import Expert
-    from dualsys.behaviours.kinematics import Kinematics
     from dualsys.behaviours.rollout import new_setup, run_expert
+    from dualsys.tasks.gr1_table.expert import Expert
+    from dualsys.tasks.gr1_table.kinematics import Kinematics
 
     expert = Expert(cfg, Kinematics(cfg, sim.model, sim.jmap.qpos_adr))
     out = tmp_path_factory.mktemp("demo")
@@ -108,7 +109,7 @@ def test_train_reads_an_exported_dataset(cfg, demo, tmp_path) -> None:
     a, b = FeatureSet(build_cache(cfg, demo)), FeatureSet(build_cache(cfg, out))
     assert b.texts == a.texts and b.behaviours == a.behaviours
     assert b.ep_version.tolist() == a.ep_version.tolist() == [2, 1]  # the wave's expert v2
-    assert b.current_episodes().all()
+    assert b.current_episodes(task_pack(cfg).expert_version).all()
     for name in ("q", "dq", "act", "img", "ep", "step"):
         assert np.array_equal(getattr(a, name).numpy(), getattr(b, name).numpy()), name
     assert a.vision.shape == b.vision.shape

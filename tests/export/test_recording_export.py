@@ -98,10 +98,11 @@ def test_recorded_run_exports_as_episodes(cfg, tmp_path) -> None:
     assert np.all(np.isfinite(ep.action)) and ep.action.shape[1] == cfg.n_joints
     # dualsys train's feature cache takes it: three episodes, the two instructions as texts
     from dualsys.behaviours.features import FeatureSet, build_cache
+    from dualsys.tasks import task_pack
 
     fs = FeatureSet(build_cache(cfg, out))
     assert sorted(fs.texts) == ["touch the cup", "wave the right hand"]
-    assert len(fs.ep_start) == 3 and fs.current_episodes().all()
+    assert len(fs.ep_start) == 3 and fs.current_episodes(task_pack(cfg).expert_version).all()
     assert np.array_equal(fs.act[: lengths[0]].numpy()[:, 0], ep.action[:, 0])
 
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from dualsys import config
-from dualsys.robot.model import TABLE_TOP_Z, ModelMismatchError, build_model
+from dualsys.robot.model import ModelMismatchError, build_model
+from dualsys.scene import scene_of
 
 
 def test_joints_match_config_both_ways(cfg, sim):
@@ -48,13 +49,14 @@ def test_gains_limits_and_fixed_base(cfg, sim):
     assert m.opt.timestep == cfg.sim.timestep
 
 
-def test_scene_has_table_objects_and_head_camera(sim):
+def test_scene_has_table_objects_and_head_camera(cfg, sim):
     m = sim.model
+    top = scene_of(cfg).table.top_z
     for name in ("table_top", "cup", "box", "floor"):
         assert mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_GEOM, name) >= 0, name
     assert mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_CAMERA, "head") >= 0
     cup, box = sim.site_pos("cup"), sim.site_pos("box")
-    assert cup[2] > TABLE_TOP_Z and box[2] > TABLE_TOP_Z and cup[0] > 0.25 and box[0] > 0.25
+    assert cup[2] > top and box[2] > top and cup[0] > 0.25 and box[0] > 0.25
 
 
 def _edited_config(tmp_path, rename: dict[str, str]) -> config.RobotConfig:

@@ -15,9 +15,10 @@ import zmq
 from dualsys import config
 from dualsys.bus import Publisher, SceneReset, SceneTruth, Subscriber
 from dualsys.bus.limits import receive_spec
-from dualsys.robot.model import HAND_SITES, OBJECTS
+from dualsys.scene import scene_of
 
 CFG = config.load_robot("gr1")
+SCENE = scene_of(CFG)
 
 
 def _truth(sub: Subscriber, episode: int, timeout: float) -> SceneTruth | None:
@@ -61,8 +62,8 @@ def test_scene_reset_moves_objects_deterministically(tmp_path: Path) -> None:
         assert abs(cup[1][0] - cup[3][0]) < 0.01 and abs(cup[1][1] - cup[3][1]) < 0.01
         assert 0.5 < cup[1][2] < 1.2  # on the table
         truth = seen[3]
-        assert set(truth.named_objects()) == set(OBJECTS)
-        assert set(truth.named_hands()) == set(HAND_SITES)
+        assert set(truth.named_objects()) == set(SCENE.object_names)
+        assert set(truth.named_hands()) == set(SCENE.hand_sites)
         assert truth.sim_time > 0
         pub.close()
         sub.close()

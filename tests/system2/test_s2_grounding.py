@@ -11,6 +11,7 @@ import torch
 from dualsys import config
 from dualsys.behaviours.phrasings import load_phrasings
 from dualsys.system2.text import FAR_COS, TEXT_DIM, PhraseBank, TextEncoder, ground_for_robot
+from dualsys.tasks import task_pack
 
 CFG = config.load_robot("gr1")
 
@@ -46,7 +47,9 @@ def text() -> TextEncoder:
 def test_gr1_grounds_held_out_wordings_in_their_behaviour(text) -> None:
     """Held-out wordings (phrasings_heldout.toml, never trained on) land on their behaviour,
     the side feature keeps left and right apart, and an off-task request is called far."""
-    held = load_phrasings(CFG.system2.phrasings.parent / "phrasings_heldout.toml")
+    held = load_phrasings(
+        CFG.system2.phrasings.parent / "phrasings_heldout.toml", task_pack(CFG).behaviours
+    )
     wrong = {
         t: g.behaviour
         for b, ts in held.items()

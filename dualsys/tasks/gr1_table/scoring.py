@@ -1,20 +1,22 @@
-"""Success criteria per behaviour, on recorded state trajectories (offline or live).
+"""GR-1 at the table: success criteria per behaviour, on recorded trajectories (offline or live).
 
-A `Trajectory` holds what any run can record: times, joint positions (config order), palm
-and fingertip positions (left, right; from the simulation, or from q by forward kinematics
-with `dualsys.behaviours.kinematics.Kinematics.hands_batch`) and object positions.
-`score(name, traj)` returns a `Score` (success + the measured numbers behind it). The criteria:
+`Scorer.score(name, traj)` turns a `dualsys.behaviours.criteria.Trajectory` (palm and
+fingertip positions from the simulation, or from q by forward kinematics with
+`dualsys.tasks.gr1_table.kinematics.Kinematics.hands_batch`) into a `Score` (success + the
+measured numbers behind it). Heights (`*_HEIGHT`) are metres above the robot's base (the
+pelvis, `robot.base_height` of the scene file); object tops come from the scene's object sizes.
+The criteria:
 
 - touch_red_cup / touch_blue_box: some palm or fingertip gets within `TOUCH_RADIUS` (5 cm)
   of the named object's top centre and stays there for `TOUCH_HOLD_S`; at the end
   (last `HOLD_S`) the other object is not touched
   (no palm or fingertip within 5 cm of its top centre).
 - wave_right_hand / wave_left_hand: over the last `GESTURE_WINDOW_S` the waving palm is above
-  `WAVE_MIN_Z`, swings at least `WAVE_MIN_SWINGS` times by >= `WAVE_MIN_P2P` peak to peak
+  `WAVE_MIN_HEIGHT`, swings at least `WAVE_MIN_SWINGS` times by >= `WAVE_MIN_P2P` peak to peak
   (key poses), with a swing period between `WAVE_PERIOD` bounds (timing); the other palm stays
-  below `OTHER_HAND_MAX_Z`.
-- raise_both_arms: both palms above `RAISE_MIN_Z` for the last `HOLD_S`.
-- point_forward: right palm at least `POINT_MIN_X` forward and within `POINT_Z` height band
+  below `OTHER_HAND_MAX_HEIGHT`.
+- raise_both_arms: both palms above `RAISE_MIN_HEIGHT` for the last `HOLD_S`.
+- point_forward: right palm at least `POINT_MIN_X` forward and within `POINT_HEIGHT` height band
   for the last `HOLD_S`, left palm low, right index finger extended and the others curled.
 - bring_hands_together: palms within `TOGETHER_MAX_DIST` of each other and in front of the
   body (x >= `TOGETHER_MIN_X`) for the last `HOLD_S`.
@@ -27,12 +29,12 @@ with `dualsys.behaviours.kinematics.Kinematics.hands_batch`) and object position
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 
-from dualsys.behaviours.expert import OBJECT_HALF_HEIGHT, TOUCH_OBJECT
+from dualsys.behaviours.criteria import Check, Score, Trajectory, judge, longest_run, swings
 from dualsys.config import RobotConfig
+from dualsys.scene import scene_of
+from dualsys.tasks.gr1_table.behaviours import TOUCH_OBJECT
 
 #: Length of an evaluated episode (s), offline and live: long enough for the gestures to show
 #: several periods after the robot has got there (demonstrations may be shorter).
@@ -54,15 +56,15 @@ def lead_in(behaviour: str, index: int) -> str | None:
 TOUCH_RADIUS = 0.05
 TOUCH_HOLD_S = 0.3
 GESTURE_WINDOW_S = 2.5
-WAVE_MIN_Z = 1.35
+WAVE_MIN_HEIGHT = 0.40
 WAVE_MIN_SWINGS = 3
 WAVE_MIN_P2P = 0.12
 WAVE_PERIOD = (0.5, 2.0)
-OTHER_HAND_MAX_Z = 1.1
-RAISE_MIN_Z = 1.7
+OTHER_HAND_MAX_HEIGHT = 0.15
+RAISE_MIN_HEIGHT = 0.75
 HOLD_S = 0.5
 POINT_MIN_X = 0.5
-POINT_Z = (1.15, 1.45)
+POINT_HEIGHT = (0.20, 0.50)
 TOGETHER_MAX_DIST = 0.16
 TOGETHER_MIN_X = 0.2
 GRIP_MIN_CYCLES = 2
@@ -73,100 +75,13 @@ POINT_INDEX_MAX_CLOSURE = 0.3
 POINT_OTHERS_MIN_CLOSURE = 0.5
 
 
-@dataclass
-class Trajectory:
-    """A recorded run: t (T,), q (T, n_joints), hands (T, 4, 3): left/right palm then
-    left/right middle fingertip, objects: name -> (T, 3) centre positions."""
-
-    t: np.ndarray
-    q: np.ndarray
-    hands: np.ndarray
-    objects: dict[str, np.ndarray] = field(default_factory=dict)
-
-    def tail(self, seconds: float) -> np.ndarray:
-        """Boolean mask of the samples in the last `seconds`."""
-        return self.t >= self.t[-1] - seconds
-
-
-@dataclass
-class Score:
-    """Success and the measured values it was decided on (for tables and debugging); a failure
-    names every criterion it missed in `reason`."""
-
-    success: bool
-    values: dict[str, float]
-    reason: str = ""
-
-
-#: One criterion: (value name, comparison, bound); comparison ">=", ">", "<=", "<" or "in"
-#: (bound a (low, high) pair).
-Check = tuple[str, str, float | tuple[float, float]]
-
-
-def _plain(x: float) -> str:
-    """A number as a person reads it: 3 significant digits, no numpy type names."""
-    return f"{float(x):.3g}"
-
-
-def _holds(value: float, op: str, bound) -> bool:
-    if op == "in":
-        return bool(bound[0] <= value <= bound[1])
-    return bool({">=": value >= bound, ">": value > bound, "<=": value <= bound,
-                 "<": value < bound}[op])  # fmt: skip
-
-
-def _judge(label: str, values: dict[str, float], checks: list[Check]) -> Score:
-    """Score from named criteria; values become plain floats, and the reason of a failure
-    lists each missed criterion with its measured value and bound."""
-    vals = {k: float(v) for k, v in values.items()}
-    missed = []
-    for name, op, bound in checks:
-        v = vals[name]
-        if not _holds(v, op, bound):
-            want = (
-                f"in {_plain(bound[0])}..{_plain(bound[1])}"
-                if op == "in"
-                else f"{op} {_plain(bound)}"
-            )
-            missed.append(f"{name} {_plain(v)} (needs {want})")
-    return Score(not missed, vals, f"{label}: " + "; ".join(missed) if missed else "")
-
-
-def _longest_run(mask: np.ndarray, t: np.ndarray) -> float:
-    """Longest time (s) the mask stays true."""
-    best, start = 0.0, None
-    for i, m in enumerate(mask):
-        if m and start is None:
-            start = t[i]
-        if m:
-            best = max(best, t[i] - start)
-        else:
-            start = None
-    return best
-
-
-def _swings(x: np.ndarray, t: np.ndarray, min_p2p: float) -> tuple[int, list[float]]:
-    """Count direction reversals of x by >= min_p2p (hysteresis); also the swing periods."""
-    ext_t: list[float] = []
-    hi = lo = float(x[0])
-    state = 0
-    for xi, ti in zip(x, t, strict=True):
-        hi, lo = max(hi, xi), min(lo, xi)
-        if state >= 0 and hi - xi >= min_p2p:  # fell from a maximum
-            ext_t.append(float(ti))
-            state, lo = -1, xi
-        elif state <= 0 and xi - lo >= min_p2p:  # rose from a minimum
-            ext_t.append(float(ti))
-            state, hi = 1, xi
-    periods = [2 * (b - a) for a, b in zip(ext_t, ext_t[1:], strict=False)]
-    return len(ext_t), periods
-
-
 class Scorer:
     """Scores trajectories of one robot (needs joint names and defaults from its config)."""
 
     def __init__(self, cfg: RobotConfig) -> None:
         self.cfg = cfg
+        self.scene = scene_of(cfg)
+        self.base = self.scene.base_height
         self.names = cfg.joint_names
         lim = cfg.limits()
         self.default, self.lo, self.hi = lim["default"], lim["min"], lim["max"]
@@ -198,23 +113,23 @@ class Scorer:
     def _touch(self, obj: str, tr: Trajectory) -> Score:
         dists = {}
         for name, pos in tr.objects.items():
-            top = pos + [0.0, 0.0, OBJECT_HALF_HEIGHT[name]]
+            top = pos + [0.0, 0.0, self.scene.object(name).half_height]
             dists[name] = np.linalg.norm(tr.hands - top[:, None, :], axis=2).min(axis=1)
         d = dists[obj]
-        hold = _longest_run(d <= TOUCH_RADIUS, tr.t)
+        hold = longest_run(d <= TOUCH_RADIUS, tr.t)
         end = tr.tail(HOLD_S)
         others = [float(v[end].min()) for k, v in dists.items() if k != obj]
         wrong = min(others) if others else np.inf
         vals = {"min_dist": d.min(), "hold_s": hold, "other_min_dist": wrong}
         checks = [("hold_s", ">=", TOUCH_HOLD_S), ("other_min_dist", ">", TOUCH_RADIUS)]
-        return _judge(f"touch {obj}", vals, checks)
+        return judge(f"touch {obj}", vals, checks)
 
     def _wave(self, side: int, tr: Trajectory) -> Score:
         m = tr.tail(GESTURE_WINDOW_S)
         h = tr.hands[m, side]
         centred = h - h.mean(0)
         axis = np.linalg.svd(centred, full_matrices=False)[2][0]
-        n, periods = _swings(centred @ axis, tr.t[m], WAVE_MIN_P2P)
+        n, periods = swings(centred @ axis, tr.t[m], WAVE_MIN_P2P)
         z_min = float(h[:, 2].min())
         other_z = float(tr.hands[m, 1 - side, 2].max())
         per = float(np.median(periods)) if periods else 0.0
@@ -222,10 +137,10 @@ class Scorer:
         checks = [
             ("swings", ">=", WAVE_MIN_SWINGS),
             ("period_s", "in", WAVE_PERIOD),
-            ("hand_min_z", ">=", WAVE_MIN_Z),
-            ("other_max_z", "<=", OTHER_HAND_MAX_Z),
+            ("hand_min_z", ">=", self.base + WAVE_MIN_HEIGHT),
+            ("other_max_z", "<=", self.base + OTHER_HAND_MAX_HEIGHT),
         ]
-        return _judge("wave", vals, checks)
+        return judge("wave", vals, checks)
 
     def _wave_right_hand(self, tr: Trajectory) -> Score:
         return self._wave(1, tr)
@@ -235,7 +150,9 @@ class Scorer:
 
     def _raise_both_arms(self, tr: Trajectory) -> Score:
         z = tr.hands[tr.tail(HOLD_S), :2, 2].min()
-        return _judge("raise both arms", {"min_z": z}, [("min_z", ">=", RAISE_MIN_Z)])
+        return judge(
+            "raise both arms", {"min_z": z}, [("min_z", ">=", self.base + RAISE_MIN_HEIGHT)]
+        )
 
     def _point_forward(self, tr: Trajectory) -> Score:
         m = tr.tail(HOLD_S)
@@ -251,20 +168,20 @@ class Scorer:
         }
         checks = [
             ("min_x", ">=", POINT_MIN_X),
-            ("z_lo", ">=", POINT_Z[0]),
-            ("z_hi", "<=", POINT_Z[1]),
-            ("left_max_z", "<=", OTHER_HAND_MAX_Z),
+            ("z_lo", ">=", self.base + POINT_HEIGHT[0]),
+            ("z_hi", "<=", self.base + POINT_HEIGHT[1]),
+            ("left_max_z", "<=", self.base + OTHER_HAND_MAX_HEIGHT),
             ("index_closure", "<", POINT_INDEX_MAX_CLOSURE),
             ("others_closure", ">", POINT_OTHERS_MIN_CLOSURE),
         ]
-        return _judge("point forward", vals, checks)
+        return judge("point forward", vals, checks)
 
     def _bring_hands_together(self, tr: Trajectory) -> Score:
         m = tr.tail(HOLD_S)
         d = np.linalg.norm(tr.hands[m, 0] - tr.hands[m, 1], axis=1).max()
         x = tr.hands[m, :2, 0].min()
         checks = [("max_dist", "<=", TOGETHER_MAX_DIST), ("min_x", ">=", TOGETHER_MIN_X)]
-        return _judge("bring hands together", {"max_dist": d, "min_x": x}, checks)
+        return judge("bring hands together", {"max_dist": d, "min_x": x}, checks)
 
     def _open_close_hands(self, tr: Trajectory) -> Score:
         c = (self.closure(tr.q, "L").mean(1) + self.closure(tr.q, "R").mean(1)) / 2
@@ -286,9 +203,9 @@ class Scorer:
                 ("period_min_s", ">=", GRIP_PERIOD[0]),
                 ("period_max_s", "<=", GRIP_PERIOD[1]),
             ]
-        return _judge("open and close hands", vals, checks)
+        return judge("open and close hands", vals, checks)
 
     def _return_to_rest(self, tr: Trajectory) -> Score:
         m = tr.tail(HOLD_S)
         err = np.abs(tr.q[m][:, self.ctrl] - self.default[self.ctrl]).max()
-        return _judge("return to rest", {"max_err_rad": err}, [("max_err_rad", "<=", REST_TOL)])
+        return judge("return to rest", {"max_err_rad": err}, [("max_err_rad", "<=", REST_TOL)])

@@ -1,4 +1,4 @@
-"""The scripted expert: one joint-space `Plan` per behaviour, from any start pose.
+"""GR-1 at the table, the scripted expert: a joint-space `Plan` per behaviour from any start pose.
 
 Behaviours (names are the dataset's and the scorer's keys):
 
@@ -8,10 +8,9 @@ Behaviours (names are the dataset's and the scorer's keys):
   Inverse kinematics is damped least squares on the arm's 7 joints plus waist yaw/pitch.
 - wave_right_hand / wave_left_hand: upper arm out to the side, forearm up, shoulder yaw
   swings the hand at `WAVE_HZ`. The arm goes to one end of the swing and the swing starts
-  there at full amplitude (version 2): the state "at rest at the swing's end" then always
-  continues the same way. Version 1 started at the centre with the amplitude ramped in over a
-  period, so the first ~0.3 s barely moved; a policy that cannot tell how long it has been
-  waiting stayed in that slow start (trained GR-1: hand up, no swing).
+  there at full amplitude (version 2), so the state "at rest at the swing's end" always
+  continues the same way: the policy cannot tell how long it has waited, and a slow start
+  would look like standing still (robots/gr1/TRAINING.md, "Expert versions").
 - raise_both_arms: both arms overhead.
 - point_forward: right arm straight forward at shoulder height, index finger out.
 - bring_hands_together: both palms meet in front of the chest (IK).
@@ -27,35 +26,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from dualsys.behaviours.kinematics import Kinematics
 from dualsys.behaviours.plan import Plan
 from dualsys.config import RobotConfig
+from dualsys.scene import scene_of
+from dualsys.tasks.gr1_table.behaviours import BEHAVIOURS, TOUCH_OBJECT
+from dualsys.tasks.gr1_table.kinematics import Kinematics
 
-BEHAVIOURS = (
-    "touch_red_cup",
-    "touch_blue_box",
-    "wave_right_hand",
-    "wave_left_hand",
-    "raise_both_arms",
-    "point_forward",
-    "bring_hands_together",
-    "open_close_hands",
-    "return_to_rest",
-)
-#: Version of each behaviour's demonstration (recorded per episode; `dualsys train` leaves out
-#: episodes of an older version). Behaviours not listed are version 1.
-EXPERT_VERSION = {"wave_right_hand": 2, "wave_left_hand": 2}
-
-
-def expert_version(behaviour: str) -> int:
-    """The current version of the expert's demonstration of `behaviour`."""
-    return EXPERT_VERSION.get(behaviour, 1)
-
-
-#: Which scene object a touch behaviour names.
-TOUCH_OBJECT = {"touch_red_cup": "cup", "touch_blue_box": "box"}
-#: Half heights (m) of the scene objects (dualsys.robot.model): top centre = centre + this.
-OBJECT_HALF_HEIGHT = {"cup": 0.05, "box": 0.03}
 TOUCH_ABOVE = 0.02
 APPROACH_ABOVE = 0.12
 WAVE_HZ = 1.0
@@ -70,10 +46,17 @@ class Expert:
 
     def __init__(self, cfg: RobotConfig, kin: Kinematics) -> None:
         self.cfg = cfg
+        self.behaviours = BEHAVIOURS
+        self.scene = scene_of(cfg)
         self.kin = kin
         self.names = cfg.joint_names
         self.limits = cfg.limits()
         self.default = self.limits["default"].copy()
+        #: the behaviour that goes back to the default pose (never a lead-in or a start pose)
+        self.rest_behaviour = "return_to_rest"
+        #: 1 for the joints a still start jitters around the default pose (the arms), else 0
+        arms = ("left_arm", "right_arm")
+        self.start_jitter = np.array([float(j.group in arms) for j in cfg.joints])
 
     def _idx(self, name: str) -> int:
         return self.names.index(name)
@@ -103,8 +86,9 @@ class Expert:
     # ------------------------------------------------------------------ poses
 
     def touch_target(self, obj: str, obj_pos: np.ndarray) -> np.ndarray:
-        """The fingertip point the expert aims at: TOUCH_ABOVE over the object's top centre."""
-        top = np.asarray(obj_pos, np.float64) + [0.0, 0.0, OBJECT_HALF_HEIGHT[obj]]
+        """The fingertip point the expert aims at: TOUCH_ABOVE over the object's top centre
+        (centre + the scene file's half height)."""
+        top = np.asarray(obj_pos, np.float64) + [0.0, 0.0, self.scene.object(obj).half_height]
         return top + [0.0, 0.0, TOUCH_ABOVE]
 
     def plan(self, behaviour: str, q_start: np.ndarray, objects: dict[str, np.ndarray]) -> Plan:

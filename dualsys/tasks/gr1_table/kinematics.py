@@ -13,6 +13,7 @@ import mujoco
 import numpy as np
 
 from dualsys.config import RobotConfig
+from dualsys.scene import scene_of
 
 SIDES = ("left", "right")
 
@@ -37,8 +38,9 @@ class Kinematics:
         self.site = {
             s: mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, f"{s}_hand") for s in SIDES
         }
+        hand = scene_of(cfg).hand_sites
         self.tip = {
-            s: mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, f"{s[0].upper()}_middle_tip_link")
+            s: mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, hand[f"{s}_hand"].tip)
             for s in SIDES
         }
         self._jac = np.zeros((3, model.nv))
