@@ -28,8 +28,6 @@ import platform
 import time
 from pathlib import Path
 
-import numpy as np
-
 MAGIC = int.from_bytes(b"DSYSLOT1", "little")
 HEADER = 64
 _MAGIC, _CAP, _SEQ, _LEN, _RETIRED = range(5)  # u64 words of the header
@@ -74,8 +72,10 @@ class _Mapping:
     def __init__(self, fd: int, size: int, path: Path) -> None:
         self.path = path
         self.mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-        self.words = np.frombuffer(self.mm, dtype=np.uint64, count=8)
-        self.data = memoryview(self.mm)[HEADER:]
+        self._view = memoryview(self.mm)
+        # native u64 items: each read or write is one aligned 8-byte access, a Python int
+        self.words = self._view[:HEADER].cast("Q")
+        self.data = self._view[HEADER:]
         self._anchor = ctypes.c_char.from_buffer(self.mm, 8 * _SEQ)  # keeps the address valid
         self.seq_addr = ctypes.addressof(self._anchor)
 
@@ -92,8 +92,9 @@ class _Mapping:
         )
 
     def close(self) -> None:
-        del self.words
+        self.words.release()
         self.data.release()
+        self._view.release()
         del self._anchor
         self.mm.close()
 
@@ -116,7 +117,7 @@ class SlotWriter:
         size = HEADER + self.capacity
         if self.path.exists():  # reuse: readers already mapped to it keep working
             old = _open_existing(self.path)
-            if old is not None and int(old.words[_CAP]) == self.capacity:
+            if old is not None and old.words[_CAP] == self.capacity:
                 old.words[_RETIRED] = 0
                 return old
             if old is not None:  # another size: tell its readers to reopen, then replace it
@@ -141,7 +142,7 @@ class SlotWriter:
             return False
         m = self._map
         w = m.words
-        seq = int(w[_SEQ]) | 1  # odd: a write is in progress
+        seq = w[_SEQ] | 1  # odd: a write is in progress
         w[_SEQ] = seq
         w[_LEN] = n
         m.data[:n] = data
@@ -167,7 +168,7 @@ def _open_existing(path: Path) -> _Mapping | None:
         m = _Mapping(fd, size, path)
     finally:
         os.close(fd)
-    if int(m.words[_MAGIC]) != MAGIC or int(m.words[_CAP]) > size - HEADER:
+    if m.words[_MAGIC] != MAGIC or m.words[_CAP] > size - HEADER:
         m.close()
         return None
     return m
@@ -216,19 +217,19 @@ class SlotReader:
             return None
         w = m.words
         for _ in range(TORN_RETRIES):
-            s1 = int(w[_SEQ])
+            s1 = w[_SEQ]
             if s1 == self._seen:
                 return None
             if s1 & 1:
                 continue
-            n = int(w[_LEN])
-            if n > self.max_bytes or n > int(w[_CAP]):
-                if int(w[_SEQ]) != s1:
+            n = w[_LEN]
+            if n > self.max_bytes or n > w[_CAP]:
+                if w[_SEQ] != s1:
                     continue
                 self._seen = s1
                 return n
             self.view[:n] = m.data[:n]
-            if int(w[_SEQ]) == s1:  # unchanged across the copy: not torn
+            if w[_SEQ] == s1:  # unchanged across the copy: not torn
                 self._seen = s1
                 return self.view[:n]
         self.torn += 1
@@ -241,7 +242,7 @@ class SlotReader:
         if m is None:
             time.sleep(min(timeout_s, self.reopen_ns / 1e9))
             return
-        seq = int(m.words[_SEQ])
+        seq = m.words[_SEQ]
         if seq == self._seen or seq & 1:
             m.wait(seq, timeout_s)
 
