@@ -311,9 +311,10 @@ def where_the_time_goes(
         f"- Decode + validation after a wake-up: {p50(r, 'ipc', 'decode')} (ipc), "
         f"{p50(r, 'shm', 'decode')} (shm). The same call takes {cold['hot'].pct(50):.0f} "
         f"back to back and {cold['after 5 ms sleep'].pct(50):.0f} after a 5 ms sleep in this "
-        "run: on this VM the code a process runs after sleeping runs many times slower (measured; "
-        "the likely cause is caches and TLB gone cold while its vCPU idled), so the non-blocking receive's "
-        "cost is the machine's wake-up penalty on the decode, not the codec. The baseline's "
+        "run: on this VM the code a process runs after sleeping runs many times slower "
+        "(measured; the likely cause is caches and TLB gone cold while its vCPU idled), so "
+        "the non-blocking receive's cost is the machine's wake-up penalty on the decode, "
+        "not the codec. The baseline's "
         f"unpickle pays it too ({p50(r, 'rr_tcp', 'decode')}) but validates nothing. Leaner "
         "decode variants (cached array headers, a one-reduction finite check) measured no "
         "gain after a sleep and were not kept.",
