@@ -330,7 +330,7 @@ def where_the_time_goes(
         "- The old benchmark's consumer slept in poll(10) and its REP server in poll(1); both "
         "sides now sleep in the kernel until woken by the message, and each message has the "
         "machine to itself (no path's send overlaps another's).",
-        "- Tails (p99 and above, 3-5 ms on every path, the baseline's included) are stalls of "
+        "- Millisecond tails (on any path, the baseline's included) are stalls of "
         "the VM's vCPUs while other work shares the 2 cores; fewer wake-ups per message means "
         "fewer chances to meet one.",
     ]
