@@ -327,9 +327,11 @@ def where_the_time_goes(
         "after its sleep).",
         f"- Taking the bytes: zmq recv {p50(r, 'ipc', 'read')}, slot copy "
         f"{p50(r, 'shm', 'read')} (6 KiB into the reader's preallocated buffer).",
-        "- The old benchmark's consumer slept in poll(10) and its REP server in poll(1); both "
-        "sides now sleep in the kernel until woken by the message, and each message has the "
-        "machine to itself (no path's send overlaps another's).",
+        "- The previous table (ipc:// 1.57x slower than REQ/REP at p50) compared unlike "
+        "waits: its REP server woke every 1 ms (poll(1)), keeping its vCPU warm, and the REQ "
+        "consumer had just run, while the pub/sub consumer slept up to 100 ms and paid the "
+        "cold wake-up. Now every waiting side sleeps in the kernel until the message wakes it, "
+        "and each message has the machine to itself (no path's send overlaps another's).",
         "- Millisecond tails (on any path, the baseline's included) are stalls of "
         "the VM's vCPUs while other work shares the 2 cores; fewer wake-ups per message means "
         "fewer chances to meet one.",
