@@ -17,6 +17,8 @@ sequence was even and unchanged across the copy, so it never decodes a torn writ
 are decoded and validated exactly like a ZeroMQ message (dualsys.bus.codec): garbage, wrong
 lengths and held-odd sequences written by anyone else are dropped and counted, never decoded.
 The ordering of plain stores relies on x86-64 (total store order); other machines are refused.
+The file is owner-only in an owner-only directory, so only the same user can write it; such a
+process could also crash a reader by truncating the mapped file (SIGBUS), as it could kill it.
 """
 
 from __future__ import annotations

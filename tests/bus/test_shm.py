@@ -193,3 +193,19 @@ def test_waiting_reader_is_woken_by_another_process(tmp_path: Path) -> None:
     proc.join()
     assert msg is not None and msg.step == 9
     assert (woke - msg.header.t_mono_ns) / 1e6 < 200  # woken by the write, not a timeout
+
+
+def test_robot_latent_link_limits_hold_on_a_slot(tmp_path: Path) -> None:
+    from dualsys import config
+    from dualsys.bus.limits import receive_spec
+
+    cfg = config.load_robot("gr1")
+    ep = f"shm://{tmp_path}/run/latent.slot"
+    spec = receive_spec(cfg, "latent")
+    pub = Publisher(None, ep, "s2", max_bytes=spec["limits"].max_bytes)
+    sub = Subscriber(None, ep, (Latent,), **spec)
+    dim = cfg.system2.latent_dim
+    pub.send(Latent(vector=np.ones(dim, np.float32), instruction="wave", step=4))
+    assert sub.recv_latest().step == 4
+    pub.send(Latent(vector=np.ones(dim + 1, np.float32)))  # one float too many for this robot
+    assert sub.recv_latest() is None and sub.dropped_total == 1
