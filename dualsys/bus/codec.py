@@ -39,6 +39,7 @@ DROP_REASONS = (
     "wrong_shape",
     "nonfinite",
     "out_of_range",
+    "torn",  # shm:// only: the slot was being written through every read retry
 )
 
 

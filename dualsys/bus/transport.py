@@ -9,6 +9,9 @@
   larger messages before they are read: MAXMSGSIZE), and a non-blocking receive reads at most
   `max_msgs` messages per call, so a flood cannot stall the loop that drains it.
 - ipc:// socket files live in an owner-only run directory; tcp:// works the same way.
+- shm://<path> is the same-machine latest-value fast path (dualsys/bus/shm.py): the same
+  encoded messages and the same validation, through a shared-memory slot instead of a socket
+  (no ZeroMQ threads between sender and receiver). `sock` is None on such a link.
 """
 
 from __future__ import annotations
@@ -22,8 +25,9 @@ from typing import TYPE_CHECKING
 import zmq
 
 from dualsys.bus.codec import DropError, EncodeError, decode, encode
-from dualsys.bus.limits import DEFAULT, Limits
+from dualsys.bus.limits import DEFAULT, MAX_BYTES, Limits
 from dualsys.bus.messages import Message
+from dualsys.bus.shm import SlotReader, SlotWriter
 
 if TYPE_CHECKING:
     from dualsys.bus.curve import CurveConfig
@@ -33,6 +37,18 @@ DEFAULT_TIMEOUT_MS = 1000
 MAX_SOURCES = 64
 #: most messages one non-blocking receive call reads (a CONFLATE socket holds one anyway)
 MAX_PER_CALL = 64
+
+
+def is_shm(endpoint: str) -> bool:
+    """Whether the endpoint is a same-machine shared-memory slot (shm://)."""
+    return endpoint.startswith("shm://")
+
+
+def _shm_only_options(endpoint: str, curve: object, latest: bool = True) -> None:
+    if curve is not None:
+        raise ValueError(f"{endpoint}: CURVE is for off-board links; shm:// is same-machine")
+    if not latest:
+        raise ValueError(f"{endpoint}: a shm:// link keeps only the newest message (latest=True)")
 
 
 def prepare_endpoint(endpoint: str) -> None:
@@ -71,8 +87,9 @@ def _secure(sock: zmq.Socket, curve: CurveConfig, bind: bool) -> None:
 class Publisher:
     """Publishes messages of any type on one endpoint (one topic per endpoint).
 
-    `send` never blocks: when the peer's queue is full the message is dropped and counted in
-    `send_dropped`. Safe to call from the 200 Hz thread (one msgpack pack, one zmq send).
+    `send` never blocks: when the peer's queue is full (or, on shm://, the message exceeds
+    `max_bytes`) the message is dropped and counted in `send_dropped`. Safe to call from the
+    200 Hz thread (one msgpack pack, one zmq send or one copy into the slot).
     """
 
     def __init__(
@@ -85,40 +102,55 @@ class Publisher:
         hwm: int = 64,
         timeout_ms: int = DEFAULT_TIMEOUT_MS,
         curve: CurveConfig | None = None,
+        max_bytes: int = MAX_BYTES,
     ) -> None:
         self.endpoint, self.source = endpoint, source
+        self.seq = 0
+        self.sent = 0
+        self.send_dropped = 0
+        self.slot: SlotWriter | None = None
+        self.sock: zmq.Socket | None = None
+        if is_shm(endpoint):
+            _shm_only_options(endpoint, curve)
+            self.slot = SlotWriter(endpoint, max_bytes)
+            return
         self.sock = ctx.socket(zmq.PUB)
         _configure(self.sock, timeout_ms)
         self.sock.setsockopt(zmq.SNDHWM, hwm)
         if curve is not None:  # off-board link: ZeroMQ CURVE (dualsys/bus/curve.py)
             _secure(self.sock, curve, bind)
         _attach(self.sock, endpoint, bind)
-        self.seq = 0
-        self.sent = 0
-        self.send_dropped = 0
 
     def send(self, msg: Message, t_mono_ns: int | None = None) -> bool:
         """Encode and send without blocking. Returns False when the message was dropped."""
         self.seq += 1
         data = encode(msg, self.seq, self.source, t_mono_ns)
-        try:
-            self.sock.send(data, zmq.NOBLOCK)
-        except zmq.Again:
+        if not self._put(data):
             self.send_dropped += 1
             return False
         self.sent += 1
         return True
 
-    def send_raw(self, data: bytes) -> None:
-        """Send pre-encoded bytes (tests and fault injection)."""
+    def _put(self, data: bytes) -> bool:
+        if self.slot is not None:
+            return self.slot.write(data)
         try:
             self.sock.send(data, zmq.NOBLOCK)
         except zmq.Again:
+            return False
+        return True
+
+    def send_raw(self, data: bytes) -> None:
+        """Send pre-encoded bytes (tests and fault injection)."""
+        if not self._put(data):
             self.send_dropped += 1
 
     def close(self) -> None:
-        """Close the socket (LINGER 0: pending messages are discarded)."""
-        self.sock.close(0)
+        """Close the socket (LINGER 0: pending messages are discarded) or unmap the slot."""
+        if self.slot is not None:
+            self.slot.close()
+        else:
+            self.sock.close(0)
 
 
 class Subscriber:
@@ -128,7 +160,8 @@ class Subscriber:
     `recv_nowait` never block and read at most `max_msgs` messages (valid or not) per call:
     usable from the 200 Hz thread. `limits` bound what one message may be and allocate
     (`dualsys.bus.limits.receive_spec(cfg, topic)` gives them with the shapes for a robot);
-    `max_bytes`, when given, overrides limits.max_bytes.
+    `max_bytes`, when given, overrides limits.max_bytes. On a shm:// endpoint the subscriber
+    reads the publisher's slot (latest=True only, no CURVE); `sock` is then None.
     """
 
     def __init__(
@@ -149,6 +182,19 @@ class Subscriber:
         self.limits = limits or DEFAULT
         self.max_bytes = self.limits.max_bytes if max_bytes is None else max_bytes
         self.endpoint, self.accept, self.shapes = endpoint, accept, shapes
+        self.received = 0
+        self.dropped: Counter[str] = Counter()
+        self.gaps = 0
+        self.last_error = ""
+        self._last_seq: dict[str, int] = {}
+        self.untracked_sources = 0  # messages from sources beyond MAX_SOURCES (not seq-tracked)
+        self.last: Message | None = None
+        self.slot: SlotReader | None = None
+        self.sock: zmq.Socket | None = None
+        if is_shm(endpoint):
+            _shm_only_options(endpoint, curve, latest)
+            self.slot = SlotReader(endpoint, self.max_bytes)
+            return
         self.sock = ctx.socket(zmq.SUB)
         _configure(self.sock, timeout_ms)
         if latest:
@@ -160,15 +206,8 @@ class Subscriber:
         if curve is not None:  # off-board link: ZeroMQ CURVE (dualsys/bus/curve.py)
             _secure(self.sock, curve, bind)
         _attach(self.sock, endpoint, bind)
-        self.received = 0
-        self.dropped: Counter[str] = Counter()
-        self.gaps = 0
-        self.last_error = ""
-        self._last_seq: dict[str, int] = {}
-        self.untracked_sources = 0  # messages from sources beyond MAX_SOURCES (not seq-tracked)
-        self.last: Message | None = None
 
-    def _accept(self, data: bytes) -> Message | None:
+    def _accept(self, data: bytes | memoryview) -> Message | None:
         try:
             msg = decode(data, self.accept, self.shapes, self.max_bytes, self.limits)
         except DropError as exc:
@@ -191,6 +230,8 @@ class Subscriber:
         """Read up to max_msgs waiting messages (never blocks); the newest valid one, or None.
 
         Safe in the 200 Hz thread: bounded work whatever a peer sends."""
+        if self.slot is not None:
+            return self._read_slot()
         newest = None
         for _ in range(max_msgs):
             try:
@@ -204,7 +245,10 @@ class Subscriber:
 
     def recv_nowait(self, max_msgs: int = MAX_PER_CALL) -> Message | None:
         """The next waiting valid message in order, reading at most max_msgs messages (bad ones
-        dropped and counted); None when none is valid among them. Never blocks."""
+        dropped and counted); None when none is valid among them. Never blocks. On shm:// the
+        newest message (a slot holds one)."""
+        if self.slot is not None:
+            return self._read_slot()
         for _ in range(max_msgs):
             try:
                 data = self.sock.recv(zmq.NOBLOCK, copy=True)
@@ -218,6 +262,8 @@ class Subscriber:
     def recv(self, timeout_ms: int = DEFAULT_TIMEOUT_MS) -> Message | None:
         """Wait up to timeout_ms for the next valid message (bad ones are dropped and counted)."""
         deadline = time.monotonic() + timeout_ms / 1000
+        if self.slot is not None:
+            return self._wait_slot(deadline)
         while True:
             left = int((deadline - time.monotonic()) * 1000)
             if left < 0 or not self.sock.poll(max(left, 0)):
@@ -230,13 +276,41 @@ class Subscriber:
             if msg is not None:
                 return msg
 
+    def _read_slot(self) -> Message | None:
+        """The slot's newest message when new and valid (bounded, never blocks)."""
+        torn = self.slot.torn
+        data = self.slot.read()
+        if self.slot.torn != torn:
+            self.dropped["torn"] += 1
+            self.last_error = "torn: the slot was being written through every retry"
+        if data is None:
+            return None
+        if isinstance(data, int):
+            self.dropped["oversized"] += 1
+            self.last_error = f"oversized: {data} bytes > {self.max_bytes}"
+            return None
+        return self._accept(data)
+
+    def _wait_slot(self, deadline: float) -> Message | None:
+        while True:
+            msg = self._read_slot()
+            if msg is not None:
+                return msg
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            self.slot.wait(left)
+
     @property
     def dropped_total(self) -> int:
         return sum(self.dropped.values())
 
     def close(self) -> None:
-        """Close the socket."""
-        self.sock.close(0)
+        """Close the socket or unmap the slot."""
+        if self.slot is not None:
+            self.slot.close()
+        else:
+            self.sock.close(0)
 
 
 def age_ms(msg: Message, now_mono_ns: int | None = None) -> float:
@@ -245,4 +319,4 @@ def age_ms(msg: Message, now_mono_ns: int | None = None) -> float:
     return (now - msg.header.t_mono_ns) / 1e6
 
 
-__all__ = ["Publisher", "Subscriber", "EncodeError", "age_ms", "prepare_endpoint"]
+__all__ = ["Publisher", "Subscriber", "EncodeError", "age_ms", "is_shm", "prepare_endpoint"]
