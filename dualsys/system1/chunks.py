@@ -81,11 +81,9 @@ def plan_next(
     settling (the robot config's `policy.switch_settle_ms` after a new instruction): only
     SETTLE_SUPPORT actions beyond the delay are frozen and the rest of the old chunk gives
     no guidance, so the old task's motion is not carried into the new one. A policy trained
-    with prefix conditioning continues the motion its frozen actions show; told to rest
-    while still waving, the trained GR-1 policy kept the shoulder swinging (+-0.4 rad, for
-    the whole episode) with 3 hand-over actions frozen, and came to rest with 1 (a lead-in
-    behaviour, then "return to rest": live 6 / 20 -> 20 / 20, offline 3 / 8 -> 8 / 8
-    episodes). Settling for the whole task instead stops the waves and open/close, which
+    with prefix conditioning continues the motion its frozen actions show, so freezing fewer
+    actions lets a new instruction stop the old motion (a wave's swing is not carried into
+    "return to rest"). Settling for the whole task instead stops the waves and open/close, which
     carry their phase in the frozen actions (benchmarks/results/behaviours.md).
     """
     if current is not None and current.remaining(now_ns) > 0:
