@@ -360,7 +360,7 @@ class Trainer:
         save_checkpoint(
             self.ema_policy, self.out / "policy.safetensors", runtime_settings(self.cfg)
         )
-        save_fusion(self.ema_fusion, self.out / "fusion.safetensors")
+        save_fusion(self.ema_fusion, self.out / "fusion.safetensors", self.norm.state)
         moments = {
             f"raw/{name}.{k}": v.detach().contiguous()
             for name, model in self._models()

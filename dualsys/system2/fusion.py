@@ -19,7 +19,12 @@ trained in the behaviour issue). Checkpoint format: the head's `state_dict` tens
 metadata `format = "dualsys.system2.fusion"`, `version = "3"` and the integer dims
 `text_dim`, `vision_dim`, `state_dim`, `latent_dim`, `width`, `spatial_k`, `pixels`,
 `text_side` (as strings, safetensors metadata is str -> str; version "1" files have no
-spatial pathway, versions "1" and "2" no `text_side`). Write one with `save_fusion`.
+spatial pathway, versions "1" and "2" no `text_side`), and `state_norm`: the state
+normalisation the head was trained with (`StateNorm.to_json` as JSON). The head then sees the
+state through that normalisation, not through the robot config's current joint limits, so a
+changed limit cannot silently shift what the trained head sees; a checkpoint whose joint count
+differs from the robot's is refused. Files without `state_norm` use the config's limits. Write
+one with `save_fusion`.
 
 `text_side` = 1: the text input is `TextEncoder.embed_sided` (embedding + left/right side
 feature, 2 x text_dim) instead of the plain embedding; callers ask `FusionHead.text_side`.
@@ -32,6 +37,7 @@ global RNG, so every process and run gets the same weights: same inputs -> same 
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -92,6 +98,8 @@ class FusionHead(nn.Module):
         text_side: int = 0,
     ) -> None:
         super().__init__()
+        #: the state normalisation the weights were trained with (set by `load_fusion`)
+        self.state_norm: StateNorm | None = None
         self.dims = {
             "text_dim": text_dim,
             "vision_dim": vision_dim,
@@ -183,12 +191,14 @@ class FusionHead(nn.Module):
         return self
 
 
-def save_fusion(head: FusionHead, path: str | Path) -> None:
-    """Write a fusion checkpoint (safetensors + dims metadata)."""
+def save_fusion(head: FusionHead, path: str | Path, state_norm: StateNorm | None = None) -> None:
+    """Write a fusion checkpoint (safetensors + dims metadata + the state normalisation)."""
     from safetensors.torch import save_file
 
     meta = {"format": FORMAT, "version": FORMAT_VERSION}
     meta.update({k: str(v) for k, v in head.dims.items()})
+    if state_norm is not None:
+        meta["state_norm"] = json.dumps(state_norm.to_json())
     tensors = {k: v.detach().contiguous().cpu() for k, v in head.state_dict().items()}
     save_file(tensors, str(path), metadata=meta)
 
@@ -228,10 +238,22 @@ def load_fusion(path: str | Path, text_dim: int, vision_dim: int, state_dim: int
             raise FusionError(
                 f"{path}: checkpoint has {key} = {got[key]}, this setup needs {value}"
             )
+    norm = None
+    if "state_norm" in meta:
+        try:
+            norm = StateNorm.from_json(json.loads(meta["state_norm"]))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise FusionError(f"{path}: metadata state_norm is malformed ({exc})") from None
+        if norm.dim != state_dim:
+            raise FusionError(
+                f"{path}: metadata state_norm covers {norm.n} joints, this robot has "
+                f"{state_dim // 2}"
+            )
     head = FusionHead(**got)
     missing, unexpected = head.load_state_dict(tensors, strict=False)
     if missing or unexpected:
         raise FusionError(f"{path}: tensors missing {missing} / unexpected {unexpected}")
+    head.state_norm = norm
     return head.eval()
 
 
@@ -267,13 +289,19 @@ def make_fusion(
 
 
 class StateFeatures:
-    """Robot state -> the fusion head's state features (`dualsys.normalise.StateNorm` over the
-    joint limits: the one normalisation of training and inference)."""
+    """Robot state -> the fusion head's state features (`dualsys.normalise.StateNorm`: the one
+    normalisation of training and inference), over the joint limits until `use` gives the
+    checkpoint's own."""
 
     def __init__(self, limits: dict[str, np.ndarray]) -> None:
-        self.norm = StateNorm.from_limits(limits)
-        self.n = self.norm.n
-        self.dim = self.norm.dim
+        self.use(StateNorm.from_limits(limits))
+
+    def use(self, norm: StateNorm | None) -> None:
+        """Normalise with `norm` from now on (None keeps the current normalisation)."""
+        if norm is not None:
+            self.norm = norm
+            self.n = norm.n
+            self.dim = norm.dim
 
     def __call__(self, q: np.ndarray, dq: np.ndarray) -> np.ndarray:
         """(n,), (n,) -> (2n,) float32, clipped to +-`StateNorm.clip`."""

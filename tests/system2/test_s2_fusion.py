@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from dualsys import config
+from dualsys.normalise import StateNorm
 from dualsys.system2.fusion import (
     FusionError,
     FusionHead,
@@ -163,3 +167,64 @@ def test_side_feature_head_round_trip_and_older_files(tmp_path) -> None:
     meta.update({k: str(val) for k, val in old.dims.items() if k != "text_side"})
     save_file(dict(old.state_dict()), str(tmp_path / "v2.safetensors"), metadata=meta)
     assert not load_fusion(tmp_path / "v2.safetensors", **DIMS).text_side
+
+
+def _norm_scaled(scale: float) -> StateNorm:
+    n = StateNorm.from_limits(config.load_robot("gr1").limits())
+    return StateNorm(n.q_mid, n.q_half * scale, n.dq_scale * scale, n.clip)
+
+
+def test_checkpoint_carries_its_state_normalisation(tmp_path) -> None:
+    path = tmp_path / "f.safetensors"
+    trained_with = _norm_scaled(2.0)
+    save_fusion(FusionHead(**DIMS, width=32), path, trained_with)
+    head = load_fusion(path, **DIMS)
+    np.testing.assert_array_equal(head.state_norm.q_half, trained_with.q_half)
+    lim = config.load_robot("gr1").limits()
+    sf = StateFeatures(lim)
+    sf.use(head.state_norm)  # what the encoders do after loading
+    # at the joint maximum the config's limits give 1.0; the checkpoint's (twice as wide) 0.5
+    np.testing.assert_allclose(sf(lim["max"], lim["velocity"]), 0.5, atol=1e-5)
+    save_fusion(FusionHead(**DIMS, width=32), path)  # no record: the config's limits stay
+    assert load_fusion(path, **DIMS).state_norm is None
+
+
+def test_bad_state_normalisation_record_is_refused(tmp_path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    path = tmp_path / "f.safetensors"
+    save_fusion(FusionHead(**DIMS, width=32), path, _norm_scaled(1.0))
+    tensors = load_file(str(path))
+    meta = {"format": "dualsys.system2.fusion", "version": "3", "width": "32", "text_side": "0"}
+    meta.update({k: str(v) for k, v in DIMS.items()})
+    bad = {
+        "not json": "{",
+        "negative half range": json.dumps({**_norm_scaled(-1.0).to_json()}),
+        "missing field": json.dumps({"q_mid": [0.0]}),
+    }
+    for raw in bad.values():
+        save_file(tensors, str(path), metadata={**meta, "state_norm": raw})
+        with pytest.raises(FusionError, match="state_norm"):
+            load_fusion(path, **DIMS)
+    n = _norm_scaled(1.0)
+    short = StateNorm(n.q_mid[:10], n.q_half[:10], n.dq_scale[:10])
+    save_file(tensors, str(path), metadata={**meta, "state_norm": json.dumps(short.to_json())})
+    with pytest.raises(FusionError, match="covers 10 joints"):
+        load_fusion(path, **DIMS)
+
+
+def test_shipped_fusion_sees_the_state_as_its_policy_was_trained() -> None:
+    cfg = config.load_robot("gr1")
+    head = load_fusion(cfg.system2.checkpoint, **DIMS)
+    spec = json.loads((Path(cfg.system2.checkpoint).parent / "policy.json").read_text())
+    assert head.state_norm is not None
+    assert head.state_norm.to_json() == spec["normalisation"]["state"]
+
+
+def test_builtin_encoder_normalises_the_state_with_its_checkpoint() -> None:
+    from dualsys.system2 import encoders
+
+    torch.set_num_threads(1)
+    enc = encoders.create(config.load_robot("gr1"))
+    enc.configure()
+    assert enc.fusion.state_norm is not None and enc.state.norm is enc.fusion.state_norm

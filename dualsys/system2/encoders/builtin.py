@@ -50,6 +50,7 @@ class BuiltinEncoder(Encoder):
             self.latent_dim,
         )
         self.fusion = head.to(self.device)
+        self.state.use(head.state_norm)  # the checkpoint's, when it has one
         bank = None
         if self.fusion_checkpoint is not None:
             bank = ground_for_robot(self.text, self.cfg, self.fusion.text_side)

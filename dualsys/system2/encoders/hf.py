@@ -124,6 +124,7 @@ class HFEncoder(Encoder):
             self.latent_dim,
         )
         self.fusion = head.to(self.device)
+        self.state.use(head.state_norm)  # the checkpoint's, when it has one
         self.description = f"hf: {mtype} from {path} on {device} ({what}), fusion {how}"
 
     @property
