@@ -104,6 +104,13 @@ class TrainConfig:
         lo=0,
         hi=10,
     )
+    noise_scale: float = _knob(
+        1.0,
+        "scale of the noise each sampled chunk starts from, written into the checkpoint as the "
+        "setting it runs with (1 = the trained distribution, 0 = the noise's mean)",
+        lo=0,
+        hi=10,
+    )
     aux_objects: float = _knob(
         0.0,
         "weight of the auxiliary loss that teaches the spatial "

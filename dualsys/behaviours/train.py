@@ -71,7 +71,7 @@ from torch.nn import functional as F  # noqa: N812
 from dualsys.behaviours.features import FeatureSet
 from dualsys.behaviours.recipe import TrainConfig
 from dualsys.config import RobotConfig
-from dualsys.system1.contract import PolicyNorm, PolicySpec, read_contract, runtime_settings
+from dualsys.system1.contract import PolicyNorm, PolicySpec, runtime_settings
 from dualsys.system1.policy import FlowPolicy, flow_loss, save_checkpoint
 from dualsys.system2.fusion import DEFAULT_WIDTH, FusionHead, save_fusion
 from dualsys.tasks import task_pack
@@ -92,7 +92,7 @@ class Trainer:
                 "layers": tc.layers or base.layers,
                 "latent_tokens": tc.latent_tokens,
                 "prefix_conditioning": tc.prefix_max > 0,
-                "noise_scale": validated_noise_scale(cfg),
+                "noise_scale": tc.noise_scale,
             }
         )
         if tc.spatial_k > 0 and features.pixels is None:
@@ -440,15 +440,6 @@ class Trainer:
         self.losses = [tuple(x) for x in state["losses"]]
         self.aux_losses = [tuple(x) for x in state.get("aux_losses", [])]
         self.gen.set_state(torch.tensor(state["gen_state"], dtype=torch.uint8))
-
-
-def validated_noise_scale(cfg: RobotConfig) -> float:
-    """The sampling noise scale of the robot's configured policy checkpoint (the setting the
-    shipped weights were validated with), 1.0 (the trained distribution) without one."""
-    if cfg.policy.checkpoint is None or not cfg.policy.checkpoint.exists():
-        return 1.0
-    spec, _, _ = read_contract(cfg.policy.checkpoint)
-    return spec.noise_scale
 
 
 def plot_losses(losses: list[tuple[int, float]], path: Path) -> None:

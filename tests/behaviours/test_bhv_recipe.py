@@ -43,6 +43,7 @@ def test_the_shipped_recipe_is_complete_and_is_the_one_of_the_shipped_weights():
     assert (last.width, last.layers) == (spec["width"], spec["layers"])
     assert (last.prefix_max > 0) == spec["prefix_conditioning"]
     assert last.latent_tokens == spec["latent_tokens"]
+    assert last.noise_scale == spec["noise_scale"] == 0.05  # the sampling the weights run with
     assert last.aux_behaviour == 0.1 and last.oversample == "open_close_hands,raise_both_arms"
     assert r.stages[0].train.prefix_offset == 0.15 and last.prefix_offset == 0.05
 

@@ -22,7 +22,6 @@ from dualsys.system1.policy import (
     ChunkSampler,
     PolicySpec,
     load_checkpoint,
-    read_contract,
     runtime_settings,
 )
 from dualsys.system2.fusion import load_fusion
@@ -72,7 +71,7 @@ def test_tiny_training_run(cfg, sim, expert, tmp_path):
     assert torch.equal(three.objects[2 * len(one) :], one.objects)
     tc = TrainConfig(
         steps=60, batch=32, lr=2e-3, warmup=5, width=32, layers=1, save_every=30, aux_objects=0.5,
-        text_side=True, aux_behaviour=0.5,
+        text_side=True, aux_behaviour=0.5, noise_scale=0.05,
     )  # fmt: skip
     with pytest.raises(ValueError, match="add_side_features"):
         Trainer(cfg, fs, tmp_path / "ck0", tc)
@@ -99,10 +98,8 @@ def test_tiny_training_run(cfg, sim, expert, tmp_path):
     model = load_checkpoint(tmp_path / "ck" / "policy.safetensors", PolicySpec.for_robot(cfg))
     assert model.spec.width == 32
     # ... with their contract: the action rate, the normalisation training used (the one
-    # inference uses), the robot's run-time settings, and the sampling noise the robot's
-    # configured (validated) checkpoint samples with, so the new weights sample as validated
-    shipped, _, _ = read_contract(cfg.policy.checkpoint)
-    assert model.spec.noise_scale == shipped.noise_scale == 0.05
+    # inference uses), the robot's run-time settings, and the recipe's sampling noise scale
+    assert model.spec.noise_scale == tc.noise_scale == 0.05
     assert model.spec.action_hz == cfg.rates.action_hz
     assert model.runtime == runtime_settings(cfg)
     sampler = ChunkSampler(model, model.spec, cfg, "fp32", model.normalisation)
@@ -112,6 +109,7 @@ def test_tiny_training_run(cfg, sim, expert, tmp_path):
     head = load_fusion(tmp_path / "ck" / "fusion.safetensors", 384, 1280, 2 * cfg.n_joints, 512)
     assert head.wants_pixels and head.dims["spatial_k"] == tc.spatial_k
     assert head.text_side and head.text[0].in_features == 768
+    assert head.state_norm.to_json() == model.normalisation.state.to_json()
     assert not model.spec.latent_tokens
     assert (tmp_path / "ck" / "loss.png").stat().st_size > 1000
     # resume: a new trainer continues from step 60 with the same weights
