@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +49,7 @@ __all__ = [
     "PolicyError",
     "PolicyNorm",
     "PolicySpec",
+    "FORMS",
     "build",
     "flow_loss",
     "load_checkpoint",
@@ -55,6 +57,7 @@ __all__ = [
     "read_contract",
     "runtime_settings",
     "save_checkpoint",
+    "unvalidated_settings",
 ]
 
 
@@ -217,18 +220,43 @@ def load_checkpoint(path: str | Path, expect: PolicySpec | None = None) -> FlowP
     return model.eval()
 
 
-def optimise(model: FlowPolicy, precision: str) -> nn.Module:
-    """CPU inference form: fp32 eager, bf16 weights, or int8 dynamic quantisation of Linears."""
-    model = model.eval()
-    if precision == "fp32":
-        return model
-    if precision == "bf16":
-        return model.to(torch.bfloat16)
-    if precision == "int8":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
-    raise PolicyError(f"precision {precision!r}: expected fp32, bf16 or int8")
+#: a velocity field v(x, tau, latent, state, tau_tokens=None) -> (B, H, A): a `FlowPolicy` in
+#: one of its inference forms
+Velocity = Callable[..., torch.Tensor]
+
+#: forms that compute the same fp32 maths as another (a checkpoint validated with that one
+#: holds for them too)
+SAME_MATHS = {"fp32-ort": "fp32"}
+
+
+def _int8(model: FlowPolicy) -> nn.Module:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
+
+
+def _fp32_ort(model: FlowPolicy) -> Velocity:
+    from dualsys.system1.policy_onnx import OnnxVelocity
+
+    return OnnxVelocity(model, threads=torch.get_num_threads())
+
+
+#: CPU inference forms by `policy.precision` name (the names `dualsys.config.PRECISIONS`
+#: accepts): fp32 eager torch (the reference), bf16 weights, int8 dynamic quantisation of the
+#: Linears, and fp32-ort, the same fp32 graph run by ONNX Runtime (`policy_onnx`)
+FORMS = {
+    "fp32": lambda model: model,
+    "bf16": lambda model: model.to(torch.bfloat16),
+    "int8": _int8,
+    "fp32-ort": _fp32_ort,
+}
+
+
+def optimise(model: FlowPolicy, precision: str) -> Velocity:
+    """The model in the CPU inference form `precision` (a `FORMS` name)."""
+    if precision not in FORMS:
+        raise PolicyError(f"precision {precision!r}: expected one of {', '.join(FORMS)}")
+    return FORMS[precision](model.eval())
 
 
 class ChunkSampler:
@@ -236,7 +264,7 @@ class ChunkSampler:
 
     def __init__(
         self,
-        model: nn.Module,
+        model: Velocity,
         spec: PolicySpec,
         cfg: RobotConfig,
         precision: str,
@@ -310,6 +338,20 @@ class ChunkSampler:
         return self.norm.joints(x[0].float().clamp_(-1.0, 1.0).numpy())
 
 
+def unvalidated_settings(cfg: RobotConfig, runtime: dict) -> dict[str, tuple]:
+    """{setting: (config's value, checkpoint's value)} of the robot config's run-time settings
+    that differ from those a checkpoint was validated with (`runtime`); a form with the same
+    maths as the validated precision (`SAME_MATHS`) counts as validated."""
+    differs = {
+        k: (v, runtime[k])
+        for k, v in runtime_settings(cfg).items()
+        if k in runtime and runtime[k] != v
+    }
+    if SAME_MATHS.get(cfg.policy.precision) == runtime.get("precision"):
+        differs.pop("precision", None)
+    return differs
+
+
 def build(cfg: RobotConfig, untrained: bool = False, precision: str | None = None):
     """Load (or, with untrained=True, randomly initialise) the robot's policy.
 
@@ -323,11 +365,7 @@ def build(cfg: RobotConfig, untrained: bool = False, precision: str | None = Non
         model = load_checkpoint(cfg.policy.checkpoint, spec)
         spec = model.spec
         source = str(cfg.policy.checkpoint)
-        differs = {
-            k: (v, model.runtime[k])
-            for k, v in runtime_settings(cfg).items()
-            if k in model.runtime and model.runtime[k] != v
-        }
+        differs = unvalidated_settings(cfg, model.runtime)
         if differs:
             said = ", ".join(f"{k} {v} (checkpoint: {c})" for k, (v, c) in differs.items())
             warn_once(f"policy: {cfg.path}: {said}: not the settings the weights were "
