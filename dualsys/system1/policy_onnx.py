@@ -1,15 +1,17 @@
-"""The `fp32-ort` inference form: the policy's velocity field run by ONNX Runtime, in fp32.
+"""The `fp32-ort` inference form: a chunk's whole flow integration run by ONNX Runtime, in fp32.
 
-The graph is exported from the loaded `FlowPolicy` module itself (torch's ONNX exporter traces
-its forward with the checkpoint's weights), so the model's maths exists once, in
+The graph is exported from the policy's own torch module (`dualsys.system1.policy.Integrator`:
+the K Euler steps of the `FlowPolicy` with real-time chunking; torch's ONNX exporter traces its
+forward with the checkpoint's weights), so the model's maths exists once, in
 `dualsys.system1.policy`; ONNX Runtime only runs it. Same weights, same fp32 arithmetic: the
-velocity differs from eager torch by float rounding only (a different summation order inside
-the matrix products). What it removes is torch's per-operator dispatch overhead (about 80
-small operators a network pass at batch 1) and torch's slower small-matrix and GELU kernels:
-benchmarks/results/policy.md has the profile and the numbers.
+chunk differs from eager torch by float rounding only (a different summation order inside the
+matrix products). What it removes is torch's per-operator dispatch (some 500 small operators a
+chunk at batch 1), torch's slower small-matrix and GELU kernels, and the work that does not
+depend on the input (the flow-time embeddings of the K fixed flow times are folded into
+constants): benchmarks/results/policy.md has the profile and the numbers.
 
-The export is checked once at build time against the module on a fixed input; a graph that
-does not reproduce it is a `PolicyError`, never a silently different policy.
+The export is checked once at build time against the module on fixed inputs; a graph that does
+not reproduce it is a `PolicyError`, never a silently different policy.
 """
 
 from __future__ import annotations
@@ -22,44 +24,37 @@ import torch
 
 from dualsys.system1.contract import PolicyError
 
-#: the exported graph must reproduce the eager module's velocity to this (normalised units)
+#: the exported graph must reproduce the eager module's output to this (normalised units)
 EXPORT_TOLERANCE = 1e-4
-_INPUTS = ("x", "tau", "latent", "state", "tau_tokens")
 
 
-class OnnxVelocity:
-    """A `FlowPolicy`'s forward, exported to ONNX and run by ONNX Runtime on `threads` threads.
+class OnnxModule:
+    """A torch module's forward, exported to ONNX and run by ONNX Runtime on `threads` threads.
 
-    Called like the module: (x (1, H, A), tau (1,), latent (1, L), state (1, S), tau_tokens
-    (1, H) or None) -> velocity (1, H, A), fp32 torch tensors. Batch size 1 (one chunk).
+    Called like the module with fp32 tensors of the shapes of `example` (the trace's inputs);
+    returns its (single) output as an fp32 torch tensor.
     """
 
-    def __init__(self, model: torch.nn.Module, threads: int = 1) -> None:
+    def __init__(
+        self, module: torch.nn.Module, example: tuple[torch.Tensor, ...], threads: int = 1
+    ) -> None:
         try:
             import onnxruntime as ort
         except ImportError as exc:
             raise PolicyError(
                 f"precision 'fp32-ort' needs onnxruntime ({exc}); bin/setup installs it"
             ) from None
-        spec = model.spec
-        self.horizon = spec.horizon
-        gen = torch.Generator().manual_seed(0)
-        probe = (
-            torch.randn(1, spec.horizon, spec.action_dim, generator=gen),
-            torch.full((1,), 0.25),
-            torch.randn(1, spec.latent_dim, generator=gen),
-            torch.randn(1, spec.state_dim, generator=gen),
-            torch.cat([torch.ones(1, 3), torch.full((1, spec.horizon - 3), 0.25)], 1),
-        )
-        model = model.eval()
+        module = module.eval()
+        self.names = [f"in{i}" for i in range(len(example))]
         buf = io.BytesIO()
         with warnings.catch_warnings(), torch.no_grad():
             # the TorchScript-based exporter (dynamo=False) is deprecated in favour of the
-            # torch.export one, but it is the one that needs no onnxscript; torch is pinned
+            # torch.export one, but needs no onnxscript and traces this module in ~0.5 s;
+            # torch is pinned (pyproject.toml)
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                model, probe, buf, dynamo=False, input_names=list(_INPUTS),
-                output_names=["v"], opset_version=17,
+                module, example, buf, dynamo=False, input_names=self.names,
+                output_names=["out"], opset_version=17,
             )  # fmt: skip
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
@@ -70,29 +65,18 @@ class OnnxVelocity:
             buf.getvalue(), opts, providers=["CPUExecutionProvider"]
         )
         with torch.no_grad():
-            want = model(*probe).numpy()
-        got = self(*probe).numpy()
-        err = float(np.abs(got - want).max())
+            want = module(*example).numpy()
+        err = float(np.abs(self(*example).numpy() - want).max())
         if not err <= EXPORT_TOLERANCE:
             raise PolicyError(
-                f"precision 'fp32-ort': the exported graph's velocity differs from the module's "
-                f"by {err:.2e} (tolerance {EXPORT_TOLERANCE:g})"
+                f"precision 'fp32-ort': the exported graph differs from the module by {err:.2e} "
+                f"(tolerance {EXPORT_TOLERANCE:g})"
             )
 
-    def __call__(
-        self,
-        x: torch.Tensor,
-        tau: torch.Tensor,
-        latent: torch.Tensor,
-        state: torch.Tensor,
-        tau_tokens: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Velocity field at (x, tau); tau_tokens None = tau for every action token."""
-        if tau_tokens is None:
-            tau_tokens = tau[:, None].expand(x.shape[0], self.horizon)
-        arrays = (x, tau, latent, state, tau_tokens)
+    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
+        """The module's output for these inputs (fp32, the example's shapes)."""
         feeds = {
             n: np.ascontiguousarray(a.numpy(), np.float32)
-            for n, a in zip(_INPUTS, arrays, strict=True)
+            for n, a in zip(self.names, inputs, strict=True)
         }
         return torch.from_numpy(self.session.run(None, feeds)[0])

@@ -11,7 +11,7 @@ import pytest
 
 from dualsys import config
 from dualsys.system1 import policy as P  # noqa: N812
-from dualsys.system1.policy_onnx import OnnxVelocity
+from dualsys.system1.policy_onnx import OnnxModule
 
 CFG = config.load_robot("gr1")
 
@@ -44,7 +44,7 @@ def test_fp32_ort_gives_the_fp32_chunk_of_the_shipped_weights(samplers, seed, rt
     half = samplers["fp32"].half
     err = np.abs((chunks["fp32-ort"] - chunks["fp32"]) / half).max()
     assert err <= 1e-4, f"fp32-ort differs from fp32 by {err:.2e} (normalised)"
-    assert isinstance(samplers["fp32-ort"].model, OnnxVelocity)
+    assert isinstance(samplers["fp32-ort"].integrate, OnnxModule)
     if rtc:  # frozen actions copied exactly
         np.testing.assert_allclose(chunks["fp32-ort"][:3], prefix[:3], atol=1e-5)
 
@@ -60,7 +60,7 @@ def test_the_shipped_form_is_fp32_ort_and_matches_the_checkpoint_settings(capsys
     """gr1 ships fp32-ort; its checkpoint was validated with fp32, the same maths: no warning."""
     assert CFG.policy.precision == "fp32-ort"
     sampler, info = P.build(CFG)
-    assert info["precision"] == "fp32-ort" and isinstance(sampler.model, OnnxVelocity)
+    assert info["precision"] == "fp32-ort" and isinstance(sampler.integrate, OnnxModule)
     assert "not the settings" not in capsys.readouterr().err
 
 
