@@ -8,7 +8,7 @@ load falls on all of them alike. With --offline-episodes N each form also runs t
 closed-loop evaluation (nine behaviours, N episodes each, the same seeds for every form); the
 reports are kept in --offline-dir and reused by later runs with the same N.
 
-    .venv/bin/python benchmarks/policy.py [--n 300] [--offline-episodes 5]
+    .venv/bin/python benchmarks/policy.py [--n 300] [--offline-episodes 5 | fp32=10,int8=5,...]
 """
 
 from __future__ import annotations
@@ -43,6 +43,21 @@ def offline(form: str, episodes: int, out_dir: Path) -> dict[str, float]:
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     report = json.loads(path.read_text())
     return {b: r["success_rate"] for b, r in report["behaviours"].items()}
+
+
+def episodes_per_form(arg: str, forms: list[str]) -> dict[str, int]:
+    """--offline-episodes: "" (none), "N" (every form) or "form=N,..." -> {form: N}."""
+    if not arg:
+        return {}
+    if "=" not in arg:
+        return dict.fromkeys(forms, int(arg))
+    out = {}
+    for item in arg.split(","):
+        form, _, n = item.partition("=")
+        if form not in forms:
+            raise SystemExit(f"--offline-episodes: unknown form {form!r} (forms: {forms})")
+        out[form] = int(n)
+    return out
 
 
 def time_forms(cfg: config.RobotConfig, n: int) -> tuple[dict, dict, dict, tuple]:
@@ -99,7 +114,7 @@ def profile(samplers: dict, args: tuple, K: int, n: int) -> str:
     from torch.profiler import profile as torch_profile
 
     fp32, ort = samplers["fp32"][0], samplers["fp32-ort"][0]
-    model, spec = fp32.model, fp32.spec
+    model, spec = fp32.integrate.model, fp32.spec
     x = torch.zeros(1, spec.horizon, spec.action_dim)
     pass_args = (x, torch.zeros(1), torch.zeros(1, spec.latent_dim),
                  torch.zeros(1, spec.state_dim), torch.zeros(1, spec.horizon))  # fmt: skip
@@ -109,7 +124,7 @@ def profile(samplers: dict, args: tuple, K: int, n: int) -> str:
         one_pass = _ms(lambda: model(*pass_args), n)
         block = _ms(lambda: model.blocks[0](h), n)
         ort_chunk = _ms(lambda: ort.sample(*args), n)
-        ort_pass = _ms(lambda: ort.model(*pass_args), n)
+        ort_graph = _ms(lambda: ort.integrate(*P.example_inputs(spec)), n)
         with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
             for _ in range(20):
                 fp32.sample(*args)
@@ -131,20 +146,23 @@ def profile(samplers: dict, args: tuple, K: int, n: int) -> str:
         f"chunks ({n_ops:.0f} torch operators a chunk, ~{n_ops / K:.0f} a pass): {kinds}, "
         f"the other {100 * rest:.0f}% many small operators (adds, views, copies, time "
         "embedding) whose cost is mostly dispatch. At batch 1 a pass is ~22 MFLOP in 18-row "
-        "matrix products, so the time is per-operator overhead and torch's small-matrix "
-        "and exact-GELU kernels, not arithmetic. fp32-ort exports the same module (same "
-        "weights, same graph) to ONNX Runtime, which fuses the graph and runs it with its "
-        f"own kernels: one pass {ort_pass:.2f} ms ({one_pass / ort_pass:.1f}x), one chunk "
-        f"{ort_chunk:.2f} ms, of which {ort_chunk - K * ort_pass:.2f} ms is the sampler "
-        "code around the passes.\n"
+        "matrix products, so much of the time is per-operator overhead and torch's "
+        "small-matrix and exact-GELU kernels rather than arithmetic. fp32-ort exports the "
+        "chunk's whole integration (`policy.Integrator`: same weights, same graph, K passes "
+        "and the RTC blending) to ONNX Runtime, which fuses it, folds the fixed flow-time "
+        f"embeddings to constants and runs it with its own kernels: the graph {ort_graph:.2f} "
+        f"ms, one chunk {ort_chunk:.2f} ms ({chunk / ort_chunk:.1f}x), of which "
+        f"{ort_chunk - ort_graph:.2f} ms is the numpy/torch code around it (noise, "
+        "normalisation).\n"
     )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=300, help="chunks per form")
-    ap.add_argument("--offline-episodes", type=int, default=0,
-                    help="also run the offline evaluation per form, N episodes each")  # fmt: skip
+    ap.add_argument("--offline-episodes", default="",
+                    help="also run the offline evaluation: N episodes per behaviour for "
+                         "every form, or per form: fp32=10,fp32-ort=10,int8=5")  # fmt: skip
     ap.add_argument("--offline-dir", default=str(RESULTS / "policy_offline"),
                     help="where the offline reports are kept (and reused)")  # fmt: skip
     args = ap.parse_args()
@@ -152,10 +170,10 @@ def main() -> None:
     samplers, ts, outs, chunk_args = time_forms(cfg, args.n)
     info = samplers["fp32"][1]
     spec = samplers["fp32"][0].spec
-    ep = args.offline_episodes
-    success = {f: offline(f, ep, Path(args.offline_dir)) for f in samplers} if ep else {}
+    ep = episodes_per_form(args.offline_episodes, list(samplers))
+    success = {f: offline(f, n, Path(args.offline_dir)) for f, n in ep.items()}
     cmd = f".venv/bin/python benchmarks/policy.py --n {args.n}"
-    cmd += f" --offline-episodes {ep}" if ep else ""
+    cmd += f" --offline-episodes {args.offline_episodes}" if ep else ""
     text = header(
         f"Policy chunk latency, 1 thread, shipped weights ({info['params'] / 1e6:.2f}M params, "
         f"width {spec.width}, {spec.layers} layers, H={spec.horizon}, K={cfg.policy.euler_steps})",
@@ -167,13 +185,14 @@ def main() -> None:
         f"`policy.precision`): **{cfg.policy.precision}**."
     )
     text += (
-        f" Offline success: the offline closed-loop evaluation, {ep} episodes per behaviour, "
-        "same seeds for every form; worst behaviour / mean over the nine.\n\n"
+        " Offline success: the offline closed-loop evaluation (simulated time), the same "
+        "seeds for every form (N episodes per behaviour: the first N of them); worst "
+        "behaviour / mean over the nine.\n\n"
         if ep
         else "\n\n"
     )
     text += "| form | median ms | p99 ms | speed-up (median) | max abs diff vs fp32 (normalised) |"
-    text += " offline success (worst / mean) |\n|---|---|---|---|---|---|\n" if ep else "\n"
+    text += " offline success (worst / mean, N) |\n|---|---|---|---|---|---|\n" if ep else "\n"
     text += "" if ep else "|---|---|---|---|---|\n"
     half = samplers["fp32"][0].half
     base = pct(np.array(ts["fp32"]), (50,))[0]
@@ -181,15 +200,17 @@ def main() -> None:
         p50, p99 = pct(np.array(ts[form]), (50, 99))
         diff = float(np.abs((outs[form] - outs["fp32"]) / half).max())
         row = f"| {form} | {p50:.2f} | {p99:.2f} | {base / p50:.2f}x | {diff:.1e} |"
-        if ep:
+        if ep and form in success:
             rates = np.array(list(success[form].values()))
-            row += f" {100 * rates.min():.0f}% / {100 * rates.mean():.0f}% |"
+            row += f" {100 * rates.min():.0f}% / {100 * rates.mean():.0f}%, {ep[form]} |"
+        elif ep:
+            row += " - |"
         text += row + "\n"
     if ep:
-        text += "\n| behaviour | " + " | ".join(samplers) + " |\n"
-        text += "|---" * (len(samplers) + 1) + "|\n"
-        for b in success["fp32"]:
-            cells = " | ".join(f"{100 * success[f][b]:.0f}%" for f in samplers)
+        text += "\n| behaviour | " + " | ".join(f"{f} ({ep[f]} ep)" for f in success) + " |\n"
+        text += "|---" * (len(success) + 1) + "|\n"
+        for b in next(iter(success.values())):
+            cells = " | ".join(f"{100 * success[f][b]:.0f}%" for f in success)
             text += f"| {b} | {cells} |\n"
     text += profile(samplers, chunk_args, cfg.policy.euler_steps, args.n)
     write("policy", text)
