@@ -49,6 +49,26 @@ def test_fp32_ort_gives_the_fp32_chunk_of_the_shipped_weights(samplers, seed, rt
         np.testing.assert_allclose(chunks["fp32-ort"][:3], prefix[:3], atol=1e-5)
 
 
+@pytest.mark.parametrize("conditioning", [False, True], ids=["inpainting", "prefix-cond"])
+def test_fp32_ort_follows_the_sampler_settings(conditioning) -> None:
+    """Both RTC modes and the latent-token path go through the exported graph unchanged."""
+    import dataclasses
+
+    import torch
+
+    pol = dataclasses.replace(CFG.policy, width=64, layers=2, heads=2, checkpoint=None)
+    cfg = dataclasses.replace(CFG, policy=pol)
+    spec = dataclasses.replace(
+        P.PolicySpec.for_robot(cfg), prefix_conditioning=conditioning, latent_tokens=True
+    )
+    torch.manual_seed(0)
+    model = P.FlowPolicy(spec).eval()
+    ref, ort = (P.ChunkSampler(model, spec, cfg, form) for form in ("fp32", "fp32-ort"))
+    lat, q, dq, prefix, weights = _inputs(5)
+    a, b = ref.sample(lat, q, dq, prefix, weights), ort.sample(lat, q, dq, prefix, weights)
+    assert np.abs((a - b) / ref.half).max() <= 1e-4
+
+
 def test_every_configurable_precision_is_a_form_and_a_bad_one_is_named() -> None:
     assert set(P.FORMS) == set(config.PRECISIONS)
     model = P.FlowPolicy(P.PolicySpec.for_robot(CFG))
