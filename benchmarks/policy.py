@@ -32,8 +32,8 @@ from dualsys.system1 import policy as P  # noqa: E402, N812
 EVALUATOR = "dualsys.behaviours.evaluate"
 
 
-def offline(form: str, episodes: int, out_dir: Path) -> dict[str, float]:
-    """Success rate per behaviour of `form` in the offline evaluation (cached in out_dir)."""
+def offline(form: str, episodes: int, out_dir: Path) -> dict[str, dict]:
+    """The offline evaluation's report per behaviour for `form` (cached in out_dir)."""
     path = out_dir / f"offline_{form}_{episodes}ep.json"
     if not path.exists():
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -42,7 +42,7 @@ def offline(form: str, episodes: int, out_dir: Path) -> dict[str, float]:
         print(f"offline evaluation of {form}: {' '.join(cmd[1:])}", flush=True)
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     report = json.loads(path.read_text())
-    return {b: r["success_rate"] for b, r in report["behaviours"].items()}
+    return report["behaviours"]
 
 
 def episodes_per_form(arg: str, forms: list[str]) -> dict[str, int]:
@@ -201,7 +201,7 @@ def main() -> None:
         diff = float(np.abs((outs[form] - outs["fp32"]) / half).max())
         row = f"| {form} | {p50:.2f} | {p99:.2f} | {base / p50:.2f}x | {diff:.1e} |"
         if ep and form in success:
-            rates = np.array(list(success[form].values()))
+            rates = np.array([r["success_rate"] for r in success[form].values()])
             row += f" {100 * rates.min():.0f}% / {100 * rates.mean():.0f}%, {ep[form]} |"
         elif ep:
             row += " - |"
@@ -210,8 +210,16 @@ def main() -> None:
         text += "\n| behaviour | " + " | ".join(f"{f} ({ep[f]} ep)" for f in success) + " |\n"
         text += "|---" * (len(success) + 1) + "|\n"
         for b in next(iter(success.values())):
-            cells = " | ".join(f"{100 * success[f][b]:.0f}%" for f in success)
+            cells = " | ".join(f"{100 * success[f][b]['success_rate']:.0f}%" for f in success)
             text += f"| {b} | {cells} |\n"
+        text += "\nFailed episodes (behaviour #episode, same seed = same start and phrasing): "
+        text += "; ".join(
+            f"{f}: "
+            + (", ".join(f"{b} #{i}" for b, r in success[f].items()
+                         for i, run in enumerate(r["runs"]) if not run["success"]) or "none")
+            for f in success
+        )  # fmt: skip
+        text += ".\n"
     text += profile(samplers, chunk_args, cfg.policy.euler_steps, args.n)
     write("policy", text)
 

@@ -5,9 +5,9 @@ the K Euler steps of the `FlowPolicy` with real-time chunking; torch's ONNX expo
 forward with the checkpoint's weights), so the model's maths exists once, in
 `dualsys.system1.policy`; ONNX Runtime only runs it. Same weights, same fp32 arithmetic: the
 chunk differs from eager torch by float rounding only (a different summation order inside the
-matrix products). What it removes is torch's per-operator dispatch (some 500 small operators a
-chunk at batch 1), torch's slower small-matrix and GELU kernels, and the work that does not
-depend on the input (the flow-time embeddings of the K fixed flow times are folded into
+matrix products). What it removes is torch's per-operator dispatch (about 2,000 torch operator
+calls a chunk at batch 1), torch's slower small-matrix and GELU kernels, and the work that does
+not depend on the input (the flow-time embeddings of the K fixed flow times are folded into
 constants): benchmarks/results/policy.md has the profile and the numbers.
 
 The export is checked once at build time against the module on fixed inputs; a graph that does
