@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 ROBOTS_DIR = Path(__file__).resolve().parent.parent / "robots"
-PRECISIONS = ("fp32", "bf16", "int8")
+PRECISIONS = ("fp32", "bf16", "int8", "fp32-ort")
 ENDPOINT_NAMES = (
     "state",
     "command",

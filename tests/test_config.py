@@ -79,7 +79,7 @@ BAD_CASES = [
     ('group = "waist"', 'group = "torso"', "joints.waist_yaw_joint.group", "unknown group"),
     ("miss_rate = 0.002", "miss_rate = 1.5", "budgets.miss_rate", "fraction"),
     ("fixed_base = true", "fixed_base = 1", "sim.fixed_base", "true or false"),
-    ('precision = "fp32"', 'precision = "fp8"', "policy.precision", "one of"),
+    ('precision = "fp32-ort"', 'precision = "fp8"', "policy.precision", "one of"),
     ('state = "ipc://{run}/state.sock"', 'state = "udp://x"', "endpoints.state", "ipc://"),
     ("timestep = 0.001", "timestep = 0.003", "sim.timestep", "whole multiple"),
     ("replan_below = 8", "replan_below = 16", "policy.replan_below", "chunk_horizon"),

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -48,13 +49,17 @@ __all__ = [
     "PolicyError",
     "PolicyNorm",
     "PolicySpec",
+    "FORMS",
+    "Integrator",
     "build",
+    "example_inputs",
     "flow_loss",
     "load_checkpoint",
     "optimise",
     "read_contract",
     "runtime_settings",
     "save_checkpoint",
+    "unvalidated_settings",
 ]
 
 
@@ -217,18 +222,100 @@ def load_checkpoint(path: str | Path, expect: PolicySpec | None = None) -> FlowP
     return model.eval()
 
 
-def optimise(model: FlowPolicy, precision: str) -> nn.Module:
-    """CPU inference form: fp32 eager, bf16 weights, or int8 dynamic quantisation of Linears."""
-    model = model.eval()
-    if precision == "fp32":
-        return model
-    if precision == "bf16":
-        return model.to(torch.bfloat16)
-    if precision == "int8":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
-    raise PolicyError(f"precision {precision!r}: expected fp32, bf16 or int8")
+class Integrator(nn.Module):
+    """One chunk's flow integration: K Euler steps of a `FlowPolicy` from noise, with real-time
+    chunking. The whole of it is one module so that an inference form can compile it as one
+    graph (`FORMS`).
+
+    forward(noise (1, H, A), latent (1, L), state (1, S), target (1, H, A), w (1, H, 1)) ->
+    normalised chunk (1, H, A). target: the previous chunk's actions in the new chunk's slots
+    (normalised), w: their weights (1 = frozen, copied exactly; between 0 and 1 = soft
+    guidance; 0 = free). All-zero w is a fresh chunk: every blend below is then the identity.
+    """
+
+    def __init__(self, model: FlowPolicy, steps: int, prefix_conditioning: bool) -> None:
+        super().__init__()
+        self.model, self.steps, self.conditioned = model, steps, prefix_conditioning
+
+    def forward(
+        self,
+        noise: torch.Tensor,
+        latent: torch.Tensor,
+        state: torch.Tensor,
+        target: torch.Tensor,
+        w: torch.Tensor,
+    ) -> torch.Tensor:
+        K, dt = self.steps, noise.dtype
+        frozen = (w >= 1).to(dt)
+        given = frozen[..., 0]  # (1, H): 1 on the frozen prefix (clean tokens at flow time 1)
+        x = frozen * target + (1 - frozen) * noise if self.conditioned else noise
+        for k in range(K):
+            tau = k / K
+            tt = torch.full((1,), tau, dtype=dt)
+            # frozen and soft-guided actions onto the old chunk's flow path (inpainting)
+            x = w * ((1 - tau) * noise + tau * target) + (1 - w) * x
+            if self.conditioned:  # the frozen actions as clean tokens at flow time 1
+                x = frozen * target + (1 - frozen) * x
+                v = self.model(x, tt, latent, state, given + (1 - given) * tau)
+            else:
+                v = self.model(x, tt, latent, state)
+            x = x + v / K
+        return frozen * target + (1 - frozen) * x
+
+
+#: an `Integrator` in one of its inference forms: called like its forward
+Form = Callable[..., torch.Tensor]
+
+#: forms that compute the same fp32 maths as another (a checkpoint validated with that one
+#: holds for them too)
+SAME_MATHS = {"fp32-ort": "fp32"}
+
+
+def _int8(model: Integrator) -> nn.Module:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
+
+
+def _fp32_ort(model: Integrator) -> Form:
+    from dualsys.system1.policy_onnx import OnnxModule
+
+    return OnnxModule(model, example_inputs(model.model.spec), threads=torch.get_num_threads())
+
+
+def example_inputs(spec: PolicySpec) -> tuple[torch.Tensor, ...]:
+    """Fixed inputs of an `Integrator` (random chunk and conditioning, a 5-action RTC prefix):
+    the trace of a compiled form, and its check against the module."""
+    gen = torch.Generator().manual_seed(0)
+    H, A = spec.horizon, spec.action_dim
+    w = torch.zeros(1, H, 1)
+    w[0, : min(5, H), 0] = torch.tensor([1.0, 1.0, 1.0, 0.6, 0.36])[: min(5, H)]
+    return (
+        torch.randn(1, H, A, generator=gen) * spec.noise_scale,
+        torch.randn(1, spec.latent_dim, generator=gen),
+        torch.randn(1, spec.state_dim, generator=gen),
+        torch.rand(1, H, A, generator=gen) * 2 - 1,
+        w,
+    )
+
+
+#: CPU inference forms of an `Integrator` by `policy.precision` name (the names
+#: `dualsys.config.PRECISIONS` accepts): fp32 eager torch (the reference), bf16 weights, int8
+#: dynamic quantisation of the Linears, and fp32-ort, the same fp32 graph run by ONNX Runtime
+#: (`policy_onnx`)
+FORMS = {
+    "fp32": lambda model: model,
+    "bf16": lambda model: model.to(torch.bfloat16),
+    "int8": _int8,
+    "fp32-ort": _fp32_ort,
+}
+
+
+def optimise(model: Integrator, precision: str) -> Form:
+    """The integrator in the CPU inference form `precision` (a `FORMS` name)."""
+    if precision not in FORMS:
+        raise PolicyError(f"precision {precision!r}: expected one of {', '.join(FORMS)}")
+    return FORMS[precision](model.eval())
 
 
 class ChunkSampler:
@@ -236,14 +323,17 @@ class ChunkSampler:
 
     def __init__(
         self,
-        model: nn.Module,
+        model: FlowPolicy,
         spec: PolicySpec,
         cfg: RobotConfig,
         precision: str,
         norm: PolicyNorm | None = None,
     ):
-        """norm: the checkpoint's normalisation (default: over the robot config's limits)."""
-        self.model, self.spec, self.steps = model, spec, cfg.policy.euler_steps
+        """model: the fp32 policy, run in the inference form `precision` (`FORMS`); norm: the
+        checkpoint's normalisation (default: over the robot config's limits)."""
+        self.spec, self.steps = spec, cfg.policy.euler_steps
+        integrator = Integrator(model, self.steps, spec.prefix_conditioning)
+        self.integrate = optimise(integrator, precision)
         self.dtype = torch.bfloat16 if precision == "bf16" else torch.float32
         self.norm = norm if norm is not None else PolicyNorm.for_robot(cfg)
         self.mid, self.half = self.norm.action_mid, self.norm.action_half
@@ -278,36 +368,30 @@ class ChunkSampler:
         lat = torch.as_tensor(np.array(latent, np.float32))[None].to(dt)
         st = torch.as_tensor(self.state_vector(q, dq))[None].to(dt)
         noise = (torch.randn(1, H, A, generator=self.gen) * self.noise_scale).to(dt)
-        x = noise.clone()
-        w = target = None
+        tgt = np.zeros((H, A), np.float32)
+        ww = np.zeros((H, 1), np.float32)
         if prefix is not None and len(prefix):
             m = min(len(prefix), H)
-            tgt = np.zeros((H, A), np.float32)
             tgt[:m] = self.norm.actions(prefix[:m])
-            ww = np.zeros((H, 1), np.float32)
             ww[:m, 0] = 1.0 if weights is None else weights[:m]
-            target = torch.as_tensor(tgt)[None].to(dt)
-            w = torch.as_tensor(ww)[None].to(dt)
-        K = self.steps
-        frozen = None if w is None else (w >= 1).to(dt)
-        conditioned = frozen is not None and self.spec.prefix_conditioning
-        if conditioned:
-            given = frozen[..., 0]  # (1, H): 1 on the frozen prefix, given as clean tokens
-            x = frozen * target + (1 - frozen) * x
-        for k in range(K):
-            tau = k / K
-            tt = torch.full((1,), tau, dtype=dt)
-            if w is not None:  # frozen and soft-guided actions onto the old chunk's flow path
-                x = w * ((1 - tau) * noise + tau * target) + (1 - w) * x
-            if conditioned:  # the frozen actions as clean tokens at flow time 1
-                x = frozen * target + (1 - frozen) * x
-                v = self.model(x, tt, lat, st, given + (1 - given) * tau)
-            else:
-                v = self.model(x, tt, lat, st)
-            x = x + v / K
-        if frozen is not None:
-            x = frozen * target + (1 - frozen) * x
+        target = torch.as_tensor(tgt)[None].to(dt)
+        w = torch.as_tensor(ww)[None].to(dt)
+        x = self.integrate(noise, lat, st, target, w)
         return self.norm.joints(x[0].float().clamp_(-1.0, 1.0).numpy())
+
+
+def unvalidated_settings(cfg: RobotConfig, runtime: dict) -> dict[str, tuple]:
+    """{setting: (config's value, checkpoint's value)} of the robot config's run-time settings
+    that differ from those a checkpoint was validated with (`runtime`); a form with the same
+    maths as the validated precision (`SAME_MATHS`) counts as validated."""
+    differs = {
+        k: (v, runtime[k])
+        for k, v in runtime_settings(cfg).items()
+        if k in runtime and runtime[k] != v
+    }
+    if SAME_MATHS.get(cfg.policy.precision) == runtime.get("precision"):
+        differs.pop("precision", None)
+    return differs
 
 
 def build(cfg: RobotConfig, untrained: bool = False, precision: str | None = None):
@@ -323,11 +407,7 @@ def build(cfg: RobotConfig, untrained: bool = False, precision: str | None = Non
         model = load_checkpoint(cfg.policy.checkpoint, spec)
         spec = model.spec
         source = str(cfg.policy.checkpoint)
-        differs = {
-            k: (v, model.runtime[k])
-            for k, v in runtime_settings(cfg).items()
-            if k in model.runtime and model.runtime[k] != v
-        }
+        differs = unvalidated_settings(cfg, model.runtime)
         if differs:
             said = ", ".join(f"{k} {v} (checkpoint: {c})" for k, (v, c) in differs.items())
             warn_once(f"policy: {cfg.path}: {said}: not the settings the weights were "
@@ -342,7 +422,7 @@ def build(cfg: RobotConfig, untrained: bool = False, precision: str | None = Non
             "pass --untrained-policy to run with a random-init policy (timing work only)"
         )
     params = n_params(model)
-    sampler = ChunkSampler(optimise(model, precision), spec, cfg, precision, model.normalisation)
+    sampler = ChunkSampler(model, spec, cfg, precision, model.normalisation)
     return sampler, {"precision": precision, "params": params, "weights": source}
 
 

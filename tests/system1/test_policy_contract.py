@@ -93,4 +93,5 @@ def test_the_shipped_checkpoint_carries_its_contract() -> None:
     ):
         np.testing.assert_array_equal(a, b)
     assert norm.state.clip == 4.0
-    assert runtime == P.runtime_settings(CFG)
+    assert runtime.keys() == P.runtime_settings(CFG).keys()
+    assert P.unvalidated_settings(CFG, runtime) == {}
