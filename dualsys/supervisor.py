@@ -45,7 +45,7 @@ from dualsys.bus import Hello, Latent, Publisher, Stats, Subscriber
 from dualsys.bus.curve import BusSecurity
 from dualsys.bus.limits import receive_spec
 from dualsys.config import RobotConfig
-from dualsys.rundir import SUMMARIES, RunLock, make_run_dir
+from dualsys.rundir import SUMMARIES, RunLock, make_run_dir, remove_links
 
 ROLES = ("robot", "system2", "policy", "control")
 #: Roles whose death is survivable: restarted with backoff.
@@ -434,8 +434,7 @@ class Supervisor:
                 link.close()
         if self.ctx is not None:
             self.ctx.destroy(0)
-        for sock in self.run_dir.glob("*.sock"):
-            sock.unlink(missing_ok=True)
+        remove_links(self.run_dir)
         self.lock.release()
         self.lock = None
         return codes
