@@ -207,8 +207,10 @@ class Supervisor:
         `should_stop` turned true."""
         make_run_dir(self.run_dir)
         self.lock = RunLock(self.run_dir)  # refuses while another run owns the directory
-        for name in SUMMARIES:  # the last run's summaries; nothing else is removed
+        for name in SUMMARIES:  # the last run's summaries
             (self.run_dir / f"{name}.json").unlink(missing_ok=True)
+        # a crashed run's sockets and slots: a reused slot would still hold its last latent
+        remove_links(self.run_dir)
         self._open_links()
         roles = list(ROLES) + (["recorder"] if self.opts.record else [])
         roles += ["viewer"] if self.opts.view is not None else []

@@ -7,15 +7,33 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from dualsys import config
+from dualsys.bus.codec import encode
+from dualsys.bus.limits import topic_limits
+from dualsys.bus.messages import Latent
+from dualsys.bus.shm import SlotWriter
+from dualsys.rundir import make_run_dir
+
 pytestmark = [pytest.mark.slow]
+CFG = config.load_robot("gr1")
 
 
 def test_up_system1_reads_the_latent_slot_and_the_recorder_still_records(tmp_path: Path) -> None:
     run, mcap = tmp_path / "run", tmp_path / "run.mcap"
+    # a crashed run's slot, still holding a latent a minute old: never taken by the new run
+    # (`dualsys up` removes it at start; here System 1 also starts only after System 2's first
+    # fresh latent, so this holds even without that clean-up: it matters for a remote System 2)
+    make_run_dir(run)
+    stale = SlotWriter(f"shm://{run}/latent.slot", topic_limits(CFG)["latent"].max_bytes)
+    old = Latent(vector=np.zeros(CFG.system2.latent_dim, np.float32))
+    stale.write(encode(old, 999, "system2", time.monotonic_ns() - 60_000_000_000))
+    stale.close()
     cmd = [sys.executable, "-m", "dualsys.cli", "up", "--robot", "gr1", "--headless"]
     cmd += ["--untrained", "--duration", "8", "--run-dir", str(run)]
     cmd += ["--log-dir", str(tmp_path / "logs"), "--record", str(mcap)]
@@ -33,6 +51,8 @@ def test_up_system1_reads_the_latent_slot_and_the_recorder_still_records(tmp_pat
         via = summary["latent_link"]
         assert via["shm"] > 5 and via["zmq"] == 0, (name, via)
     assert control["dropped"] == {} or not any(control["dropped"].values()), control["dropped"]
+    # the stale latent was never taken: System 1 never saw a dead latent
+    assert not [e for e in control["safe_state_events"] if e["reason"] == "latent dead"]
     # the recorder still gets the latents over ZeroMQ
     assert recorder["messages"].get("latent", 0) > 5, recorder["messages"]
     assert not list(run.glob("*.slot")) and not list(run.glob("*.sock"))
