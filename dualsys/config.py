@@ -29,6 +29,9 @@ ENDPOINT_NAMES = (
     "scene_reset",
     "scene_truth",
 )
+#: Optional same-machine shared-memory slots (shm://, dualsys/bus/shm.py) and the ipc:// link
+#: each mirrors: the latent slot System 1 reads (dualsys/bus/latent_link.py).
+SLOT_ENDPOINTS = {"latent_local": "latent"}
 #: The simulation's evaluation links (SceneReset in, SceneTruth out: dualsys/robot/scene_link.py)
 #: and where they are when `[endpoints]` leaves them out (a hardware robot has no scene).
 SIM_ENDPOINTS = {
@@ -264,7 +267,8 @@ class RobotConfig:
         }
 
     def endpoint(self, name: str, run_dir: str | Path) -> str:
-        """The ZeroMQ endpoint of a link, with {run} replaced by the run directory."""
+        """The endpoint of a link (ZeroMQ, or a shm:// slot), with {run} replaced by the run
+        directory."""
         return self.endpoints[name].replace("{run}", str(run_dir))
 
 
@@ -598,8 +602,24 @@ def _endpoints(t: _Table) -> dict[str, str]:
     for name in ENDPOINT_NAMES:
         value = t.str(name, SIM_ENDPOINTS.get(name, ...))
         if not value.startswith(("ipc://", "tcp://", "inproc://")):
+            shm = value.startswith("shm://")
+            only = f"; shm:// only for {', '.join(SLOT_ENDPOINTS)}" if shm else ""
             raise ConfigError(
-                t.path, t.key(name), f"expected ipc://, tcp:// or inproc://, got {value!r}"
+                t.path, t.key(name), f"expected ipc://, tcp:// or inproc://, got {value!r}{only}"
+            )
+        out[name] = value
+    for name, mirrors in SLOT_ENDPOINTS.items():  # optional same-machine fast paths
+        value = t.str(name, "")
+        if not value:
+            continue
+        if not value.startswith("shm://"):
+            raise ConfigError(t.path, t.key(name), f"expected shm://PATH, got {value!r}")
+        if not out[mirrors].startswith("ipc://"):
+            raise ConfigError(
+                t.path,
+                t.key(name),
+                f"a shm:// slot is same-machine, but endpoints.{mirrors} is {out[mirrors]!r} "
+                f"(not ipc://): remove {name} when {mirrors} leaves this computer",
             )
         out[name] = value
     t.done()

@@ -1,4 +1,5 @@
-"""The run directory: where a running system keeps its ipc:// socket files (owner-only).
+"""The run directory: where a running system keeps its ipc:// socket files and shm:// slot
+files (owner-only).
 
 One run owns its directory: `make_run_dir` creates it (mode 0700) with a marker file and
 refuses a directory that is not dualsys's own (not empty, no marker, files dualsys does not
@@ -26,7 +27,7 @@ LOCK = "up.lock"
 SUMMARIES = ("robot", "system2", "policy", "control", "recorder", "pids", "link", "server")
 #: What dualsys writes into a run directory: a directory holding only such files (a run
 #: directory from before the marker existed) is adopted; anything else makes it foreign.
-_OWN_FILES = re.compile(rf"(.+\.sock|({'|'.join(SUMMARIES)})\.json|.+\.mcap|up\.lock)\Z")
+_OWN_FILES = re.compile(rf"(.+\.sock|.+\.slot|({'|'.join(SUMMARIES)})\.json|.+\.mcap|up\.lock)\Z")
 _ROBOT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}\Z")
 
 
@@ -126,6 +127,14 @@ class RunLock:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
+
+
+def remove_links(run_dir: str | Path) -> None:
+    """Remove the run's ipc:// socket files and shm:// slot files (at the end of a run, so
+    no reader of the next run maps an old slot or connects to a dead socket)."""
+    for pattern in ("*.sock", "*.slot"):
+        for path in Path(run_dir).glob(pattern):
+            path.unlink(missing_ok=True)
 
 
 def exit_now(code: int) -> None:

@@ -45,7 +45,7 @@ from dualsys.bus import Hello, Latent, Publisher, Stats, Subscriber
 from dualsys.bus.curve import BusSecurity
 from dualsys.bus.limits import receive_spec
 from dualsys.config import RobotConfig
-from dualsys.rundir import SUMMARIES, RunLock, make_run_dir
+from dualsys.rundir import SUMMARIES, RunLock, make_run_dir, remove_links
 
 ROLES = ("robot", "system2", "policy", "control")
 #: Roles whose death is survivable: restarted with backoff.
@@ -207,8 +207,10 @@ class Supervisor:
         `should_stop` turned true."""
         make_run_dir(self.run_dir)
         self.lock = RunLock(self.run_dir)  # refuses while another run owns the directory
-        for name in SUMMARIES:  # the last run's summaries; nothing else is removed
+        for name in SUMMARIES:  # the last run's summaries
             (self.run_dir / f"{name}.json").unlink(missing_ok=True)
+        # a crashed run's sockets and slots: a reused slot would still hold its last latent
+        remove_links(self.run_dir)
         self._open_links()
         roles = list(ROLES) + (["recorder"] if self.opts.record else [])
         roles += ["viewer"] if self.opts.view is not None else []
@@ -434,8 +436,7 @@ class Supervisor:
                 link.close()
         if self.ctx is not None:
             self.ctx.destroy(0)
-        for sock in self.run_dir.glob("*.sock"):
-            sock.unlink(missing_ok=True)
+        remove_links(self.run_dir)
         self.lock.release()
         self.lock = None
         return codes

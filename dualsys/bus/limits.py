@@ -159,6 +159,7 @@ def topic_shapes(cfg: RobotConfig) -> dict[str, dict[str, dict[str, tuple[int, .
         "command": {"command": {"q": (n,), "dq": (-1,)}},  # dq may be empty: no feed-forward
         "camera": {"frame": {"image": (cam.height, cam.width, 3)}},
         "latent": {"latent": {"vector": (cfg.system2.latent_dim,)}},
+        "latent_local": {"latent": {"vector": (cfg.system2.latent_dim,)}},
         "chunk": {"chunk": {"actions": (cfg.policy.chunk_horizon, len(cfg.controlled_indices))}},
         "instruction": {},
         "stats": {},
@@ -171,16 +172,18 @@ def topic_limits(cfg: RobotConfig) -> dict[str, Limits]:
     """Per topic (the config's link names), the limits of its receivers."""
     n = cfg.n_joints
     frames = [message_limits(CameraFrame, {"image": (c.height, c.width, 3)}) for c in cfg.cameras]
+    # System 2 refuses longer instructions, so no valid latent carries one
+    latent = message_limits(
+        Latent,
+        {"vector": (cfg.system2.latent_dim,)},
+        {"instruction": cfg.system2.max_instruction_chars},
+    )
     return {
         "state": message_limits(RobotState, {"q": (n,), "dq": (n,), "tau": (n,)}),
         "command": message_limits(Command, {"q": (n,), "dq": (n,)}),
         "camera": _widest(*frames),
-        # System 2 refuses longer instructions, so no valid latent carries one
-        "latent": message_limits(
-            Latent,
-            {"vector": (cfg.system2.latent_dim,)},
-            {"instruction": cfg.system2.max_instruction_chars},
-        ),
+        "latent": latent,
+        "latent_local": latent,  # the slot carries the same messages
         "chunk": message_limits(
             ActionChunk, {"actions": (cfg.policy.chunk_horizon, len(cfg.controlled_indices))}
         ),

@@ -41,6 +41,8 @@ LINKS: dict[str, Link] = {
     "chunk": Link(ROBOT, (ROBOT,)),
     "stats": Link(ROBOT, (STATS,)),
     "latent": Link(SYSTEM2, (ROBOT, OPERATOR)),
+    # the latent's same-machine shm:// slot (no CURVE: it never leaves the robot computer)
+    "latent_local": Link(SYSTEM2, (ROBOT,)),
     "instruction": Link(SYSTEM2, (OPERATOR,)),
     # the simulation's evaluation hooks: `dualsys eval` runs on the robot computer
     "scene_reset": Link(ROBOT, (ROBOT,)),

@@ -26,6 +26,7 @@ import zmq
 
 from dualsys.bus.codec import encode
 from dualsys.bus.curve import BusSecurity
+from dualsys.bus.latent_link import LatentIn
 from dualsys.bus.limits import receive_spec
 from dualsys.bus.messages import ActionChunk, Command, Hello, Latent, RobotState, Stats
 from dualsys.bus.transport import Publisher, Subscriber
@@ -104,6 +105,8 @@ class ControlLoop:
         self.state_sub = sub("state", RobotState)
         self.chunk_sub = sub("chunk", ActionChunk)
         self.latent_sub = sub("latent", Latent)
+        # the latent: from the same-machine shm slot once System 2 writes it, else ZeroMQ
+        self.latent_in = LatentIn(self.ctx, cfg, self.latent_sub, self.run_dir)
         self.cmd_pub = Publisher(
             self.ctx,
             eps["command"],
@@ -120,7 +123,7 @@ class ControlLoop:
         self.k = KernelState(cfg.limits(), cfg.controlled_indices, H, self.period_ns)
         # what the tick reads every time, bound once (no attribute walk, no view per tick)
         self._q, self._v = self.k.S[interp.S_Q], self.k.S[interp.S_V]
-        self._latent_sock, self._chunk_sock = self.latent_sub.sock, self.chunk_sub.sock
+        self._chunk_sock = self.chunk_sub.sock
         self._scratch_I, self._scratch_S = self.k.I.copy(), self.k.S.copy()  # for `rehearse`
         self._scratch_q, self._scratch_v = self._scratch_S[interp.S_Q], self._scratch_S[interp.S_V]
         self.hello = Hello(ROLE, cfg.name, cfg.system2.latent_dim, n, os.getpid())
@@ -212,12 +215,11 @@ class ControlLoop:
                 self.k.reset(s.q)
                 self.mode_str = "run"
         st[T_STATE] = _clock()
-        if self._latent_sock.getsockopt(_EVENTS) & _POLLIN:
-            lat = self.latent_sub.recv_latest()
-            if lat is not None:
-                self.latent_t_ns = lat.header.t_mono_ns
-                self.instruction_id = lat.instruction_id
-                self.latent_seq = lat.header.seq
+        lat = self.latent_in.recv_latest()
+        if lat is not None:
+            self.latent_t_ns = lat.header.t_mono_ns
+            self.instruction_id = lat.instruction_id
+            self.latent_seq = lat.header.seq
         st[T_LATENT] = _clock()
         if self._chunk_sock.getsockopt(_EVENTS) & _POLLIN:
             ch = self.chunk_sub.recv_latest()
@@ -342,8 +344,9 @@ class ControlLoop:
     def dropped(self) -> dict[str, int]:
         """Dropped messages per reason over all subscribers."""
         total: Counter[str] = Counter()
-        for sub in (self.state_sub, self.chunk_sub, self.latent_sub):
-            total.update(sub.dropped)
+        for sub in (self.state_sub, self.chunk_sub, self.latent_sub, self.latent_in.slot):
+            if sub is not None:
+                total.update(sub.dropped)
         return dict(total)
 
     def summary(self, scheduler: str, cpus: list[int], end_ns: int) -> dict:
@@ -365,6 +368,7 @@ class ControlLoop:
             "tick_stages_us": self.stages.stages(),
             "command_us": self.stages.summary(COMMAND),
             "latent_age_ms": {k: age[k] for k in ("p50", "p99", "max")},
+            "latent_link": self.latent_in.via,  # latents taken from the shm slot / ZeroMQ
             "chunks": self.chunks,
             "chunk_latency_ms": {k: chl[k] for k in ("p50", "p99")},
             "scheduler": scheduler,
@@ -461,6 +465,7 @@ class ControlLoop:
 
     def close(self) -> None:
         """Close every socket and stop the CURVE authenticator (before the context ends)."""
+        self.latent_in.close()
         for s in (self.state_sub, self.chunk_sub, self.latent_sub, self.cmd_pub, self.stats_pub):
             s.close()
         self.sec.close()

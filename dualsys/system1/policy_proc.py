@@ -19,6 +19,7 @@ import numpy as np
 import zmq
 
 from dualsys.bus.curve import BusSecurity
+from dualsys.bus.latent_link import LatentIn
 from dualsys.bus.limits import receive_spec
 from dualsys.bus.messages import ActionChunk, Hello, Latent, RobotState, Stats
 from dualsys.bus.transport import Publisher, Subscriber
@@ -49,6 +50,8 @@ class PolicyLoop:
 
         self.state_sub = sub("state", RobotState)
         self.latent_sub = sub("latent", Latent)
+        # the latent: from the same-machine shm slot once System 2 writes it, else ZeroMQ
+        self.latent_in = LatentIn(ctx, cfg, self.latent_sub, run_dir)
         self.chunk_pub = Publisher(
             ctx, eps["chunk"], ROLE, bind=True, curve=sec.curve(eps["chunk"], bind=True)
         )
@@ -73,7 +76,7 @@ class PolicyLoop:
     def poll_inputs(self, timeout_ms: int) -> None:
         """Take the newest state and latent; wait up to timeout_ms when nothing is new."""
         st = self.state_sub.recv_latest()
-        la = self.latent_sub.recv_latest()
+        la = self.latent_in.recv_latest()
         if st is None and la is None and timeout_ms > 0:
             st = self.state_sub.recv(timeout_ms)
         if st is not None:
@@ -151,11 +154,14 @@ class PolicyLoop:
             "dropped": {
                 "state": dict(self.state_sub.dropped),
                 "latent": dict(self.latent_sub.dropped),
+                "latent_slot": dict(self.latent_in.slot.dropped) if self.latent_in.slot else {},
             },
+            "latent_link": self.latent_in.via,  # latents taken from the shm slot / ZeroMQ
         }
 
     def close(self) -> None:
         """Close every socket and stop the CURVE authenticator (before the context ends)."""
+        self.latent_in.close()
         for s in (self.state_sub, self.latent_sub, self.chunk_pub, self.stats_pub):
             s.close()
         self.sec.close()

@@ -39,6 +39,7 @@ from dualsys.bus import (
 from dualsys.bus.clock import ClockSample, OffsetEstimator, mono_ns
 from dualsys.bus.codec import DropError, EncodeError, decode, encode
 from dualsys.bus.curve import BusSecurity
+from dualsys.bus.latent_link import LatentOut
 from dualsys.bus.limits import receive_spec
 from dualsys.bus.remote import RemoteLatent, remote_latent_limits
 from dualsys.config import RobotConfig
@@ -122,9 +123,8 @@ class System2Link:
         self.states = sub("state", RobotState)
         self.frames = sub("camera", CameraFrame)
         self.instructions = sub("instruction", Instruction, bind=True, latest=False)
-        self.pub = Publisher(
-            self.ctx, ep["latent"], ROLE, hwm=4, curve=sec.curve(ep["latent"], bind=True)
-        )
+        # the local latent link: ZeroMQ, plus the same-machine slot System 1 reads
+        self.pub = LatentOut(self.ctx, cfg, run, sec, ROLE)
         self.stats = Publisher(
             self.ctx, ep["stats"], ROLE, bind=False, curve=sec.curve(ep["stats"], bind=False)
         )
@@ -292,6 +292,7 @@ class System2Link:
         return {
             "server": self.server,
             "latents": self.latents,
+            "latents_slot_sent": self.pub.slot_sent,
             "sent": dict(self.sent),
             "dropped": dict(self.dropped),
             "clock_samples": self.clock.count,

@@ -36,6 +36,7 @@ from dualsys.bus import (
     Subscriber,
 )
 from dualsys.bus.curve import BusSecurity
+from dualsys.bus.latent_link import LatentOut
 from dualsys.bus.limits import receive_spec
 from dualsys.config import RobotConfig
 from dualsys.system2.encoders.base import Encoder
@@ -103,9 +104,8 @@ class System2Service:
             curve=sec.curve(ep["instruction"], bind=True),
             **receive_spec(cfg, "instruction"),
         )
-        self.latents = Publisher(
-            self.ctx, ep["latent"], ROLE, hwm=4, curve=sec.curve(ep["latent"], bind=True)
-        )
+        # ZeroMQ for every reader, plus the same-machine slot System 1 reads when configured
+        self.latents = LatentOut(self.ctx, cfg, self.run_dir, sec, ROLE)
         self.stats = Publisher(
             self.ctx, ep["stats"], ROLE, bind=False, curve=sec.curve(ep["stats"], bind=False)
         )
@@ -256,7 +256,8 @@ class System2Service:
                     frame_t_mono_ns=frame.header.t_mono_ns,
                     state_t_mono_ns=state.header.t_mono_ns,
                     step=self.metrics.steps + 1,
-                )
+                ),
+                time.monotonic_ns(),
             )
             self.metrics.record(
                 start,
@@ -310,6 +311,7 @@ class System2Service:
                 "instruction_changes": self.instruction_changes,
                 "encoder": self.encoder.description,
                 "latents_sent": self.latents.sent,
+                "latents_slot_sent": self.latents.slot_sent,
                 "stale_skips": self.stale_skips,
                 "encode_errors": self.encode_errors_total,
                 "failed": self.failed,

@@ -55,6 +55,8 @@ def ctx():
 def _write(tmp_path: Path, security: dict | None, **endpoints: str) -> Path:
     data = copy.deepcopy(GR1_DATA)
     data["endpoints"].update(endpoints)
+    if "latent" in endpoints:  # a latent link off this computer has no same-machine slot
+        data["endpoints"].pop("latent_local", None)
     if security is not None:
         data["security"] = security
     path = tmp_path / "secured.toml"

@@ -164,6 +164,7 @@ def _tcp_config(tmp_path: Path, security: dict) -> config.RobotConfig:
 
     data = dict(GR1_DATA, security=security)
     data["endpoints"] = dict(GR1_DATA["endpoints"], latent="tcp://127.0.0.1:5999")
+    del data["endpoints"]["latent_local"]  # a tcp:// latent has no same-machine slot
     path = tmp_path / "gr1_tcp.toml"
     path.write_text(dump_toml(data))
     return config.load(path)

@@ -43,7 +43,7 @@ def _secure_config(tmp_path: Path) -> tuple[config.RobotConfig, Path]:
     assert cli_main(["keys", "generate", "--out", str(keys)]) == 0
     generate(keys, "rogue")
     data = copy.deepcopy(GR1_DATA)
-    names = list(data["endpoints"])
+    names = [n for n in data["endpoints"] if n != "latent_local"]  # tcp://: no slot
     ports = free_ports(len(names))
     data["endpoints"] = {n: f"tcp://127.0.0.1:{p}" for n, p in zip(names, ports, strict=True)}
     data["security"] = {"curve": True, "keys_dir": str(keys)}

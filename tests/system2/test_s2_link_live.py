@@ -123,6 +123,9 @@ def test_remote_system2_with_shifted_clocks(tmp_path: Path) -> None:
         assert v["control.restarts"] == 0 and v["system2.restarts"] == 0, v
         up.send_signal(signal.SIGINT)
         out = up.communicate(timeout=30)[0].decode()
+        # the link republishes on the robot computer's latent slot: System 1 read it there
+        via = json.loads((run_dir / "control.json").read_text())["latent_link"]
+        assert via["shm"] > 0 and via["zmq"] == 0, via
     finally:
         if status is not None:
             status.sub.close()

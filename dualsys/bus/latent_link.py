@@ -1,0 +1,132 @@
+"""The latent link on the robot computer: ZeroMQ for every reader, a shm slot for System 1.
+
+Whatever provides latents on the robot computer (System 2, or the link to a remote System 2
+server) publishes each latent on the `latent` ZeroMQ PUB as always, so the recorder, the
+supervisor, `dualsys say` and remote peers keep receiving every one. When `[endpoints]
+latent_local` names a shm:// slot and the `latent` link is same-machine (ipc://), it also
+writes the same message (same seq and time) into the slot (dualsys/bus/shm.py): the control
+and policy processes read it there without ZeroMQ's three thread wake-ups per message.
+
+A reader takes latents from the slot once the slot has delivered a valid one (the publisher
+writes it: System 2 is on this computer) and from ZeroMQ until then, so a peer that
+publishes on ZeroMQ only (a tool, a test) is still heard. Both paths decode and validate
+alike; a bad slot message is dropped and counted by the slot's Subscriber.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import zmq
+
+from dualsys.bus.limits import receive_spec, topic_limits
+from dualsys.bus.messages import Latent
+from dualsys.bus.transport import Publisher, Subscriber, is_shm
+
+if TYPE_CHECKING:
+    from dualsys.bus.curve import BusSecurity
+    from dualsys.config import RobotConfig
+
+#: the `[endpoints]` key of the slot, and the ZeroMQ link it mirrors
+SLOT_KEY, MIRRORS = "latent_local", "latent"
+_EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
+
+
+def slot_endpoint(cfg: RobotConfig, run_dir: str | Path) -> str | None:
+    """The latent slot's shm:// endpoint, or None when none is configured or the latent link
+    is not same-machine (ipc://)."""
+    if SLOT_KEY not in cfg.endpoints:
+        return None
+    ep = cfg.endpoint(SLOT_KEY, run_dir)
+    if not is_shm(ep) or not cfg.endpoint(MIRRORS, run_dir).startswith("ipc://"):
+        return None
+    return ep
+
+
+class LatentOut:
+    """Publishes each latent on the ZeroMQ latent link and, when configured, into the slot."""
+
+    def __init__(
+        self, ctx: zmq.Context, cfg: RobotConfig, run_dir: str | Path, sec: BusSecurity, role: str
+    ) -> None:
+        ep = cfg.endpoint(MIRRORS, run_dir)
+        self.pub = Publisher(ctx, ep, role, hwm=4, curve=sec.curve(ep, bind=True))
+        slot = slot_endpoint(cfg, run_dir)
+        self.slot = (
+            None
+            if slot is None
+            else Publisher(ctx, slot, role, max_bytes=topic_limits(cfg)[SLOT_KEY].max_bytes)
+        )
+
+    def send(self, msg: Latent, t_mono_ns: int) -> bool:
+        """Send on ZeroMQ and write the slot with the same time; False when ZeroMQ dropped it.
+        The slot first: its readers are the latency-critical ones."""
+        if self.slot is not None:
+            self.slot.send(msg, t_mono_ns)
+        return self.pub.send(msg, t_mono_ns)
+
+    @property
+    def sent(self) -> int:
+        """Latents sent on ZeroMQ."""
+        return self.pub.sent
+
+    @property
+    def slot_sent(self) -> int:
+        """Latents written into the slot (0 without one)."""
+        return 0 if self.slot is None else self.slot.sent
+
+    def close(self) -> None:
+        """Close the socket and unmap the slot (its file stays for the run directory)."""
+        self.pub.close()
+        if self.slot is not None:
+            self.slot.close()
+
+
+class LatentIn:
+    """System 1's latent input: the slot once it has delivered, else the ZeroMQ subscriber.
+
+    `recv_latest` never blocks and allocates nothing per call once the slot is open (before
+    the publisher has made the slot file, the slot reader retries opening it every 0.1 s):
+    safe in the 200 Hz thread. `via` counts the latents taken per path ("shm", "zmq")."""
+
+    def __init__(
+        self, ctx: zmq.Context, cfg: RobotConfig, zmq_sub: Subscriber, run_dir: str | Path
+    ) -> None:
+        self.zmq = zmq_sub
+        self._sock = zmq_sub.sock
+        slot = slot_endpoint(cfg, run_dir)
+        spec = receive_spec(cfg, SLOT_KEY)  # the latent's shapes and size limits
+        self.slot = None if slot is None else Subscriber(ctx, slot, (Latent,), **spec)
+        self.shm_taken = 0
+        self.zmq_taken = 0
+
+    def recv_latest(self) -> Latent | None:
+        """The newest valid latent not yet taken, or None (200 Hz thread)."""
+        slot = self.slot
+        if slot is not None:
+            msg = slot.recv_latest()
+            if msg is not None:
+                self.shm_taken += 1
+                return msg
+            if slot.received:  # the slot is live: ZeroMQ carries the same latents later
+                return None
+        if self._sock.getsockopt(_EVENTS) & _POLLIN:
+            msg = self.zmq.recv_latest()
+            if msg is not None:
+                self.zmq_taken += 1
+                return msg
+        return None
+
+    @property
+    def via(self) -> dict[str, int]:
+        """Latents taken per path, for the run summary."""
+        return {"shm": self.shm_taken, "zmq": self.zmq_taken}
+
+    def close(self) -> None:
+        """Unmap the slot (the ZeroMQ subscriber belongs to the caller)."""
+        if self.slot is not None:
+            self.slot.close()
+
+
+__all__ = ["MIRRORS", "SLOT_KEY", "LatentIn", "LatentOut", "slot_endpoint"]
