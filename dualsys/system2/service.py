@@ -6,9 +6,13 @@ Tasks on the event loop (none of them ever blocks it):
   sockets), hand them with the current instruction to the encoder on a one-thread executor,
   and publish the Latent (instruction id/text, input timestamps). A late step never queues
   work: the schedule restarts from now and the next step simply uses the newest inputs.
+  A new instruction does not wait for the deadline: the step due next runs at once (the
+  instruction -> motion switch latency loses up to a period), and the one after it keeps its
+  place in the schedule, so the rate stays the target rate; after such an early step the next
+  one waits for its own deadline (a flood of instructions cannot run the schedule ahead).
   When the newest frame or state arrived longer ago than `budgets.latent_stale_ms`, no latent
   is published (counted in `stale_skips`): System 1 then sees the latent age and holds.
-- `_instructions`: every 20 ms, read up to 64 waiting instructions; a bad Instruction is
+- `_instructions`: every 10 ms, read up to 64 waiting instructions; a bad Instruction is
   refused and counted, the current one stays.
 - `_stats` / `_hello`: Stats at `rates.stats_hz`, Hello once per second.
 """
@@ -16,6 +20,7 @@ Tasks on the event loop (none of them ever blocks it):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 import time
@@ -45,7 +50,7 @@ from dualsys.system2.metrics import StepMetrics
 from dualsys.timing import current_cpus, warn_once
 
 ROLE = "system2"
-INSTRUCTION_POLL_S = 0.02
+INSTRUCTION_POLL_S = 0.01
 #: most instruction messages read per poll (a person types a few a minute)
 MAX_INSTRUCTIONS_PER_POLL = 64
 MAX_ENCODE_ERRORS_IN_A_ROW = 10
@@ -67,6 +72,8 @@ class System2Service:
         self.encode_errors_total = 0
         self.metrics = StepMetrics()
         self.stop = threading.Event()
+        #: set by a newly adopted instruction: the step due next runs at once
+        self.switch = asyncio.Event()
         self.failed = ""
         self._frame: CameraFrame | None = None
         self._state: RobotState | None = None
@@ -172,6 +179,7 @@ class System2Service:
             return  # a resend (dualsys say repeats until it sees the instruction adopted)
         self.instruction, self.instruction_id = text, msg.id
         self.instruction_changes += 1
+        self.switch.set()
         print(f"system2: instruction #{msg.id}: {text!r}", flush=True)
 
     # ----------------------------------------------------------------- tasks
@@ -206,14 +214,26 @@ class System2Service:
         )
         self.stats.send(Stats(process=ROLE, values=values))
 
+    async def _until_step(self, loop: asyncio.AbstractEventLoop, next_t: float) -> None:
+        """Wait for the step due at `next_t`, or less once a new instruction has come in.
+
+        After an early step `next_t` is a period past that step's own slot; until that slot
+        has passed, a new instruction waits (at most one early step per slot)."""
+        ahead = next_t - self.period_s - loop.time()
+        if ahead > 0:
+            await asyncio.sleep(ahead)
+        delay = next_t - loop.time()
+        if delay > 0 and not self.switch.is_set():
+            with contextlib.suppress(TimeoutError):  # the deadline came first
+                await asyncio.wait_for(self.switch.wait(), delay)
+        self.switch.clear()
+
     async def _steps(self, pool: ThreadPoolExecutor) -> None:
         loop = asyncio.get_running_loop()
         waited = False
         next_t = loop.time()
         while not self.stop.is_set():
-            delay = next_t - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
+            await self._until_step(loop, next_t)
             self._take_inputs()
             frame, state = self._frame, self._state
             if frame is None or state is None:
