@@ -230,7 +230,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--report", default="", help="write the JSON report here")
     p.add_argument("--markdown", default="", help="append the markdown table to this file")
     p.add_argument("--seed", type=int, default=10_000)
-    p.add_argument("--precision", default="", help="fp32 | bf16 | int8 (default: config)")
+    p.add_argument(
+        "--precision", default="", help="fp32 | fp32-ort | bf16 | int8 (default: config)"
+    )
     p.add_argument("--encoder", default="",
                    help="System 2 encoder registry name (default: the config's)")  # fmt: skip
     p.add_argument(
