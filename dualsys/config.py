@@ -753,6 +753,18 @@ def _apply_overrides(path: Path, data: dict[str, Any], items: list[str]) -> None
         table[name] = value
 
 
+def read_toml(path: Path) -> dict:
+    """The TOML document at `path`; ConfigError naming the file when unreadable or not TOML."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(path, "<file>", f"cannot read: {exc.strerror or exc}") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, "<toml>", f"not valid TOML: {exc}") from None
+
+
 def load(path: str | Path, overrides: list[str] | None = None) -> RobotConfig:
     """Load and validate one robot config file. Raises ConfigError naming file and key.
 
@@ -760,14 +772,7 @@ def load(path: str | Path, overrides: list[str] | None = None) -> RobotConfig:
     validation, so an overridden config is checked like a written one.
     """
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(path, "<file>", f"cannot read: {exc.strerror or exc}") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(path, "<toml>", f"not valid TOML: {exc}") from None
+    data = read_toml(path)
     items = env_overrides() if overrides is None else list(overrides)
     _apply_overrides(path, data, items)
     base = path.resolve().parent

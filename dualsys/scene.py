@@ -14,12 +14,11 @@ from __future__ import annotations
 import difflib
 import functools
 import math
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dualsys.config import ROBOTS_DIR, ConfigError, RobotConfig, _Table
+from dualsys.config import ROBOTS_DIR, ConfigError, RobotConfig, _Table, read_toml
 
 #: Object shapes and what `size` holds for each (all half extents, metres).
 SHAPES = {"cylinder": ("radius", "half_height"), "box": ("half_x", "half_y", "half_z")}
@@ -169,15 +168,7 @@ def parse(path: Path, data: dict[str, Any]) -> Scene:
 @functools.lru_cache(maxsize=8)
 def load(path: Path) -> Scene:
     """Load and validate one scene file (cached per path). Raises ConfigError."""
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(path, "<file>", f"cannot read: {exc.strerror or exc}") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(path, "<toml>", f"not valid TOML: {exc}") from None
-    return parse(path, data)
+    return parse(path, read_toml(path))
 
 
 def scene_path(cfg: RobotConfig) -> Path | None:
