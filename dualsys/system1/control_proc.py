@@ -42,6 +42,15 @@ BASELINE_EVERY = 32
 #: with prefetch, the loop wakes this long before its spin margin to take what arrived (a
 #: decode takes up to ~0.2 ms with cold caches), then sleeps again to the margin
 PREFETCH_LEAD_NS = 300_000
+#: prefetch only at periods of at least this (<= 500 Hz): at 1 kHz the extra wake-up per
+#: period doubled the late wake-ups of the floor benchmark (benchmarks/results/floor.md),
+#: and the tick there is already short (its inputs come in smaller steps)
+PREFETCH_MIN_PERIOD_NS = 2_000_000
+
+
+def use_prefetch(period_ns: int) -> bool:
+    """Whether the loop prefetches at this period (off also with DUALSYS_NO_PREFETCH=1)."""
+    return period_ns >= PREFETCH_MIN_PERIOD_NS and os.environ.get("DUALSYS_NO_PREFETCH") != "1"
 
 
 def run_loop(
@@ -128,7 +137,7 @@ def run_control(cfg: RobotConfig, run_dir: Path, duration_s: float, fifo: bool =
     causes = MissAttribution(rt.cpus[0] if len(rt.cpus) == 1 else -1)
     loop.miss_causes = causes.counts
     freeze_gc()
-    prefetch = os.environ.get("DUALSYS_NO_PREFETCH") != "1"  # off: for the loop benchmark
+    prefetch = use_prefetch(loop.period_ns)
     end_ns = run_loop(loop, stop, duration_s, margin_ns, causes, prefetch)
     loop.deactivate()
     idle_held = idle.held

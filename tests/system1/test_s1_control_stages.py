@@ -148,3 +148,12 @@ def test_run_report_carries_the_stage_breakdown(two, tmp_path) -> None:
     assert s1["command_us"]["p99"] >= s1["tick_stages_us"]["send"]["p50"] > 0
     line = [x for x in summary_text(report).splitlines() if "tick stages" in x]
     assert len(line) == 1 and all(f"{name} " in line[0] for name in STAGES)
+
+
+def test_prefetch_runs_up_to_500_hz_only(monkeypatch) -> None:
+    from dualsys.system1.control_proc import use_prefetch
+
+    assert use_prefetch(5_000_000) and use_prefetch(2_000_000)  # 200 and 500 Hz
+    assert not use_prefetch(1_000_000)  # 1 kHz: one wake-up a period
+    monkeypatch.setenv("DUALSYS_NO_PREFETCH", "1")
+    assert not use_prefetch(5_000_000)
