@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from dualsys.timing import current_cpus, pin_to_core, warn_once
 
 MCL_CURRENT, MCL_FUTURE = 1, 2
+M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc mallopt parameters (malloc.h)
+HEAP_RESERVE_BYTES = 16 << 20
 PR_SET_TIMERSLACK = 29
 DEFAULT_FIFO_PRIORITY = 80
 
@@ -100,6 +102,29 @@ def lock_memory() -> str:
     return f"mlockall refused: {_errno_text()}"
 
 
+def tune_allocator(reserve_bytes: int = HEAP_RESERVE_BYTES) -> str:
+    """Keep freed memory in the process and pre-grow the heap; '' on success or the reason.
+
+    With mlockall(MCL_FUTURE) every page the process maps is faulted in at once. glibc's
+    default gives freed heap top back to the kernel (trim) and serves large blocks with their
+    own mmap, so a later malloc in the tick (ZeroMQ's message buffers) can pay for mapping and
+    faulting pages again. This turns both off and reserves `reserve_bytes` of heap up front,
+    the usual real-time recipe for glibc.
+    """
+    if not hasattr(_libc, "mallopt"):
+        return "allocator unchanged: this C library has no mallopt"
+    if _libc.mallopt(M_TRIM_THRESHOLD, -1) != 1 or _libc.mallopt(M_MMAP_MAX, 0) != 1:
+        return "allocator unchanged: mallopt refused"
+    _libc.malloc.restype = ctypes.c_void_p
+    _libc.malloc.argtypes = [ctypes.c_size_t]
+    _libc.free.argtypes = [ctypes.c_void_p]
+    block = _libc.malloc(reserve_bytes)
+    if block:
+        ctypes.memset(block, 0, reserve_bytes)  # fault the pages in now, then keep them
+        _libc.free(block)
+    return ""
+
+
 def set_fifo(priority: int) -> str:
     """Switch this process to SCHED_FIFO at `priority`; '' on success or the reason."""
     if os.environ.get("DUALSYS_NO_FIFO"):
@@ -114,7 +139,7 @@ def set_fifo(priority: int) -> str:
 def setup_realtime(
     core: int | None, *, fifo: bool = True, priority: int = DEFAULT_FIFO_PRIORITY
 ) -> RtStatus:
-    """Pin to `core`, lock memory, ask for SCHED_FIFO; warn once per refusal, never raise.
+    """Pin to `core`, keep freed heap, lock memory, ask for SCHED_FIFO; warn on refusal, no raise.
 
     Create ZeroMQ contexts BEFORE calling this: their I/O threads must stay at normal priority.
     """
@@ -124,6 +149,9 @@ def setup_realtime(
         if note:
             st.notes.append(note)
     if fifo:
+        note = tune_allocator()
+        if note:
+            st.notes.append(note)
         note = lock_memory()
         st.mlocked = not note
         if note:
