@@ -225,13 +225,16 @@ def summary_text(report: dict[str, Any]) -> str:
             f"  System 1: {s1.get('rate_hz', 0):.2f} Hz, {s1['ticks']} ticks, "
             f"{s1['deadline_misses']} misses ({100 * s1['miss_rate']:.3f}%), worst streak "
             f"{s1['max_consecutive_misses']}; lateness p99 {lat.get('p99', 0):.0f} us "
-            f"max {lat.get('max', 0):.0f} us; work p99 {work.get('p99', 0):.0f} us; "
+            f"max {lat.get('max', 0):.0f} us; work p99 {work.get('p99', 0):.0f} us "
+            f"max {work.get('max', 0):.0f} us; "
             f"latent age p99 {age.get('p99', 0):.0f} ms; {s1.get('scheduler')}"
         )
         stages = s1.get("tick_stages_us") or {}
         if stages:
-            parts = ", ".join(f"{k} {v.get('p99', 0):.0f}" for k, v in stages.items())
-            lines.append(f"  System 1 tick stages p99 (us): {parts}")
+            parts = ", ".join(
+                f"{k} {v.get('p99', 0):.0f}/{v.get('max', 0):.0f}" for k, v in stages.items()
+            )
+            lines.append(f"  System 1 tick stages p99/max (us): {parts}")
     if s2.get("steps"):
         step = s2.get("step_ms") or {}
         lines.append(
