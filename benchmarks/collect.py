@@ -11,6 +11,7 @@ HERE = Path(__file__).parent
 ORDER = [
     "bus",
     "loop",
+    "alloc",
     "floor",
     "interp",
     "policy",
