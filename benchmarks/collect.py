@@ -12,6 +12,7 @@ ORDER = [
     "bus",
     "loop",
     "alloc",
+    "tick_live",
     "floor",
     "interp",
     "policy",
