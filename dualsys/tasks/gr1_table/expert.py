@@ -40,7 +40,7 @@ APPROACH_ABOVE = 0.12
 #: object's top and at most NEAR_ABOVE over the point, moves straight to it; no start pose of
 #: the datasets made before this rule (default pose, other behaviours' poses) lies inside it
 #: (the nearest of ds1-ds4's 480 touch starts: 12 cm sideways)
-NEAR_XY, NEAR_ABOVE = 0.05, APPROACH_ABOVE
+NEAR_XY, NEAR_ABOVE = 0.07, APPROACH_ABOVE
 WAVE_HZ = 1.0
 WAVE_AMPLITUDE = 0.45
 GRIP_HZ = 0.6
