@@ -12,8 +12,10 @@ after the first move (a touch on its way down or holding, a wave anywhere on its
 arms jittered by `OWN_JITTER`. The trained policy drifts into such states by itself (a touch
 held a few cm off the object, a wave's hand standing still on the swing) and the other starts
 never show the way back from them (benchmarks/results/behaviours.md, "The touch that
-leaves"). `run_expert` executes the expert's plan with 200 Hz PD commands and emits every
-sample as a wire frame of dualsys's own bus (`Instruction`, `RobotState`, `Command`,
+leaves and the wave that stays still").
+
+`run_expert` executes the expert's plan with 200 Hz PD commands and emits every sample as a
+wire frame of dualsys's own bus (`Instruction`, `RobotState`, `Command`,
 `CameraFrame`, encoded by `dualsys.bus.codec` with the simulation time as the header's
 monotonic time); the dataset writer only ever sees those frames, decoded and validated by the
 same codec the live processes use. Palm and object positions (ground truth, for scoring)
