@@ -37,12 +37,12 @@ def _init(cfg_path: str) -> None:
     )
 
 
-def _episode(job: tuple[str, str, int, float, float]):
+def _episode(job: tuple[str, str, int, float, float, float]):
     from dualsys.behaviours.rollout import new_setup, run_expert
 
-    behaviour, text, seed, seconds, moving = job
+    behaviour, text, seed, seconds, moving, own = job
     w = _WORKER
-    setup = new_setup(w["sim"], w["expert"], behaviour, text, seed, moving)
+    setup = new_setup(w["sim"], w["expert"], behaviour, text, seed, moving, own)
     frames, hands, objs = run_expert(w["sim"], w["expert"], w["cfg"], setup, seconds)
     return behaviour, seed, frames, hands, objs
 
@@ -54,15 +54,18 @@ def jobs(
     seconds: float,
     behaviours: tuple[str, ...],
     moving: float = 0.0,
-) -> list[tuple[str, str, int, float, float]]:
-    """The episode list: (behaviour, instruction, seed, seconds, moving), round-robin over
-    behaviours; `moving`: share of episodes started in motion (`rollout.new_setup`)."""
+    own: float = 0.0,
+) -> list[tuple[str, str, int, float, float, float]]:
+    """The episode list: (behaviour, instruction, seed, seconds, moving, own), round-robin
+    over behaviours; `moving`: share of episodes started in motion, `own`: share started still
+    near the behaviour's own goal (`rollout.new_setup`)."""
     rng = np.random.default_rng(seed)
     out = []
     for i in range(n):
         b = behaviours[i % len(behaviours)]
         texts = phrasings[b]
-        out.append((b, texts[rng.integers(len(texts))], seed * 100_003 + i, seconds, moving))
+        text = texts[rng.integers(len(texts))]
+        out.append((b, text, seed * 100_003 + i, seconds, moving, own))
     return out
 
 
@@ -80,7 +83,7 @@ def _results(cfg: RobotConfig, job_list, workers: int) -> Iterator:
 def generate(
     cfg: RobotConfig,
     out: Path,
-    job_list: list[tuple[str, str, int, float, float]],
+    job_list: list[tuple[str, str, int, float, float, float]],
     workers: int = 1,
     progress: Callable[[int], None] | None = None,
 ) -> DatasetWriter:

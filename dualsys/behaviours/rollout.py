@@ -6,12 +6,20 @@ shows switching). return_to_rest also starts near the default pose 40% of the ti
 data shows "already at rest: stay still" as well as the way back. With `moving` > 0 that share
 of episodes starts in motion instead: another behaviour's expert runs (unrecorded) for
 0.6-3 s from near the default pose, then the episode's behaviour is planned from wherever the
-robot is, as when an instruction changes mid-motion on the live robot. `run_expert` executes the
-expert's plan with 200 Hz PD commands and emits every sample as a wire frame of dualsys's
-own bus (`Instruction`, `RobotState`, `Command`, `CameraFrame`, encoded by
-`dualsys.bus.codec` with the simulation time as the header's monotonic time); the dataset
-writer only ever sees those frames, decoded and validated by the same codec the live
-processes use. Palm and object positions (ground truth, for scoring) travel beside them.
+robot is, as when an instruction changes mid-motion on the live robot. With `own` > 0 that
+share of episodes starts still near the behaviour's own goal instead: a pose of its own plan
+after the first move (a touch on its way down or holding, a wave anywhere on its swing), the
+arms jittered by `OWN_JITTER`. The trained policy drifts into such states by itself (a touch
+held a few cm off the object, a wave's hand standing still on the swing) and the other starts
+never show the way back from them (benchmarks/results/behaviours.md, "The touch that
+leaves and the wave that stays still").
+
+`run_expert` executes the expert's plan with 200 Hz PD commands and emits every sample as a
+wire frame of dualsys's own bus (`Instruction`, `RobotState`, `Command`,
+`CameraFrame`, encoded by `dualsys.bus.codec` with the simulation time as the header's
+monotonic time); the dataset writer only ever sees those frames, decoded and validated by the
+same codec the live processes use. Palm and object positions (ground truth, for scoring)
+travel beside them.
 """
 
 from __future__ import annotations
@@ -25,6 +33,8 @@ from dualsys.config import RobotConfig
 
 EPISODE_S = 4.0
 SOURCE = "demo"
+#: std (rad) of the arm-joint jitter of a start near the behaviour's own goal (`new_setup`)
+OWN_JITTER = 0.05
 
 
 @dataclass
@@ -40,10 +50,18 @@ class Setup:
 
 
 def new_setup(
-    sim, expert, behaviour: str, instruction: str, seed: int, moving: float = 0.0
+    sim,
+    expert,
+    behaviour: str,
+    instruction: str,
+    seed: int,
+    moving: float = 0.0,
+    own: float = 0.0,
 ) -> Setup:
     """Random objects and start pose for one episode (deterministic in `seed`); with
-    probability `moving` a lead-in behaviour instead of a still start (module docstring)."""
+    probability `moving` a lead-in behaviour instead of a still start, with probability `own`
+    a still start near the behaviour's own goal (module docstring). Draws nothing extra when
+    both are 0, so the datasets made before `own` existed are reproduced exactly."""
     rng = np.random.default_rng(seed)
     sim.reset()
     objects = sim.randomise_objects(rng)
@@ -52,7 +70,11 @@ def new_setup(
     lead = None
     if moving > 0 and rng.random() < moving:
         lead = (others[rng.integers(len(others))], float(rng.uniform(0.6, 3.0)))
-    if lead is not None or rng.random() < 0.4:  # near the default pose (moving: lead from it)
+    if own > 0 and lead is None and rng.random() < own:
+        plan = expert.plan(behaviour, d, objects)
+        q = plan(rng.uniform(plan.segments[0].t1, plan.t_end))
+        q = q + rng.normal(0.0, OWN_JITTER, d.shape) * expert.start_jitter
+    elif lead is not None or rng.random() < 0.4:  # near the default pose (moving: lead from it)
         q = d + rng.normal(0.0, 0.03, d.shape) * expert.start_jitter
     else:
         other = others[rng.integers(len(others))]

@@ -41,9 +41,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if not 0.0 <= args.own_starts <= 1.0:
+        print(
+            f"dualsys demo: error: --own-starts {args.own_starts}: expected a share in [0, 1]",
+            file=sys.stderr,
+        )
+        return 2
     job_list = jobs(
-        args.episodes, phrasings, args.seed, args.seconds, behaviours, args.moving_starts
-    )
+        args.episodes, phrasings, args.seed, args.seconds, behaviours, args.moving_starts,
+        args.own_starts,
+    )  # fmt: skip
     t0 = time.monotonic()
     cols = (*Progress.get_default_columns()[:2], MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*cols[:1], BarColumn(), *cols[2:]) as bar:
@@ -72,6 +79,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=0.0,
         help="share of episodes that start in motion: another behaviour runs 0.6-3 s "
         "(unrecorded), then the episode's behaviour takes over from there (default 0)",
+    )
+    p.add_argument(
+        "--own-starts",
+        type=float,
+        default=0.0,
+        help="share of episodes that start still near the behaviour's own goal (a touch a few "
+        "cm off its object, a wave's hand still on its swing) (default 0)",
     )
     p.add_argument("--overwrite", action="store_true", help="write over an existing dataset")
     p.set_defaults(func=cmd_demo)
