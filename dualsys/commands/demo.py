@@ -34,19 +34,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     except PhrasingsError as exc:
         print(f"dualsys demo: error: {exc}", file=sys.stderr)
         return 2
-    if not 0.0 <= args.moving_starts <= 1.0:
-        print(
-            f"dualsys demo: error: --moving-starts {args.moving_starts}: expected a share in "
-            "[0, 1]",
-            file=sys.stderr,
-        )
-        return 2
-    if not 0.0 <= args.own_starts <= 1.0:
-        print(
-            f"dualsys demo: error: --own-starts {args.own_starts}: expected a share in [0, 1]",
-            file=sys.stderr,
-        )
-        return 2
+    for flag, share in (("--moving-starts", args.moving_starts), ("--own-starts", args.own_starts)):
+        if not 0.0 <= share <= 1.0:  # NaN fails too
+            msg = f"dualsys demo: error: {flag} {share}: expected a share in [0, 1]"
+            print(msg, file=sys.stderr)
+            return 2
     job_list = jobs(
         args.episodes, phrasings, args.seed, args.seconds, behaviours, args.moving_starts,
         args.own_starts,

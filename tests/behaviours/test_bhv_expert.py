@@ -125,6 +125,10 @@ def test_own_starts_draw_nothing_when_off(cfg, sim, expert):
         a = new_setup(sim, expert, b, b, seed)
         z = new_setup(sim, expert, b, b, seed, own=0.0)
         np.testing.assert_array_equal(a.q_start, z.q_start)
+        # a tiny share draws its random number (and almost never takes it): the generator moves
+        # on, so the start differs; own=0 giving the old start therefore means it drew nothing
+        tiny = new_setup(sim, expert, b, b, seed, own=1e-12)
+        assert np.abs(tiny.q_start - z.q_start).max() > 0, b
     own = new_setup(sim, expert, "wave_left_hand", "w", 3, own=1.0)
     assert (
         np.abs(own.q_start - new_setup(sim, expert, "wave_left_hand", "w", 3).q_start).max() > 0.3
