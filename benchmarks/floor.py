@@ -12,9 +12,11 @@ A miss: C, woke more than a period late; dualsys, its command left after the nex
 The plain C loop does no work, so a wake-up up to a whole period late is still on time for it,
 and its core idles between wake-ups. Each round therefore also runs "C, dualsys's shape": the
 same C probe sleeping to dualsys's spin margin before each deadline, spinning the rest, and
-busy-waiting dualsys's median tick work of that round after each wake-up (its miss: work ended
-after the next deadline, the control loop's own definition). That is the floor of a loop doing
-dualsys's work on this machine; the verdict compares dualsys with it.
+computing, after each wake-up, a fixed amount of arithmetic calibrated to dualsys's median
+tick work of that round (its miss: work ended after the next deadline, the control loop's own
+definition; a stall during the work lengthens it as it lengthens dualsys's tick). That is the
+floor of a loop doing dualsys's work on this machine; the verdict compares dualsys with it, and
+its work max is the machine's floor for dualsys's tick work max.
 
     .venv/bin/python benchmarks/floor.py [--seconds 10] [--rounds 3] [--hz 200,500,1000]
 """
@@ -71,9 +73,10 @@ def run_dualsys(rd: Path, env: dict, seconds: float) -> dict:
 
 
 def add(acc: dict, key: str, ticks: int, misses: int, p99: float, streak: int) -> None:
-    a = acc.setdefault(key, {"ticks": 0, "misses": 0, "p99": [], "streak": 0})
+    a = acc.setdefault(key, {"ticks": 0, "misses": 0, "p99": [], "streak": 0, "rounds": []})
     a["ticks"] += ticks
     a["misses"] += misses
+    a["rounds"].append(misses)
     a["p99"].append(p99)
     a["streak"] = max(a["streak"], streak)
 
@@ -114,16 +117,20 @@ def main() -> None:
                         d = run_dualsys(rd, env, args.seconds)
                         work = round(d["work_us"]["p50"])
                         spin = d.get("spin_margin", {}).get("margin_us", 0)
-                        cs = run_c(core, hz, args.seconds, work, spin)
-                        add(acc, (hz, cond, "C, dualsys's shape"), cs["ticks"],
-                            cs["work_misses"], cs["p99_us"], cs["max_streak"])  # fmt: skip
+                        sh = run_c(core, hz, args.seconds, work, spin)
+                        add(acc, (hz, cond, "C, dualsys's shape"), sh["ticks"],
+                            sh["work_misses"], sh["p99_us"], sh["max_streak"])  # fmt: skip
                         add(acc, (hz, cond, "dualsys"), d["ticks"], d["deadline_misses"],
                             d["lateness_us"]["p99"], d["max_consecutive_misses"])  # fmt: skip
                         for k, v in d.get("miss_causes", {}).items():
                             cs = causes.setdefault((hz, cond), {})
                             cs[k] = cs.get(k, 0) + v
-                        e = extra.setdefault((hz, cond), {"work_p99": [], "margin": []})
+                        e = extra.setdefault(
+                            (hz, cond), {"work_p99": [], "margin": [], "max": [], "c_max": []}
+                        )
                         e["work_p99"].append(d["work_us"]["p99"])
+                        e["max"].append(d["work_us"]["max"])
+                        e["c_max"].append(sh["work_max_us"])
                         e["margin"].append(d.get("spin_margin", {}).get("margin_us", 0))
                 finally:
                     if load:
@@ -140,8 +147,9 @@ def main() -> None:
         f"{core}, beside echo robot + fake System 2 + untrained policy (same core). Loaded: a CPU "
         "burner per core + a memory streamer. Lateness in µs (p99: worst round; for the "
         'shaped C loop, after its spin). "C, dualsys\'s shape": the C probe sleeping to '
-        "dualsys's spin margin, spinning to the deadline and busy-waiting dualsys's median tick "
-        "work of the round; its misses: work ended after the next deadline. Target: dualsys "
+        "dualsys's spin margin, spinning to the deadline and computing a fixed amount of work "
+        "calibrated to dualsys's median tick work of the round; its misses: work ended after the "
+        "next deadline. Target: dualsys "
         "misses <= 1.5x the shaped C loop's, p99 lateness at or below the plain C loop's.\n\n"
         "| rate | condition | loop | ticks | misses | miss rate | p99 lateness | longest streak "
         "| verdict |\n|---|---|---|---|---|---|---|---|---|\n"
@@ -163,16 +171,23 @@ def main() -> None:
                     f"{max(a['p99']):.1f} | {a['streak']} | {mark} |\n"
                 )
     text += (
-        "\ndualsys misses by cause, tick work p99 (µs, worst round) and derived spin margin:\n\n"
+        "\ndualsys misses by cause, tick work p99 and max (µs, worst round; max beside the shaped "
+        "C loop's, the machine's floor for it), misses per round and derived spin margin:\n\n"
     )
-    text += "| rate | condition | causes | work p99 | spin margin (µs) |\n|---|---|---|---|---|\n"
+    text += (
+        "| rate | condition | causes | work p99 | work max: dualsys / shaped C | misses per round: "
+        "dualsys / shaped C | spin margin (µs) |\n|---|---|---|---|---|---|---|\n"
+    )
     for hz in rates:
         for cond in conds:
             cs = causes.get((hz, cond), {})
             e = extra[(hz, cond)]
+            per_d = ", ".join(map(str, acc[(hz, cond, "dualsys")]["rounds"]))
+            per_c = ", ".join(map(str, acc[(hz, cond, "C, dualsys's shape")]["rounds"]))
             text += (
                 f"| {hz} Hz | {cond} | {', '.join(f'{k} {v}' for k, v in cs.items()) or '-'} | "
-                f"{max(e['work_p99']):.0f} | {', '.join(map(str, e['margin']))} |\n"
+                f"{max(e['work_p99']):.0f} | {max(e['max']):.0f} / {max(e['c_max']):.0f} | "
+                f"{per_d} / {per_c} | {', '.join(map(str, e['margin']))} |\n"
             )
     write("floor", text)
 

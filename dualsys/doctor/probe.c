@@ -5,9 +5,11 @@
  * memory, then sleeps to absolute CLOCK_MONOTONIC deadlines every 1/HZ s for SECONDS s and
  * records how late each wake-up was (1 us buckets up to 100 ms). Like cyclictest it does not
  * skip periods after a stall: each late tick is counted. Prints one JSON object on stdout.
- * WORK_US > 0 makes it a loop with work: after each wake-up it busy-waits WORK_US (a tick's
- * work, keeping the core as busy as a real control loop does) and counts "work_misses", ticks
- * whose work ended after the next deadline (the control loop's own definition of a miss).
+ * WORK_US > 0 makes it a loop with work: after each wake-up it computes a fixed amount of
+ * arithmetic calibrated at start to take WORK_US on this core (a tick's work, keeping the core as
+ * busy as a real control loop does; a stall during it adds its whole length, as it does to a
+ * real tick, where a clock-bounded busy wait would end with the stall), counts "work_misses", ticks whose work ended after the next deadline (the control
+ * loop's own definition of a miss), and reports the work's p99 and max (wake-up to work done).
  * SPIN_US > 0 sleeps to SPIN_US before each deadline and busy-waits the rest, as dualsys's
  * control loop does; lateness is then measured after the spin.
  */
@@ -25,6 +27,15 @@
 #define WARMUP_TICKS 5  /* first ticks page in code and data; not recorded */
 
 static uint32_t hist[NBUCKETS];
+static uint32_t work_hist[NBUCKETS];
+static volatile uint64_t sink; /* keeps the work's arithmetic from being optimised away */
+
+/* A fixed amount of work: n steps of a dependent integer recurrence. */
+static void compute(uint64_t n) {
+    uint64_t x = sink;
+    for (uint64_t i = 0; i < n; i++) x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+    sink = x;
+}
 
 static int64_t now_ns(void) {
     struct timespec ts;
@@ -32,15 +43,17 @@ static int64_t now_ns(void) {
     return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
-static long pct(uint64_t n, double p) {
+static long pct_of(const uint32_t *h, uint64_t n, double p) {
     uint64_t want = (uint64_t)((double)n * p / 100.0 + 0.999999), seen = 0;
     if (want < 1) want = 1;
     for (long i = 0; i < NBUCKETS; i++) {
-        seen += hist[i];
+        seen += h[i];
         if (seen >= want) return i;
     }
     return NBUCKETS - 1;
 }
+
+static long pct(uint64_t n, double p) { return pct_of(hist, n, p); }
 
 int main(int argc, char **argv) {
     if (argc < 5 || argc > 7) {
@@ -69,6 +82,22 @@ int main(int argc, char **argv) {
     int mlocked = mlockall(MCL_CURRENT | MCL_FUTURE) == 0;
     if (!mlocked) snprintf(mlock_err, sizeof mlock_err, "%s", strerror(errno));
     memset(hist, 0, sizeof hist); /* touch every page before measuring */
+    memset(work_hist, 0, sizeof work_hist);
+    /* calibration: steps per WORK_US, from the fastest of several timed runs (the fastest run
+     * is the one no stall interrupted) */
+    uint64_t work_steps = 0;
+    if (work > 0) {
+        const uint64_t trial = 200000;
+        int64_t best = INT64_MAX;
+        for (int r = 0; r < 9; r++) {
+            int64_t t0 = now_ns();
+            compute(trial);
+            int64_t dt = now_ns() - t0;
+            if (dt > 0 && dt < best) best = dt;
+        }
+        work_steps = (uint64_t)((double)work * (double)trial / (double)best + 0.5);
+    }
+    int64_t max_work = 0;
 
     const int64_t period = 1000000000LL / hz;
     const uint64_t n = (uint64_t)(seconds * hz + 0.5);
@@ -87,9 +116,14 @@ int main(int argc, char **argv) {
         while (woke < next) woke = now_ns(); /* the spin (none when SPIN_US is 0) */
         int64_t late = woke - next;
         if (work > 0) {
-            int64_t done = woke;
-            while (done - woke < work) done = now_ns();
-            if (i >= WARMUP_TICKS && done - next > period) work_misses++;
+            compute(work_steps);
+            int64_t done = now_ns();
+            if (i >= WARMUP_TICKS) {
+                if (done - next > period) work_misses++;
+                long wus = (long)((done - woke) / 1000);
+                work_hist[wus < NBUCKETS ? wus : NBUCKETS - 1]++;
+                if (done - woke > max_work) max_work = done - woke;
+            }
         }
         next += period;
         if (i < WARMUP_TICKS) {
@@ -116,11 +150,12 @@ int main(int argc, char **argv) {
            "\"pin_error\": \"%s\", \"p50_us\": %ld, \"p99_us\": %ld, \"p999_us\": %ld, "
            "\"max_us\": %.1f, \"mean_us\": %.1f, \"misses\": %llu, \"late_half\": %llu, "
            "\"max_streak\": %llu, \"work_us\": %lld, \"spin_us\": %lld, "
-           "\"work_misses\": %llu}\n",
+           "\"work_misses\": %llu, \"work_p99_us\": %ld, \"work_max_us\": %.1f}\n",
            core, hz, (unsigned long long)ticks, wall, fifo ? "true" : "false", fifo_err,
            mlocked ? "true" : "false", mlock_err, pin_err, pct(ticks, 50), pct(ticks, 99),
            pct(ticks, 99.9), (double)max_late / 1000.0, ticks ? sum_us / ticks : 0.0,
            (unsigned long long)misses, (unsigned long long)late_half,
-           (unsigned long long)max_streak, (long long)(work / 1000), (long long)(spin / 1000), (unsigned long long)work_misses);
+           (unsigned long long)max_streak, (long long)(work / 1000), (long long)(spin / 1000), (unsigned long long)work_misses,
+           work > 0 ? pct_of(work_hist, ticks, 99) : 0L, (double)max_work / 1000.0);
     return 0;
 }

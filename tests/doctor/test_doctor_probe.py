@@ -45,6 +45,18 @@ def test_compiled_probe_without_fifo_says_so() -> None:
     assert r["fifo"] is False
 
 
+@pytest.mark.skipif(not shutil.which("cc"), reason="no C compiler here")
+def test_shaped_probe_computes_its_work() -> None:
+    """The loop shaped like dualsys's (spin margin + work) computes a calibrated amount of work
+    after each wake-up and reports how long it took: not optimised away, not a clock wait cut
+    short, its max the floor for a tick's work max."""
+    r = probe.run_parallel(probe.choose("c"), [CORE], 200, 0.5, 80, 400, 100)[CORE]
+    _sane(r, 200, 0.5)
+    assert r["work_us"] == 400 and r["spin_us"] == 100
+    assert 200 <= r["work_p99_us"] <= r["work_max_us"] + 1
+    assert 0 <= r["work_misses"] <= r["ticks"]
+
+
 def test_python_fallback_probe_is_labelled() -> None:
     pr = probe.choose("python")
     assert pr.kind == "python" and "fallback" in pr.note
