@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -117,11 +118,29 @@ def run_loop(
     return time.monotonic_ns()
 
 
+def control_context(core: int | None) -> zmq.Context:
+    """The control process's ZeroMQ context, with its I/O thread on the loop's core.
+
+    A send (and a receive that frees queue space) wakes the context's I/O thread through its
+    mailbox. With that thread on the other core the wake is a cross-CPU interrupt, which on a
+    VM can exit to the host while the tick waits (every tick over 1 ms in the live runs of
+    benchmarks/results/tick_live.md was in the send or the state receive); on the loop's own
+    core it is a local wake-up, and the thread (normal priority) runs once the FIFO loop sleeps.
+    Create it before the loop turns FIFO. A core this process may not use is left alone
+    (libzmq aborts on an affinity it cannot set), as is a libzmq without the option.
+    """
+    ctx = zmq.Context()
+    if core is not None and core in os.sched_getaffinity(0):
+        with contextlib.suppress(zmq.ZMQError, AttributeError):
+            ctx.set(zmq.THREAD_AFFINITY_CPU_ADD, core)
+    return ctx
+
+
 def run_control(cfg: RobotConfig, run_dir: Path, duration_s: float, fifo: bool = True) -> int:
     """Run the control process until the duration ends or a stop signal; returns exit code."""
     stop = StopFlag()
     stop.install()
-    ctx = zmq.Context()  # before FIFO: its I/O thread keeps normal priority
+    ctx = control_context(cfg.cores.system1)  # before FIFO: its I/O thread stays normal priority
     loop = ControlLoop(cfg, ctx, run_dir)
     loop.configure()
     pin_to_core(cfg.cores.system1)  # warm on the loop's core, before FIFO: a FIFO warm-up
