@@ -118,6 +118,10 @@ def run_loop(
     return time.monotonic_ns()
 
 
+#: set (to anything) to leave the I/O thread on every core, for the A/B of benchmarks/floor.py
+IO_ANYWHERE_ENV = "DUALSYS_ZMQ_IO_ANYWHERE"
+
+
 def control_context(core: int | None) -> zmq.Context:
     """The control process's ZeroMQ context, with its I/O thread on the loop's core.
 
@@ -130,6 +134,8 @@ def control_context(core: int | None) -> zmq.Context:
     (libzmq aborts on an affinity it cannot set), as is a libzmq without the option.
     """
     ctx = zmq.Context()
+    if os.environ.get(IO_ANYWHERE_ENV):  # benchmarks/floor.py --io-ab: the old placement
+        return ctx
     if core is not None and core in os.sched_getaffinity(0):
         with contextlib.suppress(zmq.ZMQError, AttributeError):
             ctx.set(zmq.THREAD_AFFINITY_CPU_ADD, core)

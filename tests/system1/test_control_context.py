@@ -42,3 +42,12 @@ def test_a_core_outside_the_allowed_set_is_left_alone() -> None:
     threads = _with_context(4095)
     assert threads and all(cpus == allowed for cpus in threads.values())
     assert all(cpus == allowed for cpus in _with_context(None).values())
+
+
+def test_the_benchmark_switch_keeps_the_old_placement(monkeypatch) -> None:
+    from dualsys.system1.control_proc import IO_ANYWHERE_ENV
+
+    monkeypatch.setenv(IO_ANYWHERE_ENV, "1")
+    allowed = os.sched_getaffinity(0)
+    threads = _with_context(max(allowed))
+    assert threads and all(cpus == allowed for cpus in threads.values())
