@@ -65,7 +65,10 @@ from dualsys.system1.tick import (
     P_TOTAL,
     P_WORK,
     PENDING,
+    R_HELLO_EVERY,
     R_NPEND,
+    R_PERIOD,
+    R_STATS_EVERY,
     RUN,
     SAFE_NAMES,
     V_CHUNK_END,
@@ -510,6 +513,12 @@ class ControlLoop:
         self.stats.values = {}
         self.warming = False
         self.activate(time.monotonic_ns())
+        # load the live loop's compiled ticks now (from numba's cache, or compile): its first
+        # call in the loop would otherwise wake late. An ended window returns at once.
+        self.regs[:] = 0
+        self.regs[R_PERIOD] = self.period_ns
+        self.regs[R_STATS_EVERY] = self.regs[R_HELLO_EVERY] = 1
+        self.run_ticks()
 
     def deactivate(self, ramp_ticks: int = 50) -> None:
         """Ramp to hold: decelerate within the limits while sending mode 'hold' commands."""
