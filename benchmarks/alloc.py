@@ -103,7 +103,7 @@ def main() -> None:
         ("int arithmetic on ns times (t + big)", lambda: t + big),
         ("numba kernel step (7 arrays, 1 int)", lambda: k.step(t)),
         ("numba stage record (3 arrays)", stages.record),
-        ("command send (frame fill + pyzmq send)", lambda: enc.send(q, dq, "run", 1, t)),
+        ("command send (compiled fill + libzmq send)", lambda: enc.send(q, dq, "run", 1, t)),
     ]
     tracemalloc.start()
     try:

@@ -113,7 +113,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def ref_tree(ref: str, tmp: Path) -> Path:
-    """A detached git worktree of revision ref under tmp (`drop_tree` removes it)."""
+    """A detached git worktree of revision ref in tmp (`drop_tree` removes it)."""
     path = tmp / "ref"
     git = ["git", "-C", str(ROOT), "worktree"]
     subprocess.run([*git, "add", "--detach", str(path), ref], check=True, capture_output=True)
@@ -164,7 +164,8 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmpd:
         tmp = Path(tmpd)
-        ref = ref_tree(args.ref, tmp) if args.ref else None
+        reftmp = tempfile.TemporaryDirectory()  # apart: the run directory must start empty
+        ref = ref_tree(args.ref, Path(reftmp.name)) if args.ref else None
         load = start_load(tmp, other)
         try:
             time.sleep(4)  # policy up and producing chunks
@@ -184,6 +185,7 @@ def main() -> None:
             stop_load(load)
             if ref is not None:
                 drop_tree(ref)
+            reftmp.cleanup()
     for name, lat in (
         ("C loop (clock_nanosleep, FIFO 80, mlockall)", c),
         ("plain time.sleep loop (SCHED_OTHER)", s),
