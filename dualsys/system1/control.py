@@ -36,6 +36,7 @@ from dualsys.bus.messages import ActionChunk, Command, Hello, Latent, RobotState
 from dualsys.bus.transport import Publisher, Subscriber
 from dualsys.config import RobotConfig
 from dualsys.system1 import interp
+from dualsys.system1 import tick as tk
 from dualsys.system1.floor import CAUSES as MISS_CAUSES
 from dualsys.system1.interp import KernelState
 from dualsys.system1.monitor import (
@@ -50,48 +51,7 @@ from dualsys.system1.monitor import (
     StageBreakdown,
 )
 from dualsys.system1.native import scratch
-from dualsys.system1.tick import (
-    DEFAULT,
-    HOLD,
-    IN_CHUNK,
-    IN_HAS_SLOT,
-    IN_LATENT,
-    IN_STATE,
-    N_IN,
-    N_R,
-    N_V,
-    P_AGE,
-    P_LATE,
-    P_TOTAL,
-    P_WORK,
-    PENDING,
-    R_HELLO_EVERY,
-    R_NPEND,
-    R_PERIOD,
-    R_STATS_EVERY,
-    RUN,
-    SAFE_NAMES,
-    V_CHUNK_END,
-    V_CHUNK_SEQ,
-    V_DEAD,
-    V_HAVE_CHUNK,
-    V_HAVE_STATE,
-    V_LAST_T,
-    V_LATENT_AGE,
-    V_LATENT_SEQ,
-    V_LATENT_T,
-    V_MISS_HOLD_UNTIL,
-    V_MODE,
-    V_SAFE,
-    V_STALE,
-    V_TICK,
-    V_WARMING,
-    V_WHY,
-    WHY,
-    run_ticks,
-    tick_body,
-)
-from dualsys.system1.tick import rehearse as rehearse_tick
+from dualsys.system1.tick import DEFAULT, HOLD, RUN, SAFE_NAMES
 from dualsys.system1.wire import MODE_INDEX, MODES, CommandEncoder, LatestFrame
 from dualsys.timing import Histogram
 
@@ -130,27 +90,27 @@ def _var(i: int, kind: type = int) -> property:
 class ControlLoop:
     """The control process's state and tick (see the module docstring for the lifecycle)."""
 
-    have_state = _var(V_HAVE_STATE, bool)
-    have_chunk = _var(V_HAVE_CHUNK, bool)
-    chunk_end_ns = _var(V_CHUNK_END)
-    latent_t_ns = _var(V_LATENT_T)  # header time of the newest latent (-1: none)
-    safe = _var(V_SAFE)  # RUN, HOLD or DEFAULT
-    miss_hold_until = _var(V_MISS_HOLD_UNTIL)
-    last_t_ns = _var(V_LAST_T)  # scheduled time of the last command sent
-    tick = _var(V_TICK)
-    latent_seq = _var(V_LATENT_SEQ)  # header seqs of the newest latent / chunk taken (0: none)
-    chunk_seq = _var(V_CHUNK_SEQ)
-    warming = _var(V_WARMING, bool)
-    latent_age = _var(V_LATENT_AGE)  # of the last tick (ns; -1: no latent)
+    have_state = _var(tk.V_HAVE_STATE, bool)
+    have_chunk = _var(tk.V_HAVE_CHUNK, bool)
+    chunk_end_ns = _var(tk.V_CHUNK_END)
+    latent_t_ns = _var(tk.V_LATENT_T)  # header time of the newest latent (-1: none)
+    safe = _var(tk.V_SAFE)  # RUN, HOLD or DEFAULT
+    miss_hold_until = _var(tk.V_MISS_HOLD_UNTIL)
+    last_t_ns = _var(tk.V_LAST_T)  # scheduled time of the last command sent
+    tick = _var(tk.V_TICK)
+    latent_seq = _var(tk.V_LATENT_SEQ)  # header seqs of the newest latent / chunk taken (0: none)
+    chunk_seq = _var(tk.V_CHUNK_SEQ)
+    warming = _var(tk.V_WARMING, bool)
+    latent_age = _var(tk.V_LATENT_AGE)  # of the last tick (ns; -1: no latent)
 
     @property
     def mode_str(self) -> str:
         """The mode the commands say ("hold" until the state is known, then "run")."""
-        return MODES[self.v[V_MODE]]
+        return MODES[self.v[tk.V_MODE]]
 
     @mode_str.setter
     def mode_str(self, mode: str) -> None:
-        self.v[V_MODE] = MODE_INDEX[mode]
+        self.v[tk.V_MODE] = MODE_INDEX[mode]
 
     def __init__(self, cfg: RobotConfig, ctx: zmq.Context, run_dir: str | Path) -> None:
         self.cfg, self.ctx, self.run_dir = cfg, ctx, Path(run_dir)
@@ -161,8 +121,8 @@ class ControlLoop:
         self.max_streak = b.max_consecutive_misses
         self.stats_every = max(1, round(cfg.rates.control_hz / cfg.rates.stats_hz))
         self.hello_every = cfg.rates.control_hz
-        self.v = np.zeros(N_V, np.int64)
-        self.v[V_STALE], self.v[V_DEAD] = self.stale_ns, self.dead_ns
+        self.v = np.zeros(tk.N_V, np.int64)
+        self.v[tk.V_STALE], self.v[tk.V_DEAD] = self.stale_ns, self.dead_ns
         self.configured = False
         self.warming = False
 
@@ -209,12 +169,12 @@ class ControlLoop:
         self._E = (enc.addr, enc.bufs, enc.lens, enc.offs, enc.ctr)
         self._SF = (sf.buf, sf.meta, sf.max_msgs)
         self._io = scratch()
-        self.inputs = np.zeros(N_IN, np.int64)  # IN_*: where new inputs would show
-        self.inputs[IN_CHUNK] = self._chunk_sock.underlying
-        self.inputs[IN_LATENT] = self.latent_sub.sock.underlying
-        self.inputs[IN_STATE] = sf.addr
-        self.regs = np.zeros(N_R, np.int64)  # R_*: the live loop's registers (run_loop)
-        self.pending = np.zeros((PENDING, 4), np.int64)
+        self.inputs = np.zeros(tk.N_IN, np.int64)  # IN_*: where new inputs would show
+        self.inputs[tk.IN_CHUNK] = self._chunk_sock.underlying
+        self.inputs[tk.IN_LATENT] = self.latent_sub.sock.underlying
+        self.inputs[tk.IN_STATE] = sf.addr
+        self.regs = np.zeros(tk.N_R, np.int64)  # R_*: the live loop's registers (run_loop)
+        self.pending = np.zeros((tk.PENDING, 4), np.int64)
         self.hello = Hello(ROLE, cfg.name, cfg.system2.latent_dim, n, os.getpid())
         self.stats = Stats(process=ROLE, values={})
         self.fifo = 0
@@ -231,8 +191,8 @@ class ControlLoop:
         self.stages = StageBreakdown()
         self.stamps = self.stages.stamps
         self._ST = (self.stamps, self.stages.counts, self.stages.maxs)
-        self.v[V_WHY] = 0
-        self.regs[R_NPEND] = 0
+        self.v[tk.V_WHY] = 0
+        self.regs[tk.R_NPEND] = 0
         self.latent_age = -1  # of the last tick (ns; -1: no latent), recorded after the send
         self.have_state = False
         self.have_chunk = False
@@ -277,7 +237,7 @@ class ControlLoop:
                 {
                     "t_s": (t_ns - self.start_ns) / 1e9,
                     "state": SAFE_NAMES[self.safe],
-                    "reason": WHY[self.v[V_WHY]],
+                    "reason": tk.WHY[self.v[tk.V_WHY]],
                 }
             )
 
@@ -322,7 +282,7 @@ class ControlLoop:
         its frame (200 Hz thread; the live loop calls it in the spin before the deadline): the
         tick then finds its code and data in the caches. Changes nothing the tick reads (the
         send rewrites the frame)."""
-        rehearse_tick(t_ns, self.v, self._K, self._KS, self._E)
+        tk.rehearse(t_ns, self.v, self._K, self._KS, self._E)
 
     def update(self, t_ns: int) -> int:
         """One control tick for the scheduled time t_ns: read, decide, compute, send.
@@ -333,7 +293,7 @@ class ControlLoop:
         st = self.stamps
         st[T_START] = _clock()
         self.receive(t_ns)
-        if tick_body(t_ns, self.v, self._K, self._E, self.state_frame.seq, st, self._io):
+        if tk.tick_body(t_ns, self.v, self._K, self._E, self.state_frame.seq, st, self._io):
             self.note_safe(t_ns)
         return int(st[T_SENT])
 
@@ -342,14 +302,14 @@ class ControlLoop:
         (dualsys.system1.tick.run_ticks); returns the event. Tells the compiled code where
         a new latent would show first (the slot may have been opened or replaced)."""
         _, a, seen, next_open, live = self.latent_in.probe()
-        self.inputs[IN_HAS_SLOT : IN_HAS_SLOT + 5] = (
+        self.inputs[tk.IN_HAS_SLOT : tk.IN_HAS_SLOT + 5] = (
             self.latent_in.slot is not None,
             a,
             seen,
             next_open,
             live,
         )
-        ev = run_ticks(
+        ev = tk.run_ticks(
             self.regs, self.v, self._K, self._KS, self._E, self._SF, self._ST, self.inputs,
             self.pending, self._io,
         )  # fmt: skip
@@ -360,12 +320,12 @@ class ControlLoop:
         """Record the compiled ticks' lateness, work, total and latent age into the monitor's
         histograms (after a send: a few µs a tick)."""
         m, total, age = self.mon, self.tick_total_us, self.mon.latent_age_us
-        for row in self.pending[: self.regs[R_NPEND]].tolist():
-            m.tick(row[P_LATE], row[P_WORK], False)
-            total.record(row[P_TOTAL] // 1000)
-            if row[P_AGE] >= 0:
-                age.record(row[P_AGE] // 1000)
-        self.regs[R_NPEND] = 0
+        for row in self.pending[: self.regs[tk.R_NPEND]].tolist():
+            m.tick(row[tk.P_LATE], row[tk.P_WORK], False)
+            total.record(row[tk.P_TOTAL] // 1000)
+            if row[tk.P_AGE] >= 0:
+                age.record(row[tk.P_AGE] // 1000)
+        self.regs[tk.R_NPEND] = 0
 
     def on_misses(self, t_ns: int) -> None:
         """Called after a missed tick: a streak beyond the budget latches hold (200 Hz thread)."""
@@ -516,8 +476,8 @@ class ControlLoop:
         # load the live loop's compiled ticks now (from numba's cache, or compile): its first
         # call in the loop would otherwise wake late. An ended window returns at once.
         self.regs[:] = 0
-        self.regs[R_PERIOD] = self.period_ns
-        self.regs[R_STATS_EVERY] = self.regs[R_HELLO_EVERY] = 1
+        self.regs[tk.R_PERIOD] = self.period_ns
+        self.regs[tk.R_STATS_EVERY] = self.regs[tk.R_HELLO_EVERY] = 1
         self.run_ticks()
 
     def deactivate(self, ramp_ticks: int = 50) -> None:
