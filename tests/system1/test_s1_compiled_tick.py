@@ -6,14 +6,18 @@ subscriber."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 import threading
 import time
 
 import pytest
 
 from dualsys import config
+from dualsys.bus.messages import Command
 from dualsys.system1.control import HOLD
 from dualsys.system1.control_proc import StopFlag, run_loop
+from dualsys.system1.floor import MissAttribution
 from dualsys.testing.control_rig import ControlRig, follow, steady_allocation
 
 CFG = config.load_robot("gr1")
@@ -89,3 +93,28 @@ def test_stop_flag_ends_the_compiled_loop(rig) -> None:
     t0 = time.monotonic()
     run_loop(rig.loop, stop, 30.0, 200_000)
     assert time.monotonic() - t0 < 0.5 + 2 / CFG.rates.stats_hz
+
+
+def test_a_stall_is_skipped_counted_and_holds(rig) -> None:
+    """The process stopped for 60 ms mid-run (SIGSTOP/SIGCONT from another process): the
+    compiled loop wakes a dozen periods late and hands back to Python, which skips the missed
+    periods (never catches up), counts them as misses with a cause, and latches the
+    miss-streak hold; the commands after it carry the hold flag."""
+    loop = rig.loop
+    rig.start_robot(10)
+    stall = subprocess.Popen(
+        ["sh", "-c", f"sleep 0.5; kill -STOP {os.getpid()}; sleep 0.06; kill -CONT {os.getpid()}"]
+    )
+    causes = MissAttribution(-1)
+    loop.miss_causes = causes.counts
+    run_loop(loop, StopFlag(), 1.2, 200_000, causes)
+    stall.wait()
+    causes.close()
+    cmds = rig.commands()
+    assert loop.mon.skipped >= 8 and loop.mon.misses >= loop.mon.skipped
+    assert causes.counts.sum() >= loop.mon.skipped
+    assert any(e["state"] == "miss_streak" for e in loop.events), loop.events
+    ticks = [c.tick for c in cmds]
+    assert ticks == list(range(ticks[0], ticks[0] + len(ticks)))  # one command per tick run
+    assert loop.mon.ticks - loop.mon.skipped == len(cmds)  # skipped periods sent nothing
+    assert any(c.flags & Command.FLAG_MISS_HOLD for c in cmds)
