@@ -27,23 +27,31 @@ _TS, _OPT, _OPTLEN = 0, 2, 3
 
 
 def libzmq_path() -> str:
-    """The file of the libzmq this process has loaded through pyzmq (from /proc/self/maps)."""
-    import zmq.backend  # noqa: F401 - loads the backend and with it libzmq
+    """The file holding the libzmq this process uses through pyzmq: the shared libzmq it
+    loaded (from /proc/self/maps), else pyzmq's backend extension (a libzmq linked into it)."""
+    import zmq.backend.cython._zmq as backend
 
     with open("/proc/self/maps") as f:
         for line in f:
             parts = line.split()
             if len(parts) >= 6 and "libzmq" in parts[-1].rsplit("/", 1)[-1]:
                 return parts[-1]
-    raise RuntimeError(
-        "dualsys.system1.native: pyzmq's libzmq is not in /proc/self/maps; the compiled tick "
-        "needs a pyzmq built against a shared libzmq"
-    )
+    return backend.__file__
 
 
-# the symbols resolve against the loaded library (the same handle pyzmq uses)
-llvm.load_library_permanently(libzmq_path())
+def _load_libzmq() -> None:
+    """Make libzmq's symbols resolvable by compiled code (the same loaded library, the same
+    socket objects as pyzmq's)."""
+    path = libzmq_path()
+    llvm.load_library_permanently(path)
+    if not llvm.address_of_symbol("zmq_send"):
+        raise RuntimeError(
+            f"dualsys.system1.native: no zmq_send in {path}: the compiled control tick needs "
+            "a pyzmq whose libzmq exports its C API (a shared libzmq, as pyzmq's wheels have)"
+        )
 
+
+_load_libzmq()
 _u64, _i32 = types.uint64, types.int32
 _clock_gettime = types.ExternalFunction("clock_gettime", _i32(_i32, _u64))
 _clock_nanosleep = types.ExternalFunction("clock_nanosleep", _i32(_i32, _i32, _u64, _u64))
