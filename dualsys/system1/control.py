@@ -220,8 +220,8 @@ class ControlLoop:
         if msg.dt_ns <= 0:  # the codec refuses these; kept so a direct caller cannot divide by 0
             self.chunk_sub.dropped["out_of_range"] += 1
             return
-        # following chunks (safe state run): blend the seam at once; else `_set_safe` does
-        # when the loop switches to run
+        # following chunks (safe state run): blend the seam at once; else the switch to run
+        # does (tick.set_safe)
         follow = self.safe == RUN
         self.k.take_chunk(msg.actions, msg.t0_mono_ns, msg.dt_ns, self.last_t_ns, follow)
         self.chunk_end_ns = msg.t0_mono_ns + (len(msg.actions) - 1) * msg.dt_ns
