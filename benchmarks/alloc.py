@@ -1,9 +1,13 @@
-"""Where a control tick's transient allocations come from, call by call, under tracemalloc.
+"""Where a control tick's transient allocations come from, call by call, under tracemalloc,
+and what the live loop's compiled ticks allocate (nothing).
 
-Each row calls one piece of the tick's code as the tick calls it, many times, and reports the
-largest transient (peak traced bytes during the call, minus the measuring harness's own) and
-the net growth over all calls. A Python tick cannot be allocation-free while it creates ints
-of nanosecond times and crosses into numba and pyzmq; this table says how much each costs.
+Each row of the first table calls one piece of the Python tick's code as it calls it, many
+times, and reports the largest transient (peak traced bytes during the call, minus the
+measuring harness's own) and the net growth over all calls. A Python tick cannot be
+allocation-free while it creates ints of nanosecond times and crosses into numba and pyzmq.
+The second table runs the live loop's compiled ticks (`ControlLoop.run_ticks`, following a
+chunk, the echo robot's state arriving every tick, commands to a subscriber) and the Python
+tick (`ControlLoop.update`) the same way (dualsys.testing.control_rig.steady_allocation).
 
     .venv/bin/python benchmarks/alloc.py [--calls 5000]
 """
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable
@@ -27,6 +32,7 @@ from dualsys import config  # noqa: E402
 from dualsys.system1.interp import KernelState  # noqa: E402
 from dualsys.system1.monitor import StageBreakdown  # noqa: E402
 from dualsys.system1.wire import CommandEncoder  # noqa: E402
+from dualsys.testing.control_rig import ControlRig, follow, steady_allocation  # noqa: E402
 
 
 def measure(fn: Callable[[], object], calls: int) -> tuple[int, int]:
@@ -45,10 +51,37 @@ def measure(fn: Callable[[], object], calls: int) -> tuple[int, int]:
     return worst, end - start
 
 
+def loop_table(cfg: config.RobotConfig, ticks: int) -> str:
+    """The compiled ticks against the Python tick, as a markdown section."""
+    with tempfile.TemporaryDirectory() as tmp:
+        rig = ControlRig(cfg, Path(tmp))
+        try:
+            rig.start_robot(120)
+            follow(rig, 120)
+            a = steady_allocation(rig, ticks=ticks, runs=10)
+        finally:
+            rig.close()
+    per_tick = max(a["compiled"] - a["call"], 0) / ticks
+    return (
+        f"\n### The whole tick: {ticks} ticks in one call\n\n"
+        f"Peak traced bytes of one call (the most of 10 runs with no miss), and the bytes kept "
+        f"over the 10 runs ({a['tick1'] - a['tick0']} compiled ticks, "
+        f"{a['frames1'] - a['frames0']} state frames taken). The compiled call's own "
+        "argument boxing is the peak of a call running no tick.\n\n"
+        "| tick | peak, 0 ticks (B) | peak (B) | beyond the call's own, per tick (B) "
+        "| kept (B) |\n|---|---|---|---|---|\n"
+        f"| compiled (`run_ticks`) | {a['call']} | {a['compiled']} | {per_tick:.1f} "
+        f"| {a['kept'] - a['kept_call']} beyond the calls' own |\n"
+        f"| Python (`update`, one call per tick) | 0 | {a['python']} "
+        "| every tick: its ints and call boxing (first table), freed before the next | - |\n"
+    )
+
+
 def main() -> None:
     """Measure each piece and write benchmarks/results/alloc.md."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--calls", type=int, default=5000)
+    ap.add_argument("--ticks", type=int, default=200, help="ticks per measured loop call")
     args = ap.parse_args()
     cfg = config.load_robot("gr1")
     lim = cfg.limits()
@@ -70,7 +103,7 @@ def main() -> None:
         ("int arithmetic on ns times (t + big)", lambda: t + big),
         ("numba kernel step (7 arrays, 1 int)", lambda: k.step(t)),
         ("numba stage record (3 arrays)", stages.record),
-        ("command send (frame fill + pyzmq send)", lambda: enc.send(q, dq, "run", 1, t)),
+        ("command send (compiled fill + libzmq send)", lambda: enc.send(q, dq, "run", 1, t)),
     ]
     tracemalloc.start()
     try:
@@ -82,7 +115,7 @@ def main() -> None:
     base = results[0][1]
     out = header(
         "Transient allocations of the tick's pieces (tracemalloc)",
-        f".venv/bin/python benchmarks/alloc.py --calls {args.calls}",
+        f".venv/bin/python benchmarks/alloc.py --calls {args.calls} --ticks {args.ticks}",
     )
     out += (
         "Largest transient per call (peak traced bytes during the call minus the harness's "
@@ -92,6 +125,7 @@ def main() -> None:
     )
     for name, worst, kept in results[1:]:
         out += f"| {name} | {max(worst - base, 0)} | {kept} |\n"
+    out += loop_table(cfg, args.ticks)
     (RESULTS / "alloc.md").write_text(out)
     print(out)
 

@@ -12,6 +12,8 @@ ORDER = [
     "bus",
     "loop",
     "alloc",
+    "tick_compiled",
+    "loop_ref",
     "tick_live",
     "floor",
     "interp",

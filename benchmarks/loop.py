@@ -9,7 +9,11 @@ control process runs --rounds times each way, interleaved: prefetch on (the defa
 arrived during the sleep is taken before the spin to the deadline) and off
 (DUALSYS_NO_PREFETCH=1: everything is received after the deadline, as before).
 
-    .venv/bin/python benchmarks/loop.py [--seconds 20] [--rounds 2]
+With --ref REF the rounds compare this tree's control process with the one of git revision
+REF instead (both with prefetch, interleaved; REF runs from a temporary git worktree), e.g.
+`--ref 657f3fc` for the Python tick before the compiled one.
+
+    .venv/bin/python benchmarks/loop.py [--seconds 20] [--rounds 2] [--ref REF]
 """
 
 from __future__ import annotations
@@ -93,11 +97,32 @@ def run_sleep(period: int, n: int, core: int) -> np.ndarray:
     return np.array(out.stdout.split(), np.int64)
 
 
-def run_dualsys(seconds: float, run_dir: Path, prefetch: bool = True) -> dict:
+def run_dualsys(
+    seconds: float, run_dir: Path, prefetch: bool = True, code: Path | None = None
+) -> dict:
+    """One control process run; code: the tree to import dualsys from (default: this one)."""
     env = dict(os.environ, DUALSYS_SUPERVISED="1", DUALSYS_NO_PREFETCH="0" if prefetch else "1")
+    if code is not None:
+        env["PYTHONPATH"] = str(code)
     cmd = [sys.executable, "-m", "dualsys.cli", "system1", "control", "--run-dir", str(run_dir)]
     subprocess.run([*cmd, "--duration", str(seconds)], env=env, check=True)
     return json.loads((run_dir / "control.json").read_text())
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def ref_tree(ref: str, tmp: Path) -> Path:
+    """A detached git worktree of revision ref in tmp (`drop_tree` removes it)."""
+    path = tmp / "ref"
+    git = ["git", "-C", str(ROOT), "worktree"]
+    subprocess.run([*git, "add", "--detach", str(path), ref], check=True, capture_output=True)
+    return path
+
+
+def drop_tree(path: Path) -> None:
+    git = ["git", "-C", str(ROOT), "worktree"]
+    subprocess.run([*git, "remove", "--force", str(path)], check=False)
 
 
 def work_table(runs: list[tuple[str, dict]]) -> str:
@@ -129,6 +154,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--ref", default=None, help="compare with this git revision's control loop")
     args = ap.parse_args()
     cfg = config.load_robot("gr1")
     period = cfg.rates.control_period_ns
@@ -138,6 +164,8 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmpd:
         tmp = Path(tmpd)
+        reftmp = tempfile.TemporaryDirectory()  # apart: the run directory must start empty
+        ref = ref_tree(args.ref, Path(reftmp.name)) if args.ref else None
         load = start_load(tmp, other)
         try:
             time.sleep(4)  # policy up and producing chunks
@@ -145,11 +173,19 @@ def main() -> None:
             s = run_sleep(period, n, core) / 1000
             runs = []
             for r in range(args.rounds):
+                if ref is not None:  # this tree against REF, both with prefetch
+                    runs.append((f"round {r + 1}, this tree", run_dualsys(args.seconds, tmp)))
+                    name = f"round {r + 1}, {args.ref}"
+                    runs.append((name, run_dualsys(args.seconds, tmp, code=ref)))
+                    continue
                 for prefetch in (True, False):
                     name = f"round {r + 1}, prefetch {'on' if prefetch else 'off'}"
                     runs.append((name, run_dualsys(args.seconds, tmp, prefetch)))
         finally:
             stop_load(load)
+            if ref is not None:
+                drop_tree(ref)
+            reftmp.cleanup()
     for name, lat in (
         ("C loop (clock_nanosleep, FIFO 80, mlockall)", c),
         ("plain time.sleep loop (SCHED_OTHER)", s),
@@ -173,7 +209,8 @@ def main() -> None:
         )
     text = header(
         f"Loop lateness at {cfg.rates.control_hz} Hz, core {core}, under load",
-        f".venv/bin/python benchmarks/loop.py --seconds {args.seconds:g} --rounds {args.rounds}",
+        f".venv/bin/python benchmarks/loop.py --seconds {args.seconds:g} --rounds {args.rounds}"
+        + (f" --ref {args.ref}" if args.ref else ""),
     )
     text += (
         "Load: policy process (untrained, int8) on the same core, echo robot + fake System 2 "
@@ -199,7 +236,7 @@ def main() -> None:
         f"\nChunks used {d['chunks']}, latent age p99 {d['latent_age_ms']['p99']:.0f} ms "
         f"({runs[0][0]}).\n"
     )
-    write("loop", text)
+    write("loop_ref" if args.ref else "loop", text)
 
 
 if __name__ == "__main__":

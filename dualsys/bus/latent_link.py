@@ -118,6 +118,15 @@ class LatentIn:
                 return msg
         return None
 
+    def probe(self) -> tuple[int, int, int, int, int]:
+        """Where a new latent would show, for the compiled tick's pending check: (has a slot,
+        the slot's `SlotReader.probe` triple, the slot is live). Live: it has delivered, so
+        ZeroMQ is not read (see `recv_latest`)."""
+        slot = self.slot
+        if slot is None:
+            return 0, 0, 0, 0, 0
+        return (1, *slot.slot.probe(), int(slot.received > 0))
+
     @property
     def via(self) -> dict[str, int]:
         """Latents taken per path, for the run summary."""

@@ -237,6 +237,14 @@ class SlotReader:
         self.torn += 1
         return None
 
+    def probe(self) -> tuple[int, int, int]:
+        """(address of the mapped seq word or 0 when unmapped, seq of the last message taken,
+        monotonic ns of the next open attempt): enough for compiled code to tell, without a
+        call, whether `read` has something new (the seq word moved or the retired word, 16
+        bytes after it, is set) or should retry opening."""
+        m = self._map
+        return (0 if m is None else m.seq_addr), self._seen, self._next_open_ns
+
     def wait(self, timeout_s: float) -> None:
         """Sleep until the slot changes past the last message read, or timeout_s passes (not
         for the 200 Hz thread). Without the file yet, sleeps up to reopen_s."""

@@ -7,7 +7,11 @@ ramps the robot to hold. Only `update` and the methods it calls run in the 200 H
 Each tick reads the newest robot state, chunk and latent without blocking, picks the safe
 state from the latent age (fresh: follow the chunk; older than latent_stale_ms: hold; older
 than latent_dead_ms: return smoothly to the default pose; no chunk yet: hold the measured
-pose), computes the command in one numba call and sends it from a preallocated frame.
+pose), computes the command and sends it from a preallocated frame: the decision, the kernel
+and the send are one compiled call (`dualsys.system1.tick.tick_body`), the same one the live
+loop's compiled ticks make (`run_ticks`, driven by dualsys.system1.control_proc.run_loop).
+The loop's variables live in one int64 array `v` (V_* of dualsys.system1.tick) that both the
+Python methods (through properties) and the compiled code read and write.
 
 Every Command also carries what it was computed from: the tick's scheduled time, the header
 seq of the newest state, latent and chunk taken, and flags (miss-streak hold, warm-up, stop
@@ -32,14 +36,13 @@ from dualsys.bus.messages import ActionChunk, Command, Hello, Latent, RobotState
 from dualsys.bus.transport import Publisher, Subscriber
 from dualsys.config import RobotConfig
 from dualsys.system1 import interp
+from dualsys.system1 import tick as tk
 from dualsys.system1.floor import CAUSES as MISS_CAUSES
 from dualsys.system1.interp import KernelState
 from dualsys.system1.monitor import (
     COMMAND,
     STAGES,
     T_CHUNK,
-    T_DECIDE,
-    T_KERNEL,
     T_LATENT,
     T_SENT,
     T_START,
@@ -47,19 +50,16 @@ from dualsys.system1.monitor import (
     LoopMonitor,
     StageBreakdown,
 )
-from dualsys.system1.wire import CommandEncoder, LatestFrame
+from dualsys.system1.native import scratch
+from dualsys.system1.tick import DEFAULT, HOLD, RUN, SAFE_NAMES
+from dualsys.system1.wire import MODE_INDEX, MODES, CommandEncoder, LatestFrame
 from dualsys.timing import Histogram
 
 ROLE = "control"
 BLEND_NS = interp.BLEND_NS
-#: speed scale (fraction of the velocity limits) of the return to the default pose
-DEFAULT_POSE_SPEED = 0.25
 #: after a miss streak beyond the budget, hold for this long once misses stop
 MISS_HOLD_NS = 1_000_000_000
-SAFE_NAMES = ("run", "hold", "default_pose")
-RUN, HOLD, DEFAULT = 0, 1, 2
-_KERNEL_MODE = (interp.MODE_CHUNK, interp.MODE_HOLD, interp.MODE_DEFAULT)
-MISS_HOLD, WARMUP, RAMP = Command.FLAG_MISS_HOLD, Command.FLAG_WARMUP, Command.FLAG_RAMP
+RAMP = Command.FLAG_RAMP
 #: command PUB queue per subscriber: the warm-up burst and ~10 s of a stalled recorder (the
 #: robot's SUB conflates on arrival, so a queue never delays its newest command)
 COMMAND_HWM = 2000
@@ -72,10 +72,45 @@ JOIN_WAIT_S = 0.3
 #: the tick's clock (CLOCK_MONOTONIC, as the loop's deadlines), bound once
 _clock = time.monotonic_ns
 _EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
+__all__ = ["DEFAULT", "HOLD", "RUN", "SAFE_NAMES", "ControlLoop"]
+
+
+def _var(i: int, kind: type = int) -> property:
+    """A loop variable: word i of `ControlLoop.v`, read as kind."""
+
+    def get(self: ControlLoop) -> int:
+        return kind(self.v[i])
+
+    def set_(self: ControlLoop, value: int) -> None:
+        self.v[i] = value
+
+    return property(get, set_)
 
 
 class ControlLoop:
     """The control process's state and tick (see the module docstring for the lifecycle)."""
+
+    have_state = _var(tk.V_HAVE_STATE, bool)
+    have_chunk = _var(tk.V_HAVE_CHUNK, bool)
+    chunk_end_ns = _var(tk.V_CHUNK_END)
+    latent_t_ns = _var(tk.V_LATENT_T)  # header time of the newest latent (-1: none)
+    safe = _var(tk.V_SAFE)  # RUN, HOLD or DEFAULT
+    miss_hold_until = _var(tk.V_MISS_HOLD_UNTIL)
+    last_t_ns = _var(tk.V_LAST_T)  # scheduled time of the last command sent
+    tick = _var(tk.V_TICK)
+    latent_seq = _var(tk.V_LATENT_SEQ)  # header seqs of the newest latent / chunk taken (0: none)
+    chunk_seq = _var(tk.V_CHUNK_SEQ)
+    warming = _var(tk.V_WARMING, bool)
+    latent_age = _var(tk.V_LATENT_AGE)  # of the last tick (ns; -1: no latent)
+
+    @property
+    def mode_str(self) -> str:
+        """The mode the commands say ("hold" until the state is known, then "run")."""
+        return MODES[self.v[tk.V_MODE]]
+
+    @mode_str.setter
+    def mode_str(self, mode: str) -> None:
+        self.v[tk.V_MODE] = MODE_INDEX[mode]
 
     def __init__(self, cfg: RobotConfig, ctx: zmq.Context, run_dir: str | Path) -> None:
         self.cfg, self.ctx, self.run_dir = cfg, ctx, Path(run_dir)
@@ -86,6 +121,8 @@ class ControlLoop:
         self.max_streak = b.max_consecutive_misses
         self.stats_every = max(1, round(cfg.rates.control_hz / cfg.rates.stats_hz))
         self.hello_every = cfg.rates.control_hz
+        self.v = np.zeros(tk.N_V, np.int64)
+        self.v[tk.V_STALE], self.v[tk.V_DEAD] = self.stale_ns, self.dead_ns
         self.configured = False
         self.warming = False
 
@@ -125,7 +162,19 @@ class ControlLoop:
         self._q, self._v = self.k.S[interp.S_Q], self.k.S[interp.S_V]
         self._chunk_sock = self.chunk_sub.sock
         self._scratch_I, self._scratch_S = self.k.I.copy(), self.k.S.copy()  # for `rehearse`
-        self._scratch_q, self._scratch_v = self._scratch_S[interp.S_Q], self._scratch_S[interp.S_V]
+        # the arrays of the compiled tick (dualsys.system1.tick), grouped once
+        k, enc, sf = self.k, self.encoder, self.state_frame
+        self._K = (k.I, k.F, k.actions, k.ctrl, k.L, k.S)
+        self._KS = (self._scratch_I, self._scratch_S)
+        self._E = (enc.addr, enc.bufs, enc.lens, enc.offs, enc.ctr)
+        self._SF = (sf.buf, sf.meta, sf.max_msgs)
+        self._io = scratch()
+        self.inputs = np.zeros(tk.N_IN, np.int64)  # IN_*: where new inputs would show
+        self.inputs[tk.IN_CHUNK] = self._chunk_sock.underlying
+        self.inputs[tk.IN_LATENT] = self.latent_sub.sock.underlying
+        self.inputs[tk.IN_STATE] = sf.addr
+        self.regs = np.zeros(tk.N_R, np.int64)  # R_*: the live loop's registers (run_loop)
+        self.pending = np.zeros((tk.PENDING, 4), np.int64)
         self.hello = Hello(ROLE, cfg.name, cfg.system2.latent_dim, n, os.getpid())
         self.stats = Stats(process=ROLE, values={})
         self.fifo = 0
@@ -141,6 +190,9 @@ class ControlLoop:
         self.tick_total_us = Histogram()  # wake to end of bookkeeping (work + Stats share)
         self.stages = StageBreakdown()
         self.stamps = self.stages.stamps
+        self._ST = (self.stamps, self.stages.counts, self.stages.maxs)
+        self.v[tk.V_WHY] = 0
+        self.regs[tk.R_NPEND] = 0
         self.latent_age = -1  # of the last tick (ns; -1: no latent), recorded after the send
         self.have_state = False
         self.have_chunk = False
@@ -168,8 +220,8 @@ class ControlLoop:
         if msg.dt_ns <= 0:  # the codec refuses these; kept so a direct caller cannot divide by 0
             self.chunk_sub.dropped["out_of_range"] += 1
             return
-        # following chunks (safe state run): blend the seam at once; else `_set_safe` does
-        # when the loop switches to run
+        # following chunks (safe state run): blend the seam at once; else the switch to run
+        # does (tick.set_safe)
         follow = self.safe == RUN
         self.k.take_chunk(msg.actions, msg.t0_mono_ns, msg.dt_ns, self.last_t_ns, follow)
         self.chunk_end_ns = msg.t0_mono_ns + (len(msg.actions) - 1) * msg.dt_ns
@@ -177,19 +229,16 @@ class ControlLoop:
         self.chunks += 1
         self.mon.chunk_latency_us.record((t_ns - msg.header.t_mono_ns + msg.latency_ns) // 1000)
 
-    def _set_safe(self, new: int, t_ns: int, reason: str) -> None:
-        """Switch safe state with a seam blend from the last command (200 Hz thread)."""
-        k = self.k
-        if new == HOLD:
-            k.S[interp.S_HOLD] = k.S[interp.S_Q]
-        k.I[interp.MODE] = _KERNEL_MODE[new]
-        k.F[interp.SPEED] = DEFAULT_POSE_SPEED if new == DEFAULT else 1.0
-        k.blend(self.last_t_ns, BLEND_NS)
-        self.safe = new
-        self.mode_str = "run"
-        if len(self.events) < 1000:  # rare: allocation only on a state change
+    def note_safe(self, t_ns: int) -> None:
+        """Log the safe-state switch the tick at t_ns made (the compiled tick switched; this
+        records it, after the send: allocation only on a state change)."""
+        if len(self.events) < 1000:
             self.events.append(
-                {"t_s": (t_ns - self.start_ns) / 1e9, "state": SAFE_NAMES[new], "reason": reason}
+                {
+                    "t_s": (t_ns - self.start_ns) / 1e9,
+                    "state": SAFE_NAMES[self.safe],
+                    "reason": tk.WHY[self.v[tk.V_WHY]],
+                }
             )
 
     def receive(self, t_ns: int) -> None:
@@ -233,13 +282,7 @@ class ControlLoop:
         its frame (200 Hz thread; the live loop calls it in the spin before the deadline): the
         tick then finds its code and data in the caches. Changes nothing the tick reads (the
         send rewrites the frame)."""
-        k = self.k
-        np.copyto(self._scratch_I, k.I)
-        np.copyto(self._scratch_S, k.S)
-        interp.step(t_ns, self._scratch_I, k.F, k.actions, k.ctrl, k.L, self._scratch_S)
-        frame = self.encoder.frames["hold" if self.warming else self.mode_str]
-        np.copyto(frame.q, self._scratch_q)
-        np.copyto(frame.dq, self._scratch_v)
+        tk.rehearse(t_ns, self.v, self._K, self._KS, self._E)
 
     def update(self, t_ns: int) -> int:
         """One control tick for the scheduled time t_ns: read, decide, compute, send.
@@ -250,41 +293,39 @@ class ControlLoop:
         st = self.stamps
         st[T_START] = _clock()
         self.receive(t_ns)
-        # latent age: recorded into its histogram after the send (stats_step)
-        age = self.latent_age = t_ns - self.latent_t_ns if self.latent_t_ns >= 0 else -1
-        miss_hold = t_ns < self.miss_hold_until
-        if self.have_state:
-            if age > self.dead_ns:
-                want, why = DEFAULT, "latent dead"
-            elif age > self.stale_ns or age < 0:
-                want, why = HOLD, "latent stale" if age >= 0 else "no latent"
-            elif not self.have_chunk or t_ns > self.chunk_end_ns:
-                want, why = HOLD, "no chunk"
-            else:
-                want, why = RUN, "ok"
-            if want == RUN and miss_hold:
-                want, why = HOLD, "deadline misses"
-            if want != self.safe:
-                self._set_safe(want, t_ns, why)
-        st[T_DECIDE] = _clock()
-        self.k.step(t_ns)
-        st[T_KERNEL] = _clock()
-        warming = self.warming
-        self.encoder.send(
-            self._q,
-            self._v,
-            "hold" if warming else self.mode_str,
-            self.tick,
-            t_ns,
-            self.state_frame.seq,
-            self.latent_seq,
-            self.chunk_seq,
-            (MISS_HOLD if miss_hold else 0) | (WARMUP if warming else 0),
+        if tk.tick_body(t_ns, self.v, self._K, self._E, self.state_frame.seq, st, self._io):
+            self.note_safe(t_ns)
+        return int(st[T_SENT])
+
+    def run_ticks(self) -> int:
+        """Run the live loop's compiled ticks from its registers `regs` until Python is needed
+        (dualsys.system1.tick.run_ticks); returns the event. Tells the compiled code where
+        a new latent would show first (the slot may have been opened or replaced)."""
+        _, a, seen, next_open, live = self.latent_in.probe()
+        self.inputs[tk.IN_HAS_SLOT : tk.IN_HAS_SLOT + 5] = (
+            self.latent_in.slot is not None,
+            a,
+            seen,
+            next_open,
+            live,
         )
-        self.last_t_ns = t_ns
-        self.tick += 1
-        sent = st[T_SENT] = _clock()
-        return sent
+        ev = tk.run_ticks(
+            self.regs, self.v, self._K, self._KS, self._E, self._SF, self._ST, self.inputs,
+            self.pending, self._io,
+        )  # fmt: skip
+        self.state_frame.count_drops()
+        return ev
+
+    def flush_pending(self) -> None:
+        """Record the compiled ticks' lateness, work, total and latent age into the monitor's
+        histograms (after a send: a few µs a tick)."""
+        m, total, age = self.mon, self.tick_total_us, self.mon.latent_age_us
+        for row in self.pending[: self.regs[tk.R_NPEND]].tolist():
+            m.tick(row[tk.P_LATE], row[tk.P_WORK], False)
+            total.record(row[tk.P_TOTAL] // 1000)
+            if row[tk.P_AGE] >= 0:
+                age.record(row[tk.P_AGE] // 1000)
+        self.regs[tk.R_NPEND] = 0
 
     def on_misses(self, t_ns: int) -> None:
         """Called after a missed tick: a streak beyond the budget latches hold (200 Hz thread)."""
@@ -411,8 +452,7 @@ class ControlLoop:
             for name, sub in subs.items():  # decode through the real subscriber path
                 sub._accept(fake[name])
             sf = self.state_frame
-            sf.buf[: len(fake["state"])] = fake["state"]
-            sf.n = len(fake["state"])
+            sf.put(fake["state"])
             sf.decode()
             ts = t + i * self.period_ns
             if i % 50 == 0:
@@ -433,6 +473,12 @@ class ControlLoop:
         self.stats.values = {}
         self.warming = False
         self.activate(time.monotonic_ns())
+        # load the live loop's compiled ticks now (from numba's cache, or compile): its first
+        # call in the loop would otherwise wake late. An ended window returns at once.
+        self.regs[:] = 0
+        self.regs[tk.R_PERIOD] = self.period_ns
+        self.regs[tk.R_STATS_EVERY] = self.regs[tk.R_HELLO_EVERY] = 1
+        self.run_ticks()
 
     def deactivate(self, ramp_ticks: int = 50) -> None:
         """Ramp to hold: decelerate within the limits while sending mode 'hold' commands."""

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import zmq
 
 from dualsys.config import RobotConfig
 from dualsys.rundir import write_summary
+from dualsys.system1 import tick as tk
 from dualsys.system1.control import ROLE, ControlLoop
 from dualsys.system1.floor import IdleLatency, MissAttribution, calibrate_margin, margin_cap_ns
-from dualsys.system1.monitor import T_DEADLINE, T_DONE, T_WAKE
-from dualsys.system1.rt import drop_realtime, freeze_gc, setup_realtime, sleep_until
+from dualsys.system1.monitor import T_DONE
+from dualsys.system1.rt import drop_realtime, freeze_gc, setup_realtime
 from dualsys.timing import pin_to_core
 
 
@@ -53,6 +56,24 @@ def use_prefetch(period_ns: int) -> bool:
     return period_ns >= PREFETCH_MIN_PERIOD_NS and os.environ.get("DUALSYS_NO_PREFETCH") != "1"
 
 
+def arm(
+    loop: ControlLoop, start: int, end: int, margin_ns: int, prefetch: bool, baseline: bool
+) -> np.ndarray:
+    """Set the compiled loop's registers (`ControlLoop.regs`) for ticks from `start` to `end`
+    (monotonic ns); baseline: take a miss-attribution baseline every BASELINE_EVERY ticks."""
+    period = loop.period_ns
+    R = loop.regs  # noqa: N806
+    R[:] = 0
+    R[tk.R_DEADLINE], R[tk.R_END], R[tk.R_PERIOD] = start, end, period
+    R[tk.R_MARGIN] = margin_ns
+    R[tk.R_LEAD] = min(PREFETCH_LEAD_NS, max(period // 2 - margin_ns, 0))  # never under half
+    R[tk.R_PREFETCH] = prefetch
+    R[tk.R_BASELINE_EVERY] = BASELINE_EVERY if baseline else 0
+    R[tk.R_STATS_EVERY], R[tk.R_HELLO_EVERY] = loop.stats_every, loop.hello_every
+    R[tk.R_MON_TICKS] = loop.mon.ticks
+    return R
+
+
 def run_loop(
     loop: ControlLoop,
     stop: StopFlag,
@@ -63,11 +84,18 @@ def run_loop(
 ) -> int:
     """The 200 Hz loop: sleep to the margin, spin to the deadline, tick; skip missed periods.
 
-    prefetch: wake PREFETCH_LEAD_NS before the spin margin and take what arrived
-    (`ControlLoop.receive`), sleep on to the margin, rehearse the kernel and the command frame
-    (`ControlLoop.rehearse`) and spin to the deadline: the tick finds the decode work done,
-    takes only what came after, and runs on warm caches.
-    Every miss is given a cause in `causes` (woke late, overran, preempted, host).
+    The ticks run in compiled code (`ControlLoop.run_ticks`, dualsys.system1.tick): a
+    steady-state tick (no new chunk or latent, no Stats part due, no miss) makes no Python
+    call and allocates nothing. This function handles what they hand back: inputs to decode
+    (`ControlLoop.receive`), late wake-ups (skipped periods), and a sent tick's bookkeeping
+    (Stats, miss attribution, the histograms of the compiled ticks before it).
+
+    prefetch: wake PREFETCH_LEAD_NS before the spin margin and take what arrived, sleep on
+    to the margin, rehearse the kernel and the command frame (`ControlLoop.rehearse`) and spin
+    to the deadline: the tick finds the decode work done, takes only what came after, and
+    runs on warm caches. Every miss is given a cause in `causes` (woke late, overran,
+    preempted, host). A stop signal ends the loop at the next return to Python (its handler
+    runs there): at once when it interrupts a sleep, else within a Stats period.
     Returns the end time (monotonic ns).
     """
     period = loop.period_ns
@@ -75,53 +103,81 @@ def run_loop(
     end = start + int(duration_s * 1e9) if duration_s > 0 else 1 << 62
     loop.activate(start - period)
     mon = loop.mon
-    tick_total = loop.tick_total_us
-    stages = loop.stages
-    stamps = stages.stamps
-    deadline = start
-    lead = min(PREFETCH_LEAD_NS, max(period // 2 - margin_ns, 0))  # never sleep under half
-    while not stop.set and deadline < end:
-        if prefetch:
-            sleep_until(deadline - margin_ns - lead, 0)  # sleep only
+    stamps = loop.stages.stamps
+    R = arm(loop, start, end, margin_ns, prefetch, causes is not None)  # noqa: N806
+    while not stop.set:
+        ev = loop.run_ticks()
+        deadline = int(R[tk.R_DEADLINE])
+        if ev == tk.EV_END:
+            break
+        if ev == tk.EV_INPUT:  # before the prefetch's or the tick's send: decode, go on
             loop.receive(deadline)
-            sleep_until(deadline - margin_ns, 0)
-            loop.rehearse(deadline)  # the tick's kernel and frame back into the caches
-        wake = sleep_until(deadline, margin_ns)  # sleep to the margin, spin to the deadline
-        late = wake - deadline
-        if late >= period:  # woke after the next deadline: skip, never catch up
+        elif ev == tk.EV_LATE:  # woke after the next deadline: skip, never catch up
+            loop.flush_pending()
+            wake = int(R[tk.R_WAKE])
+            late = wake - deadline
             n = late // period
             mon.skip(n)
             if causes is not None:
                 causes.attribute(late, period, n)
             loop.on_misses(wake)
-            deadline += n * period
-            late -= n * period
-        stamps[T_WAKE] = wake
-        stamps[T_DEADLINE] = deadline
-        sent = loop.update(deadline)
-        loop.stats_step(sent)
-        done = stamps[T_DONE] = time.monotonic_ns()
-        stages.record()
-        missed = sent > deadline + period
-        # work = wake to command sent (receive, kernel, send: what the deadline sees);
-        # tick_total adds the bookkeeping after the send (Stats, spread over a few ticks)
-        mon.tick(late, sent - wake, missed)
-        tick_total.record((done - wake) // 1000)
-        if missed:
-            loop.on_misses(done)
-            if causes is not None:
-                causes.attribute(late, period)
-        elif causes is not None and mon.ticks % BASELINE_EVERY == 0:
-            causes.baseline()
-        deadline += period
+            R[tk.R_DEADLINE] = deadline + n * period
+            R[tk.R_MON_TICKS] = mon.ticks
+        elif ev == tk.EV_AFTER:  # the tick at `deadline` was sent: its bookkeeping
+            loop.flush_pending()
+            wake, sent = int(R[tk.R_WAKE]), int(R[tk.R_SENT])
+            late, missed = wake - deadline, bool(R[tk.R_MISSED])
+            if R[tk.R_CHANGED]:
+                loop.note_safe(deadline)
+            loop.stats_step(sent)
+            done = stamps[T_DONE] = time.monotonic_ns()
+            loop.stages.record()
+            # work = wake to command sent (receive, kernel, send: what the deadline sees);
+            # tick_total adds the bookkeeping after the send (Stats, spread over a few ticks)
+            mon.tick(late, sent - wake, missed)
+            loop.tick_total_us.record((done - wake) // 1000)
+            if missed:
+                loop.on_misses(done)
+                if causes is not None:
+                    causes.attribute(late, period)
+            elif causes is not None and mon.ticks % BASELINE_EVERY == 0:
+                causes.baseline()
+            R[tk.R_DEADLINE] = deadline + period
+            R[tk.R_MON_TICKS] = mon.ticks
+        # EV_SIGNAL: the handler has run; the loop condition reads the flag
+    loop.flush_pending()
     return time.monotonic_ns()
+
+
+#: set (to anything) to leave the I/O thread on every core, for the A/B of benchmarks/floor.py
+IO_ANYWHERE_ENV = "DUALSYS_ZMQ_IO_ANYWHERE"
+
+
+def control_context(core: int | None) -> zmq.Context:
+    """The control process's ZeroMQ context, with its I/O thread on the loop's core.
+
+    A send (and a receive that frees queue space) wakes the context's I/O thread through its
+    mailbox. With that thread on the other core the wake is a cross-CPU interrupt, which on a
+    VM can exit to the host while the tick waits (every tick over 1 ms in the live runs of
+    benchmarks/results/tick_live.md was in the send or the state receive); on the loop's own
+    core it is a local wake-up, and the thread (normal priority) runs once the FIFO loop sleeps.
+    Create it before the loop turns FIFO. A core this process may not use is left alone
+    (libzmq aborts on an affinity it cannot set), as is a libzmq without the option.
+    """
+    ctx = zmq.Context()
+    if os.environ.get(IO_ANYWHERE_ENV):  # benchmarks/floor.py --io-ab: the old placement
+        return ctx
+    if core is not None and core in os.sched_getaffinity(0):
+        with contextlib.suppress(zmq.ZMQError, AttributeError):
+            ctx.set(zmq.THREAD_AFFINITY_CPU_ADD, core)
+    return ctx
 
 
 def run_control(cfg: RobotConfig, run_dir: Path, duration_s: float, fifo: bool = True) -> int:
     """Run the control process until the duration ends or a stop signal; returns exit code."""
     stop = StopFlag()
     stop.install()
-    ctx = zmq.Context()  # before FIFO: its I/O thread keeps normal priority
+    ctx = control_context(cfg.cores.system1)  # before FIFO: its I/O thread stays normal priority
     loop = ControlLoop(cfg, ctx, run_dir)
     loop.configure()
     pin_to_core(cfg.cores.system1)  # warm on the loop's core, before FIFO: a FIFO warm-up

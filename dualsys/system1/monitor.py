@@ -138,7 +138,7 @@ STAGE_CAP_US = 10_000
 
 
 @njit(cache=True, nogil=True)
-def _record_stages(st, counts, maxs):  # pragma: no cover - compiled
+def record_stages(st, counts, maxs):  # pragma: no cover - compiled
     """Turn one tick's stamps into stage durations and count them (µs buckets)."""
     cap = counts.shape[1] - 1
     for s in range(6):  # state .. kernel .. send: consecutive stamps from T_START
@@ -174,7 +174,7 @@ class StageBreakdown:
 
     def record(self) -> None:
         """Count the stamped tick (200 Hz thread, after the send)."""
-        _record_stages(self.stamps, self.counts, self.maxs)
+        record_stages(self.stamps, self.counts, self.maxs)
 
     def pcts(self, stage: int, ps: tuple[float, ...]) -> list[float]:
         """Percentiles (ascending, µs) of one stage (or COMMAND), as `Percentiles.many` (0 when

@@ -2,7 +2,8 @@
 
 Everything that can be refused (unprivileged user, container, missing core) falls back to
 normal scheduling with one warning naming the reason; nothing here raises on refusal.
-`sleep_until` is the loop's wait: sleep to a margin before the deadline, then spin.
+`AbsoluteSleep` sleeps to an absolute deadline from Python (the spin-margin calibration); the
+loop's own wait is compiled (dualsys.system1.tick).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import ctypes
 import ctypes.util
 import gc
 import os
-import time
 from dataclasses import dataclass, field
 
 from dualsys.timing import current_cpus, pin_to_core, warn_once
@@ -60,9 +60,6 @@ class AbsoluteSleep:
         self._ts.tv_nsec = t_ns % 1_000_000_000
         while _clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, self._ref, None) == EINTR:
             pass  # a Python signal handler has run in between; sleep on to the same time
-
-
-_sleep_abs = AbsoluteSleep()
 
 
 @dataclass
@@ -186,18 +183,3 @@ def freeze_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.disable()
-
-
-def sleep_until(deadline_ns: int, margin_ns: int) -> int:
-    """Sleep until `margin_ns` before `deadline_ns`, then spin to it. Returns the wake time.
-
-    Never spins a whole period (RT throttling would freeze a spinning FIFO task). Safe in the
-    200 Hz thread: no allocation beyond transient ints.
-    """
-    wake_at = deadline_ns - margin_ns
-    if wake_at > time.monotonic_ns():
-        _sleep_abs(wake_at)
-    now = time.monotonic_ns()
-    while now < deadline_ns:
-        now = time.monotonic_ns()
-    return now

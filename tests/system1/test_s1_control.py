@@ -77,12 +77,13 @@ def _peak(fn, *args) -> tuple[int, int]:
 
 
 def test_tick_allocates_nothing_over_10000_ticks(rig) -> None:
-    """The tick as the live loop runs it (prefetch and rehearsal before the deadline, then the
-    tick, the stage breakdown and the monitor) holds no transient beyond small ints and call
-    boxing, and keeps nothing. What remains is the interpreter's: the ints of
-    time.monotonic_ns and of the arithmetic on them (32 B each), numba's argument boxing of
-    interp.step and of the stage record (~300 B), pyzmq's getsockopt/send (~100 B), all freed
-    before the tick ends."""
+    """The Python tick (`update`: what replay and the live loop's event ticks run, with
+    prefetch and rehearsal before it, the stage breakdown and the monitor after it) holds no
+    transient beyond small ints and call boxing, and keeps nothing. What remains is the
+    interpreter's: the ints of time.monotonic_ns and of the arithmetic on them (32 B each),
+    numba's argument boxing of the compiled calls (state poll, tick body, stage record; a few
+    hundred B) and pyzmq's getsockopt (latent, chunk), all freed before the tick ends. The
+    live loop's steady-state ticks allocate nothing at all (test_s1_compiled_tick.py)."""
     loop, state, latent, chunk, _cmds = rig
     frame = encode(RobotState(q=LIM["default"], dq=np.zeros(N), tau=np.zeros(N)), 1, "robot")
     acts = np.tile(LIM["default"][CFG.controlled_indices], (H, 1)).astype(np.float32)

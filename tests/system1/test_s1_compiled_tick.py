@@ -1,0 +1,120 @@
+"""The live loop's compiled ticks: steady-state ticks allocate nothing, events reach Python.
+
+Real ZeroMQ sockets throughout: the echo robot publishes the state from its own process, the
+latent comes through System 2's link (ZeroMQ and the shm slot), the commands go to a real
+subscriber."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+
+import pytest
+
+from dualsys import config
+from dualsys.bus.messages import Command
+from dualsys.system1.control import HOLD
+from dualsys.system1.control_proc import StopFlag, run_loop
+from dualsys.system1.floor import MissAttribution
+from dualsys.testing.control_rig import ControlRig, follow, steady_allocation
+
+CFG = config.load_robot("gr1")
+P = CFG.rates.control_period_ns
+
+
+@pytest.fixture
+def rig(tmp_path):
+    r = ControlRig(CFG, tmp_path)
+    yield r
+    r.close()
+
+
+def test_steady_state_ticks_allocate_nothing(rig) -> None:
+    """Compiled ticks following a chunk, with the robot's state arriving every tick and each
+    command reaching a subscriber, allocate nothing: a call running 200 ticks peaks no higher
+    than a call running none (the call's own argument boxing), and 2000 ticks keep nothing
+    more than 10 calls do. The same measurement sees the Python tick's allocations
+    (`ControlLoop.update`: ints and the boxing of its compiled calls): on a Python loop (the
+    loop before the compiled ticks ran `update` every period) it fails."""
+    rig.start_robot(60)
+    follow(rig, 60)
+    a = steady_allocation(rig, ticks=200, runs=10)
+    cmds = rig.commands()
+    print(a)
+    assert a["clean"] == 10, "too many runs with a missed tick"
+    assert a["frames1"] - a["frames0"] > 1000  # a state taken nearly every tick
+    compiled = [c for c in cmds if a["tick0"] <= c.tick < a["tick1"]]
+    assert len(compiled) == a["tick1"] - a["tick0"] >= 2000
+    assert {c.mode for c in compiled} == {"run"}
+    assert len({c.state_seq for c in compiled}) > 1000  # the newest state's seq, per tick
+    assert a["compiled"] <= a["call"]  # no tick allocated, not even transiently
+    assert a["kept"] <= a["kept_call"]  # and nothing was kept
+    assert a["python"] > a["call"]  # the measurement sees a Python tick's allocations
+
+
+def test_events_reach_python(rig) -> None:
+    """Under the live driver, chunks arriving mid-run are each taken (their seqs reach the
+    commands), and the latent going stale switches to hold: both events of the compiled
+    loop's hand-over to Python."""
+    loop = rig.loop
+    rig.start_robot(10)
+    sent_chunks: list[int] = []
+
+    def feed() -> None:
+        time.sleep(0.2)
+        rig.send_latent()
+        for _ in range(8):  # a chunk every 0.1 s for 0.8 s, each covering 0.3 s
+            rig.send_chunk(time.monotonic_ns(), 20_000_000)
+            sent_chunks.append(rig.chunk.seq)
+            time.sleep(0.1)
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    run_loop(loop, StopFlag(), 1.6, 200_000)
+    feeder.join()
+    cmds = rig.commands()
+    taken = {c.chunk_seq for c in cmds}
+    # each chunk is taken (a busy machine may let a newer one replace one still waiting)
+    assert len(sent_chunks) == 8 and loop.chunks >= 6 and sent_chunks[-1] in taken
+    assert len(set(sent_chunks) & taken) == loop.chunks
+    states = [(e["state"], e["reason"]) for e in loop.events]
+    assert ("run", "ok") in states and states[-1] == ("hold", "latent stale"), states
+    assert loop.safe == HOLD
+    assert loop.mon.ticks >= 0.9 * 1.6e9 / P  # every period counted (ticks or skipped)
+
+
+def test_stop_flag_ends_the_compiled_loop(rig) -> None:
+    """A stop set while the compiled ticks run ends the loop at the next return to Python
+    (a Stats part, within one Stats period)."""
+    stop = StopFlag()
+    threading.Timer(0.5, lambda: setattr(stop, "set", True)).start()
+    t0 = time.monotonic()
+    run_loop(rig.loop, stop, 30.0, 200_000)
+    assert time.monotonic() - t0 < 0.5 + 2 / CFG.rates.stats_hz
+
+
+def test_a_stall_is_skipped_counted_and_holds(rig) -> None:
+    """The process stopped for 60 ms mid-run (SIGSTOP/SIGCONT from another process): the
+    compiled loop wakes a dozen periods late and hands back to Python, which skips the missed
+    periods (never catches up), counts them as misses with a cause, and latches the
+    miss-streak hold; the commands after it carry the hold flag."""
+    loop = rig.loop
+    rig.start_robot(10)
+    stall = subprocess.Popen(
+        ["sh", "-c", f"sleep 0.5; kill -STOP {os.getpid()}; sleep 0.06; kill -CONT {os.getpid()}"]
+    )
+    causes = MissAttribution(-1)
+    loop.miss_causes = causes.counts
+    run_loop(loop, StopFlag(), 1.2, 200_000, causes)
+    stall.wait()
+    causes.close()
+    cmds = rig.commands()
+    assert loop.mon.skipped >= 8 and loop.mon.misses >= loop.mon.skipped
+    assert causes.counts.sum() >= loop.mon.skipped
+    assert any(e["state"] == "miss_streak" for e in loop.events), loop.events
+    ticks = [c.tick for c in cmds]
+    assert ticks == list(range(ticks[0], ticks[0] + len(ticks)))  # one command per tick run
+    assert loop.mon.ticks - loop.mon.skipped == len(cmds)  # skipped periods sent nothing
+    assert any(c.flags & Command.FLAG_MISS_HOLD for c in cmds)
