@@ -48,6 +48,11 @@ def _plain(x: float) -> str:
     return f"{float(x):.3g}"
 
 
+def plain_values(values: dict[str, float]) -> str:
+    """Measured values as a person reads them: `name=3 significant digits`, comma-separated."""
+    return ", ".join(f"{k}={_plain(v)}" for k, v in values.items())
+
+
 def _holds(value: float, op: str, bound) -> bool:
     if op == "in":
         return bool(bound[0] <= value <= bound[1])

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from dualsys import config
-from dualsys.behaviours.criteria import Score, Trajectory
+from dualsys.behaviours.criteria import Score, Trajectory, plain_values
 from dualsys.behaviours.rollout import apply_setup, ground_truth, new_setup
 from dualsys.config import RobotConfig
 from dualsys.tasks import task_pack
@@ -268,7 +268,9 @@ def main(argv: list[str] | None = None) -> int:
         brain.sampler.noise_scale = args.noise_scale
     report = evaluate(
         cfg, brain, args.episodes, phrasings, behaviours, args.seed,
-        progress=lambda b, e, s: print(f"{b} #{e}: {'ok' if s.success else 'FAIL'} {s.values}"),
+        progress=lambda b, e, s: print(
+            f"{b} #{e}: {'ok' if s.success else 'FAIL ' + s.reason} ({plain_values(s.values)})"
+        ),
         rtc=not args.no_rtc, latent_delay_ns=int(args.latent_delay_ms * 1e6),
         with_lead_in=not args.no_lead_in,
     )  # fmt: skip

@@ -123,6 +123,7 @@ class ControlLoop:
         self.hello_every = cfg.rates.control_hz
         self.v = np.zeros(tk.N_V, np.int64)
         self.v[tk.V_STALE], self.v[tk.V_DEAD] = self.stale_ns, self.dead_ns
+        self.v[tk.V_PERIOD] = self.period_ns
         self.configured = False
         self.warming = False
 

@@ -72,8 +72,8 @@ MISS_HOLD, WARMUP = Command.FLAG_MISS_HOLD, Command.FLAG_WARMUP
 # V (int64): the loop's variables, read by both the Python and the compiled paths
 V_HAVE_STATE, V_HAVE_CHUNK, V_CHUNK_END, V_LATENT_T, V_SAFE, V_MODE = range(6)
 V_MISS_HOLD_UNTIL, V_LAST_T, V_TICK, V_LATENT_SEQ, V_CHUNK_SEQ, V_WARMING = range(6, 12)
-V_LATENT_AGE, V_WHY, V_STALE, V_DEAD = range(12, 16)
-N_V = 16
+V_LATENT_AGE, V_WHY, V_STALE, V_DEAD, V_PERIOD = range(12, 17)
+N_V = 17
 # R (int64): the live loop's registers (set by run_loop, advanced by run_ticks)
 R_DEADLINE, R_PHASE, R_WAKE, R_END, R_MARGIN, R_LEAD, R_PREFETCH, R_PERIOD = range(8)
 R_BASELINE_EVERY, R_STATS_EVERY, R_HELLO_EVERY, R_MON_TICKS, R_NPEND = range(8, 13)
@@ -147,6 +147,11 @@ def tick_body(t_ns, V, K, E, state_seq, st, io):  # pragma: no cover - compiled
     address, bufs, lens, offs, ctr)."""
     lt = V[V_LATENT_T]
     age = t_ns - lt if lt >= 0 else -1
+    if lt >= 0 and -V[V_PERIOD] < age < 0:
+        # stamped after this tick's scheduled time and taken by it (it arrived between the
+        # deadline and the receive): the freshest latent there is, not a missing one. Further
+        # ahead (a remote clock not yet synchronised) it stays "no latent": hold.
+        age = 0
     V[V_LATENT_AGE] = age  # recorded into its histogram after the send
     miss_hold = t_ns < V[V_MISS_HOLD_UNTIL]
     changed = False

@@ -9,7 +9,7 @@ import re
 import numpy as np
 import pytest
 
-from dualsys.behaviours.criteria import Trajectory
+from dualsys.behaviours.criteria import Trajectory, plain_values
 from dualsys.tasks.gr1_table.behaviours import BEHAVIOURS
 from dualsys.tasks.gr1_table.scoring import TOUCH_HOLD_S, TOUCH_RADIUS, Scorer
 
@@ -60,3 +60,9 @@ def test_a_touch_that_leaves_says_how_long_it_stayed(cfg) -> None:
     assert not score.success
     assert re.match(rf"touch cup: hold_s 0\.0[68]\d* \(needs >= {TOUCH_HOLD_S:g}\)$", score.reason)
     _plain(score.reason)
+
+
+def test_measured_values_print_plain() -> None:
+    """The offline evaluator's per-episode line: numpy floats as 3 significant digits."""
+    text = plain_values({"min_dist": np.float64(0.029340213545897414), "hold_s": 0.2799999999})
+    assert text == "min_dist=0.0293, hold_s=0.28"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 
@@ -10,6 +11,8 @@ from dualsys.behaviours.phrasings import load_phrasings, robot_dir, training_phr
 from dualsys.system1 import policy
 from dualsys.system2.fusion import load_fusion
 from dualsys.tasks import task_pack
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_shipped_checkpoints_load(cfg):
@@ -33,3 +36,16 @@ def test_heldout_phrasings_are_unseen(cfg):
     train = training_phrasings(cfg)  # raises on overlap
     held = load_phrasings(robot_dir(cfg) / "phrasings_heldout.toml", task_pack(cfg).behaviours)
     assert set(held) == set(train)
+
+
+def test_benchmark_unseen_wordings_are_in_neither_phrasings_file(cfg):
+    """benchmarks/phrasings_unseen_gr1.toml (the issue-20 point-7 check) is unseen text: no
+    wording of it is a training or held-out phrasing, and it names every behaviour."""
+    behaviours = task_pack(cfg).behaviours
+    unseen = load_phrasings(ROOT / "benchmarks" / "phrasings_unseen_gr1.toml", behaviours)
+    assert set(unseen) == set(behaviours)
+    known = set()
+    for name in ("phrasings_train.toml", "phrasings_heldout.toml"):
+        for texts in load_phrasings(robot_dir(cfg) / name, behaviours).values():
+            known |= {t.lower() for t in texts}
+    assert not {t.lower() for texts in unseen.values() for t in texts} & known

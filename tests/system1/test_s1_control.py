@@ -192,6 +192,25 @@ def test_safe_states_follow_latent_age_without_jumps(rig) -> None:
     assert names == ["run", "hold", "default_pose"], loop.events
 
 
+@pytest.mark.parametrize(("ahead_ns", "want"), [(100_000, RUN), (1_000_000_000, HOLD)])
+def test_a_latent_stamped_just_after_the_tick_is_fresh(rig, ahead_ns, want) -> None:
+    """A latent that arrived between a tick's deadline and its receive (stamped up to a period
+    after the tick's time) is fresh: the loop runs, no one-tick "no latent" hold. One stamped
+    far ahead (a remote clock off by a second) is still refused: hold."""
+    loop, state, latent, chunk, _cmds = rig
+    t = time.monotonic_ns()
+    loop.activate(t)
+    state.send(RobotState(q=LIM["default"].copy(), dq=np.zeros(N), tau=np.zeros(N)))
+    time.sleep(0.05)
+    _run(loop, t, 2)
+    mid = ((LIM["min"] + LIM["max"]) / 2)[CFG.controlled_indices]
+    _feed(loop, latent, chunk, t + 2 * P, np.tile(mid, (H, 1)).astype(np.float32), -ahead_ns)
+    time.sleep(0.05)
+    _run(loop, t + 2 * P, 3)
+    assert loop.safe == want, loop.events
+    assert [e["reason"] for e in loop.events] == (["ok"] if want == RUN else [])
+
+
 def test_plan_freezes_what_runs_before_the_next_chunk() -> None:
     dt = 20_000_000
     cur = Chunk(np.arange(H * NC, dtype=np.float32).reshape(H, NC), t0_ns=0, dt_ns=dt)
