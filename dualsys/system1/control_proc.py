@@ -150,22 +150,24 @@ def run_loop(
 
 
 #: set (to anything) to leave the I/O thread on every core, for the A/B of benchmarks/floor.py
-IO_ANYWHERE_ENV = "DUALSYS_ZMQ_IO_ANYWHERE"
+#: set to 1 to run the control process's ZeroMQ I/O thread on the loop's core (off by default)
+IO_ON_LOOP_CORE_ENV = "DUALSYS_ZMQ_IO_ON_LOOP_CORE"
 
 
 def control_context(core: int | None) -> zmq.Context:
-    """The control process's ZeroMQ context, with its I/O thread on the loop's core.
+    """The control process's ZeroMQ context; with DUALSYS_ZMQ_IO_ON_LOOP_CORE=1 its I/O thread
+    runs on the loop's core.
 
     A send (and a receive that frees queue space) wakes the context's I/O thread through its
-    mailbox. With that thread on the other core the wake is a cross-CPU interrupt, which on a
-    VM can exit to the host while the tick waits (every tick over 1 ms in the live runs of
-    benchmarks/results/tick_live.md was in the send or the state receive); on the loop's own
-    core it is a local wake-up, and the thread (normal priority) runs once the FIFO loop sleeps.
-    Create it before the loop turns FIFO. A core this process may not use is left alone
+    mailbox: with the thread on the other core that wake is a cross-CPU interrupt, on the
+    loop's core a local wake-up (the thread, normal priority, runs once the FIFO loop sleeps).
+    Measured side by side at 1 kHz (`benchmarks/floor.py --io-ab`, results/floor.md) the loop
+    core placement did not miss fewer deadlines, so ZeroMQ's own placement stays the default.
+    Create the context before the loop turns FIFO. A core this process may not use is left alone
     (libzmq aborts on an affinity it cannot set), as is a libzmq without the option.
     """
     ctx = zmq.Context()
-    if os.environ.get(IO_ANYWHERE_ENV):  # benchmarks/floor.py --io-ab: the old placement
+    if os.environ.get(IO_ON_LOOP_CORE_ENV) != "1":
         return ctx
     if core is not None and core in os.sched_getaffinity(0):
         with contextlib.suppress(zmq.ZMQError, AttributeError):

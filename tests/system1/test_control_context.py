@@ -1,4 +1,5 @@
-"""The control process's ZeroMQ I/O thread runs on the loop's core (no cross-CPU wake-ups)."""
+"""The control process's ZeroMQ I/O thread: ZeroMQ's placement by default, the loop's core
+on request."""
 
 import os
 import time
@@ -30,24 +31,30 @@ def _with_context(core: int | None) -> dict[int, set[int]]:
     return threads
 
 
-def test_io_thread_is_pinned_to_the_loop_core() -> None:
+def test_io_thread_is_pinned_to_the_loop_core_on_request(monkeypatch) -> None:
+    from dualsys.system1.control_proc import IO_ON_LOOP_CORE_ENV
+
+    monkeypatch.setenv(IO_ON_LOOP_CORE_ENV, "1")
     core = max(os.sched_getaffinity(0))
     threads = _with_context(core)
     assert threads and all(cpus == {core} for cpus in threads.values())
 
 
-def test_a_core_outside_the_allowed_set_is_left_alone() -> None:
+def test_a_core_outside_the_allowed_set_is_left_alone(monkeypatch) -> None:
     """An impossible core must not abort the process (libzmq asserts on a failed affinity)."""
+    from dualsys.system1.control_proc import IO_ON_LOOP_CORE_ENV
+
+    monkeypatch.setenv(IO_ON_LOOP_CORE_ENV, "1")
     allowed = os.sched_getaffinity(0)
     threads = _with_context(4095)
     assert threads and all(cpus == allowed for cpus in threads.values())
     assert all(cpus == allowed for cpus in _with_context(None).values())
 
 
-def test_the_benchmark_switch_keeps_the_old_placement(monkeypatch) -> None:
-    from dualsys.system1.control_proc import IO_ANYWHERE_ENV
+def test_by_default_zeromq_places_its_io_thread(monkeypatch) -> None:
+    from dualsys.system1.control_proc import IO_ON_LOOP_CORE_ENV
 
-    monkeypatch.setenv(IO_ANYWHERE_ENV, "1")
+    monkeypatch.delenv(IO_ON_LOOP_CORE_ENV, raising=False)
     allowed = os.sched_getaffinity(0)
     threads = _with_context(max(allowed))
     assert threads and all(cpus == allowed for cpus in threads.values())
