@@ -59,7 +59,7 @@ ROLE = "control"
 BLEND_NS = interp.BLEND_NS
 #: after a miss streak beyond the budget, hold for this long once misses stop
 MISS_HOLD_NS = 1_000_000_000
-RAMP = Command.FLAG_RAMP
+RAMP, WARMUP = Command.FLAG_RAMP, Command.FLAG_WARMUP
 #: command PUB queue per subscriber: the warm-up burst and ~10 s of a stalled recorder (the
 #: robot's SUB conflates on arrival, so a queue never delays its newest command)
 COMMAND_HWM = 2000
@@ -464,6 +464,13 @@ class ControlLoop:
             self.update(ts)
             self.stats_step(ts)
             self.stages.record()
+        # the stop ramp's compiled entries, called from Python there (kernel step, seam blend,
+        # frame send): compiled or loaded now, not in the ramp (a cold numba cache took seconds)
+        ts = t + ticks * self.period_ns
+        self.k.blend(ts, BLEND_NS)
+        self.k.step(ts)
+        self.encoder.send(self._q, self._v, "hold", self.tick, ts, self.state_frame.seq,
+                          self.latent_seq, self.chunk_seq, WARMUP)  # fmt: skip
         for sub in subs.values():
             sub.received = 0
             sub.gaps = 0
