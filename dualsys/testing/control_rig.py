@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 import tracemalloc
 from collections.abc import Callable
@@ -171,3 +172,34 @@ def steady_allocation(rig: ControlRig, ticks: int = 200, runs: int = 10) -> dict
     finally:
         tracemalloc.stop()
     return out
+
+
+def measure_in_fresh_process(seconds: float = 60.0) -> dict[str, int]:
+    """`steady_allocation` in a rig of its own, in this (fresh) process, plus what the
+    commands of the compiled ticks carried: tracemalloc counts every thread's allocations, so
+    the measurement must run where no other Python thread does (a test suite's process keeps
+    threads of earlier tests). Run as `python -m dualsys.testing.control_rig`; prints JSON."""
+    import tempfile
+
+    from dualsys import config
+
+    with tempfile.TemporaryDirectory(prefix="dualsys-alloc-") as run_dir:
+        rig = ControlRig(config.load_robot("gr1"), Path(run_dir))
+        try:
+            rig.start_robot(seconds)
+            follow(rig, seconds)
+            a = steady_allocation(rig, ticks=200, runs=10)
+            a["threads"] = threading.active_count()  # Python threads alive while measuring
+            cmds = [c for c in rig.commands() if a["tick0"] <= c.tick < a["tick1"]]
+        finally:
+            rig.close()
+    a["commands"] = len(cmds)
+    a["run_modes"] = int(all(c.mode == "run" for c in cmds))
+    a["state_seqs"] = len({c.state_seq for c in cmds})
+    return a
+
+
+if __name__ == "__main__":
+    import json
+
+    print(json.dumps(measure_in_fresh_process()))
