@@ -13,7 +13,8 @@ the paths, so each message has the machine to itself until the next is due:
 Every waiting side is woken by the kernel, never by its own timer. Latency: send (the header's
 monotonic time, taken before encoding) -> decoded and validated (pub/sub); request sent ->
 reply unpickled (REQ/REP). Per stage: wake (send -> the consumer's wait returns), read (taking
-the bytes: zmq recv / slot copy / reply recv), decode (msgpack decode + validation, or unpickle).
+the bytes: zmq recv / slot copy / reply recv), decode (the compiled check into preallocated
+arrays, `Subscriber.take`, or unpickle).
 
     .venv/bin/python benchmarks/bus.py [--count10 250] [--count200 1500]
 """
@@ -34,6 +35,7 @@ import numpy as np
 import zmq
 
 from dualsys.bus import Latent, Publisher, Subscriber
+from dualsys.bus.fastcodec import MessageView
 from dualsys.timing import Histogram
 
 DIM = 1536
@@ -111,34 +113,37 @@ def _us(t0: int, t1: int) -> float:
     return (t1 - t0) / 1000
 
 
-def take_zmq(sub: Subscriber, step: int) -> tuple[int, int, int, int] | None:
-    """Wait in poll, then do what recv_latest does: (t_send, woke, read, decoded) ns."""
+def take_zmq(sub: Subscriber, view: MessageView, step: int) -> tuple[int, int, int, int] | None:
+    """Wait in poll, then do what `Subscriber.take` does (the receive System 1 uses): (t_send,
+    woke, read, decoded) ns."""
     while sub.sock.poll(2000):
         woke = time.monotonic_ns()
         data = sub.sock.recv(zmq.NOBLOCK)
         read = time.monotonic_ns()
-        msg = sub._accept(data)
+        ok = sub.take_bytes(view, np.frombuffer(data, np.uint8), len(data))
         done = time.monotonic_ns()
-        if msg is not None and msg.step >= step:
-            return msg.header.t_mono_ns, woke, read, done
+        if ok and view.int("step") >= step:
+            return view.t_mono_ns, woke, read, done
     return None
 
 
-def take_slot(sub: Subscriber, step: int, spin: bool) -> tuple[int, int, int, int] | None:
-    """Wait on the slot (futex, or spinning), then do what recv_latest does."""
+def take_slot(
+    sub: Subscriber, view: MessageView, step: int, spin: bool
+) -> tuple[int, int, int, int] | None:
+    """Wait on the slot (futex, or spinning), then do what `Subscriber.take` does."""
     deadline = time.monotonic() + 2.0
     while time.monotonic() < deadline:
         if not spin:
             sub.slot.wait(deadline - time.monotonic())
         woke = time.monotonic_ns()
-        data = sub.slot.read()
+        data = sub._slot_bytes()
         read = time.monotonic_ns()
-        if data is None or isinstance(data, int):
+        if data is None:
             continue
-        msg = sub._accept(data)
+        ok = sub.take_bytes(view, sub.slot.arr, len(data))
         done = time.monotonic_ns()
-        if msg is not None and msg.step >= step:
-            return msg.header.t_mono_ns, woke, read, done
+        if ok and view.int("step") >= step:
+            return view.t_mono_ns, woke, read, done
     return None
 
 
@@ -161,22 +166,30 @@ def take_reqrep(req: zmq.Socket, due: float) -> tuple[int, int, int, int] | None
 
 
 def cold_vs_hot(n_hot: int = 2000, n_cold: int = 200) -> dict[str, Histogram]:
-    """Decode + validate one latent: back to back, and each after a 5 ms sleep (what a
-    consumer woken by a message does). The gap is the machine's cost of running code that went
-    cold while the process slept, not the codec's."""
+    """Validate one latent with the codec (Python objects) and with the compiled check into a
+    view: back to back, and each after a 5 ms sleep (what a consumer woken by a message does).
+    The gap is the machine's cost of running code that went cold while the process slept."""
     from dualsys.bus import decode, encode
 
     vec = np.random.default_rng(0).standard_normal(DIM).astype(np.float32)
     data = encode(Latent(vector=vec), 1, "bench")
+    buf = np.frombuffer(data, np.uint8)
     shapes = {"latent": {"vector": (DIM,)}}
-    out = {"hot": Histogram(), "after 5 ms sleep": Histogram()}
-    for key, n, nap in (("hot", n_hot, 0.0), ("after 5 ms sleep", n_cold, 0.005)):
-        for _ in range(n):
-            if nap:
-                time.sleep(nap)
-            t = time.perf_counter_ns()
-            decode(data, (Latent,), shapes)
-            out[key].record((time.perf_counter_ns() - t) / 1000)
+    view = MessageView(Latent, shapes["latent"], array_field="vector")
+    ways = {
+        "codec": lambda: decode(data, (Latent,), shapes),
+        "compiled": lambda: view.take(buf, len(data)),
+    }
+    out = {}
+    for way, fn in ways.items():
+        for key, n, nap in (("hot", n_hot, 0.0), ("after 5 ms sleep", n_cold, 0.005)):
+            h = out[f"{way} {key}"] = Histogram()
+            for _ in range(n):
+                if nap:
+                    time.sleep(nap)
+                t = time.perf_counter_ns()
+                fn()
+                h.record((time.perf_counter_ns() - t) / 1000)
     return out
 
 
@@ -197,6 +210,7 @@ def main() -> None:
     ctx = zmq.Context()
     shapes = {"latent": {"vector": (DIM,)}}
     subs = {k: Subscriber(ctx, eps[k], (Latent,), shapes=shapes) for k in PUB}
+    views = {k: subs[k].view(Latent, "vector") for k in PUB}
     reqs = {}
     for k in ("rr_tcp", "rr_ipc"):
         reqs[k] = ctx.socket(zmq.REQ)
@@ -225,9 +239,9 @@ def main() -> None:
                 reqs[key].setsockopt(zmq.RCVTIMEO, 2000)
                 reqs[key].connect(eps[key])
         elif key in ("shm", "spin"):
-            got = take_slot(subs[key], step, spin=key == "spin")
+            got = take_slot(subs[key], views[key], step, spin=key == "spin")
         else:
-            got = take_zmq(subs[key], step)
+            got = take_zmq(subs[key], views[key], step)
         if got is None:
             lost[(rate, key)] += 1
             continue
@@ -259,8 +273,9 @@ def write_table(
         "message every 1/rate s, rotating over the paths), each waiting side woken by the "
         "kernel. Latency: send -> decoded + validated (pub/sub), request -> unpickled reply "
         "(REQ/REP). Stages (p50 / p99 µs): wake = send -> the consumer's wait returns; read = "
-        "taking the bytes (the non-blocking receive); decode = msgpack decode + validation "
-        "(pub/sub) or unpickle (REQ/REP). The spinning-consumer row is a reference (no "
+        "taking the bytes (the non-blocking receive); decode = the compiled check and copy "
+        "into the receiver's preallocated arrays (pub/sub: `Subscriber.take`, what System 1 "
+        "uses) or unpickle (REQ/REP). The spinning-consumer row is a reference (no "
         "wake-up), not a contender.",
     ]
     for r in RATES:
@@ -308,16 +323,17 @@ def where_the_time_goes(
         "",
         "**Where the time goes** (10 Hz medians of this run, µs)",
         "",
-        f"- Decode + validation after a wake-up: {p50(r, 'ipc', 'decode')} (ipc), "
-        f"{p50(r, 'shm', 'decode')} (shm). The same call takes {cold['hot'].pct(50):.0f} "
-        f"back to back and {cold['after 5 ms sleep'].pct(50):.0f} after a 5 ms sleep in this "
-        "run: on this VM the code a process runs after sleeping runs many times slower "
-        "(measured; the likely cause is caches and TLB gone cold while its vCPU idled), so "
-        "the non-blocking receive's cost is the machine's wake-up penalty on the decode, "
-        "not the codec. The baseline's "
-        f"unpickle pays it too ({p50(r, 'rr_tcp', 'decode')}) but validates nothing. Leaner "
-        "decode variants (cached array headers, a one-reduction finite check) measured no "
-        "gain after a sleep and were not kept.",
+        f"- Validation after a wake-up: {p50(r, 'ipc', 'decode')} (ipc), "
+        f"{p50(r, 'shm', 'decode')} (shm), with the receive's bookkeeping (counts, sequence "
+        "gaps). On this VM code that went cold while its process slept runs many times "
+        "slower (caches and TLB gone cold while the vCPU idled), and the codec's Python decode "
+        "(msgpack into Python objects, then checks) pays that on every instruction it runs: "
+        f"{cold['codec hot'].pct(50):.0f} back to back, "
+        f"{cold['codec after 5 ms sleep'].pct(50):.0f} after a 5 ms sleep in this run. The "
+        "compiled check (dualsys.bus.fastcodec: the same checks on the raw bytes, the vector "
+        "copied into a preallocated array, no objects) takes "
+        f"{cold['compiled hot'].pct(50):.0f} and {cold['compiled after 5 ms sleep'].pct(50):.0f}. "
+        f"The baseline's unpickle ({p50(r, 'rr_tcp', 'decode')}) validates nothing.",
         f"- ZeroMQ's thread hops: send -> the consumer's poll returns takes "
         f"{p50(r, 'ipc', 'wake')} over ipc:// (the sender's I/O thread, the receiver's I/O "
         "thread, then the receiving thread: three wake-ups) against "

@@ -86,9 +86,13 @@ class LatentOut:
 class LatentIn:
     """System 1's latent input: the slot once it has delivered, else the ZeroMQ subscriber.
 
-    `recv_latest` never blocks and allocates nothing per call once the slot is open (before
-    the publisher has made the slot file, the slot reader retries opening it every 0.1 s):
-    safe in the 200 Hz thread. `via` counts the latents taken per path ("shm", "zmq")."""
+    `take` never blocks and makes no message object: the newest valid latent's header and
+    fields land in `view` (`dualsys.bus.fastcodec.MessageView`: `seq`, `t_mono_ns`,
+    `int("instruction_id")`, the vector in `view.array`), validated by compiled code. Once the
+    slot is open it allocates only what a message the compiled check leaves to the codec
+    needs; before the publisher has made the slot file, the slot reader retries opening it
+    every 0.1 s. Safe in the 200 Hz thread. `via` counts the latents taken per path ("shm",
+    "zmq")."""
 
     def __init__(
         self, ctx: zmq.Context, cfg: RobotConfig, zmq_sub: Subscriber, run_dir: str | Path
@@ -98,25 +102,24 @@ class LatentIn:
         slot = slot_endpoint(cfg, run_dir)
         spec = receive_spec(cfg, SLOT_KEY)  # the latent's shapes and size limits
         self.slot = None if slot is None else Subscriber(ctx, slot, (Latent,), **spec)
+        self.view = zmq_sub.view(Latent, "vector")
         self.shm_taken = 0
         self.zmq_taken = 0
 
-    def recv_latest(self) -> Latent | None:
-        """The newest valid latent not yet taken, or None (200 Hz thread)."""
+    def take(self) -> bool:
+        """Store the newest valid latent not yet taken into `view`; False when none is new
+        (200 Hz thread)."""
         slot = self.slot
         if slot is not None:
-            msg = slot.recv_latest()
-            if msg is not None:
+            if slot.take(self.view):
                 self.shm_taken += 1
-                return msg
+                return True
             if slot.received:  # the slot is live: ZeroMQ carries the same latents later
-                return None
-        if self._sock.getsockopt(_EVENTS) & _POLLIN:
-            msg = self.zmq.recv_latest()
-            if msg is not None:
-                self.zmq_taken += 1
-                return msg
-        return None
+                return False
+        if self._sock.getsockopt(_EVENTS) & _POLLIN and self.zmq.take(self.view):
+            self.zmq_taken += 1
+            return True
+        return False
 
     def probe(self) -> tuple[int, int, int, int, int]:
         """Where a new latent would show, for the compiled tick's pending check: (has a slot,

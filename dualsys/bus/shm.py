@@ -30,6 +30,8 @@ import platform
 import time
 from pathlib import Path
 
+import numpy as np
+
 MAGIC = int.from_bytes(b"DSYSLOT1", "little")
 HEADER = 64
 _MAGIC, _CAP, _SEQ, _LEN, _RETIRED = range(5)  # u64 words of the header
@@ -189,6 +191,7 @@ class SlotReader:
         self.max_bytes = max_bytes
         self.buf = bytearray(max_bytes)
         self.view = memoryview(self.buf)
+        self.arr = np.frombuffer(self.buf, np.uint8)  # the same buffer, for compiled readers
         self.reopen_ns = int(reopen_s * 1e9)
         self._next_open_ns = 0
         self._map: _Mapping | None = None

@@ -16,15 +16,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import zmq
 
 from dualsys.bus.codec import DropError, EncodeError, decode, encode
+from dualsys.bus.fastcodec import H_SEQ, H_SRC_LEN, H_SRC_OFF, MessageView
 from dualsys.bus.limits import DEFAULT, MAX_BYTES, Limits
 from dualsys.bus.messages import Message
 from dualsys.bus.shm import SlotReader, SlotWriter
@@ -207,24 +210,74 @@ class Subscriber:
             _secure(self.sock, curve, bind)
         _attach(self.sock, endpoint, bind)
 
-    def _accept(self, data: bytes | memoryview) -> Message | None:
+    def _decode(self, data: bytes | memoryview) -> Message | None:
+        """The codec's verdict on data: the message, or None with the drop counted."""
         try:
-            msg = decode(data, self.accept, self.shapes, self.max_bytes, self.limits)
+            return decode(data, self.accept, self.shapes, self.max_bytes, self.limits)
         except DropError as exc:
             self.dropped[exc.reason] += 1
             self.last_error = str(exc)
             return None
-        h = msg.header
-        prev = self._last_seq.get(h.source)
-        if prev is not None and h.seq > prev + 1:
-            self.gaps += h.seq - prev - 1
+
+    def _accept(self, data: bytes | memoryview) -> Message | None:
+        msg = self._decode(data)
+        if msg is not None:
+            self._count(msg.header.source, msg.header.seq)
+            self.last = msg
+        return msg
+
+    def _count(self, source: str, seq: int) -> None:
+        """Count a received message and its sequence gap from the same source."""
+        prev = self._last_seq.get(source)
+        if prev is not None and seq > prev + 1:
+            self.gaps += seq - prev - 1
         if prev is not None or len(self._last_seq) < MAX_SOURCES:
-            self._last_seq[h.source] = h.seq
+            self._last_seq[source] = seq
         else:  # a link has a few senders: a flood of made-up source names is not tracked
             self.untracked_sources += 1
         self.received += 1
-        self.last = msg
-        return msg
+
+    def view(self, cls: type[Message], array_field: str | None = None) -> MessageView:
+        """A `MessageView` of cls under this subscriber's shapes and size limits, for `take`."""
+        shapes = (self.shapes or {}).get(cls.TYPE)
+        lim = dataclasses.replace(self.limits, max_bytes=self.max_bytes)
+        return MessageView(cls, shapes, lim, array_field)
+
+    def take(self, view: MessageView) -> bool:
+        """Store the newest valid message waiting into view (never blocks; reads at most
+        MAX_PER_CALL messages, as `recv_latest`); True when a new one was stored. Validation
+        is compiled (dualsys.bus.fastcodec) and no message object is made; what it leaves to
+        the codec is decoded, dropped and counted as by `recv_latest`. `last` is not set.
+        Safe in the 200 Hz thread."""
+        if self.slot is not None:
+            data = self._slot_bytes()
+            return data is not None and self.take_bytes(view, self.slot.arr, len(data))
+        got = False
+        for _ in range(MAX_PER_CALL):
+            try:
+                data = self.sock.recv(zmq.NOBLOCK, copy=True)
+            except zmq.Again:
+                break
+            got = self.take_bytes(view, np.frombuffer(data, np.uint8), len(data)) or got
+        return got
+
+    def take_bytes(self, view: MessageView, buf: np.ndarray, n: int) -> bool:
+        """Store the message buf[:n] into view when valid (see `take`); counts it or its
+        drop. True when stored."""
+        if view.take(buf, n):
+            m = view.meta
+            off = m[H_SRC_OFF]
+            self._count(buf[off : off + m[H_SRC_LEN]].tobytes().decode(), int(m[H_SEQ]))
+            return True
+        msg = self._decode(buf[:n].tobytes())  # the codec decides: accepted, or dropped
+        if msg is None or not isinstance(msg, view.cls):
+            return False
+        if not view.fill(msg):
+            self.dropped["out_of_range"] += 1
+            self.last_error = f"out_of_range: {view.cls.TYPE} array beyond float32"
+            return False
+        self._count(msg.header.source, msg.header.seq)
+        return True
 
     def recv_latest(self, max_msgs: int = MAX_PER_CALL) -> Message | None:
         """Read up to max_msgs waiting messages (never blocks); the newest valid one, or None.
@@ -276,20 +329,24 @@ class Subscriber:
             if msg is not None:
                 return msg
 
-    def _read_slot(self) -> Message | None:
-        """The slot's newest message when new and valid (bounded, never blocks)."""
+    def _slot_bytes(self) -> memoryview | None:
+        """The slot's newest message when new (its bytes in the reader's buffer); torn and
+        oversized reads are counted and give None."""
         torn = self.slot.torn
         data = self.slot.read()
         if self.slot.torn != torn:
             self.dropped["torn"] += 1
             self.last_error = "torn: the slot was being written through every retry"
-        if data is None:
-            return None
         if isinstance(data, int):
             self.dropped["oversized"] += 1
             self.last_error = f"oversized: {data} bytes > {self.max_bytes}"
             return None
-        return self._accept(data)
+        return data
+
+    def _read_slot(self) -> Message | None:
+        """The slot's newest message when new and valid (bounded, never blocks)."""
+        data = self._slot_bytes()
+        return None if data is None else self._accept(data)
 
     def _wait_slot(self, deadline: float) -> Message | None:
         while True:

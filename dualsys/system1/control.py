@@ -265,11 +265,11 @@ class ControlLoop:
                 self.k.reset(s.q)
                 self.mode_str = "run"
         st[T_STATE] = _clock()
-        lat = self.latent_in.recv_latest()
-        if lat is not None:
-            self.latent_t_ns = lat.header.t_mono_ns
-            self.instruction_id = lat.instruction_id
-            self.latent_seq = lat.header.seq
+        if self.latent_in.take():
+            lat = self.latent_in.view
+            self.latent_t_ns = lat.t_mono_ns
+            self.instruction_id = lat.int("instruction_id")
+            self.latent_seq = lat.seq
         st[T_LATENT] = _clock()
         if self._chunk_sock.getsockopt(_EVENTS) & _POLLIN:
             ch = self.chunk_sub.recv_latest()
@@ -448,10 +448,12 @@ class ControlLoop:
         }
         assert nc and n
         subs = {"state": self.state_sub, "latent": self.latent_sub, "chunk": self.chunk_sub}
+        lat = np.frombuffer(fake["latent"], np.uint8)
         self.warming = True  # commands sent while warming say "hold": the robot keeps its pose
         for i in range(ticks):
             for name, sub in subs.items():  # decode through the real subscriber path
                 sub._accept(fake[name])
+            self.latent_sub.take_bytes(self.latent_in.view, lat, len(lat))  # the latent's
             sf = self.state_frame
             sf.put(fake["state"])
             sf.decode()
@@ -471,6 +473,7 @@ class ControlLoop:
         self.k.step(ts)
         self.encoder.send(self._q, self._v, "hold", self.tick, ts, self.state_frame.seq,
                           self.latent_seq, self.chunk_seq, WARMUP)  # fmt: skip
+        self.latent_in.view.count = 0
         for sub in subs.values():
             sub.received = 0
             sub.gaps = 0

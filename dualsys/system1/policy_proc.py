@@ -63,26 +63,24 @@ class PolicyLoop:
         self.latency_us = Histogram()
         self.p_latency = Percentiles(self.latency_us)
         self.state: RobotState | None = None
-        self.latent: Latent | None = None
+        self.latent = self.latent_in.view  # the newest latent taken (count 0: none yet)
         self.stale_ns = int(cfg.budgets.latent_stale_ms * 1e6)
         self.hello = Hello(ROLE, cfg.name, cfg.system2.latent_dim, n, os.getpid())
         self.nonfinite_chunks = 0
         self._bad_inputs: tuple[int, int] | None = None
 
     def _inputs_key(self) -> tuple[int, int]:
-        """Identity of the current inputs: (id of the state, id of the latent) objects."""
-        return (id(self.state), id(self.latent))
+        """Identity of the current inputs: (id of the state object, latents taken)."""
+        return (id(self.state), self.latent.count)
 
     def poll_inputs(self, timeout_ms: int) -> None:
         """Take the newest state and latent; wait up to timeout_ms when nothing is new."""
         st = self.state_sub.recv_latest()
-        la = self.latent_in.recv_latest()
-        if st is None and la is None and timeout_ms > 0:
+        new_latent = self.latent_in.take()
+        if st is None and not new_latent and timeout_ms > 0:
             st = self.state_sub.recv(timeout_ms)
         if st is not None:
             self.state = st
-        if la is not None:
-            self.latent = la
 
     def step(self) -> bool:
         """Publish a new chunk if one is due and inputs exist. Returns True if it published.
@@ -92,11 +90,11 @@ class PolicyLoop:
         chunks are planned in settling mode for `policy.switch_settle_ms` after it.
         """
         now = time.monotonic_ns()
-        if self.state is None or self.latent is None or self._inputs_key() == self._bad_inputs:
+        if self.state is None or not self.latent.count or self._inputs_key() == self._bad_inputs:
             return False
         st, la = self.state, self.latent
         out = self.planner.step(
-            now, self.delay.estimate_ns, la.vector, la.instruction_id, st.q, st.dq
+            now, self.delay.estimate_ns, la.array, la.int("instruction_id"), st.q, st.dq
         )
         if out is None:
             return False
@@ -114,7 +112,7 @@ class PolicyLoop:
                 t0_mono_ns=chunk.t0_ns,
                 dt_ns=chunk.dt_ns,
                 chunk_id=chunk.chunk_id,
-                latent_seq=la.header.seq,
+                latent_seq=la.seq,
                 frozen=out.plan.frozen,
                 latency_ns=out.latency_ns,
             ),

@@ -29,6 +29,7 @@ from dualsys.config import RobotConfig
 from dualsys.system1 import tick as tk
 from dualsys.system1.control import RUN, ControlLoop
 from dualsys.system1.control_proc import StopFlag, arm, run_loop
+from dualsys.testing.nrt import nrt_allocations
 
 
 class ControlRig:
@@ -123,8 +124,12 @@ def steady_allocation(rig: ControlRig, ticks: int = 200, runs: int = 10) -> dict
     For `runs` runs in which no tick missed (a miss hands back to Python): the peak traced
     bytes of a `run_ticks` call running no tick (`call`: the call's own argument boxing) and
     of one running `ticks` (`compiled`), and the bytes each kept (`kept_call`, `kept`); then
-    the peak of `ticks` Python ticks (`ControlLoop.update`) for contrast (`python`). Also the
-    ticks run, state frames taken and the loop's tick counter before and after."""
+    the peak of `ticks` Python ticks (`ControlLoop.update`, the first one taking a chunk) for
+    contrast (`python`). Also the
+    ticks run, state frames taken and the loop's tick counter before and after, and numba's
+    runtime allocations of a call running no tick and one running `ticks` (`nrt_call`,
+    `nrt_compiled`: compiled code allocates from its own heap, which tracemalloc does not
+    see)."""
     loop = rig.loop
     R = loop.regs  # noqa: N806
     period = loop.period_ns
@@ -160,6 +165,15 @@ def steady_allocation(rig: ControlRig, ticks: int = 200, runs: int = 10) -> dict
             if out["clean"] == runs:
                 break
         out["tick1"], out["frames1"] = loop.tick, loop.state_frame.count
+        # numba's own heap (invisible to tracemalloc): the same count with and without ticks
+        for _ in range(3):
+            rearm()
+            out["nrt_call"] = nrt_allocations(run, 0)
+            rearm()
+            n = nrt_allocations(run, ticks)
+            if R[tk.R_NPEND] == ticks:
+                out["nrt_compiled"] = n
+                break
         rearm()
 
         def python_ticks() -> None:
@@ -168,6 +182,8 @@ def steady_allocation(rig: ControlRig, ticks: int = 200, runs: int = 10) -> dict
                 loop.update(t + i * period)
 
         loop.activate(time.monotonic_ns())
+        rig.send_chunk(time.monotonic_ns(), 10**9)  # taken by the first Python tick
+        loop.chunk_sub.sock.poll(1000)
         out["python"], _ = _peak(python_ticks)
     finally:
         tracemalloc.stop()

@@ -38,8 +38,8 @@ def test_steady_state_ticks_allocate_nothing() -> None:
     command reaching a subscriber, allocate nothing: a call running 200 ticks peaks no higher
     than a call running none (the call's own argument boxing), and 2000 ticks keep nothing
     more than 10 calls do. The same measurement sees the Python tick's allocations
-    (`ControlLoop.update`: ints and the boxing of its compiled calls): on a Python loop (the
-    loop before the compiled ticks ran `update` every period) it fails. Measured in a fresh
+    (`ControlLoop.update` taking a chunk: the decoded message): a loop that ran Python ticks
+    (as the loop before the compiled ticks did) would fail it. Measured in a fresh
     process: tracemalloc also counts other threads, and this suite's process keeps some."""
     r = subprocess.run(
         [sys.executable, "-m", "dualsys.testing.control_rig"],
@@ -56,6 +56,7 @@ def test_steady_state_ticks_allocate_nothing() -> None:
     assert a["state_seqs"] > 1000  # the newest state's seq, per tick
     assert a["compiled"] <= a["call"]  # no tick allocated, not even transiently
     assert a["kept"] <= a["kept_call"]  # and nothing was kept
+    assert a["nrt_compiled"] == a["nrt_call"]  # nor from numba's own heap
     assert a["python"] > a["call"]  # the measurement sees a Python tick's allocations
 
 

@@ -97,7 +97,7 @@ def test_a_new_instruction_gets_a_chunk_at_once(tmp_path) -> None:
             pubs["latent"].send(Latent(vector=vec, instruction_id=instruction_id))
             loop.poll_inputs(20)
             la = loop.latent
-            if la is not None and la.instruction_id == instruction_id and loop.state is not None:
+            if la.count and la.int("instruction_id") == instruction_id and loop.state is not None:
                 return
         raise AssertionError("inputs never arrived")
 
