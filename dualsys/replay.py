@@ -13,7 +13,8 @@ Command (`t_ns`, `state_seq` / `latent_seq` / `chunk_seq`, `flags`; see
 itself (`ticks_from_commands`) and the replay is exact: `dualsys replay run.mcap` reproduces
 every recorded command of a live `dualsys up --record run.mcap` run with a max abs difference
 of 0.0. The loop's warm-up commands (FLAG_WARMUP) are skipped and the stop ramp (FLAG_RAMP) is
-replayed through `ControlLoop.deactivate`.
+replayed through `ControlLoop.deactivate`, after the inputs its commands say the loop took
+after its last tick (the prefetch of a tick that a stop cut short).
 
 The seq numbers name messages per publisher; when a publisher restarted (System 2 or the
 policy after a crash) a seq can occur twice in the recording: the replay takes the occurrence
@@ -336,31 +337,45 @@ def replay(cfg: RobotConfig, rec: Recording, table: TickTable | None = None) -> 
         got: list[Command] = []
         unfed = np.zeros(len(loop_cmds) + len(ramp_cmds), bool)  # newest state not fed
         missing: set[int] = set()
-        for k in range(len(loop_cmds)):
-            t_k = int(table.t_ns[k])
+
+        def feed(k: int, seqs: dict[str, int], log_time: int, cmd: Command) -> bool:
+            """Send the recorded inputs of seqs the loop has not been sent; True if any."""
+            sent = False
             for t in INPUTS:
-                s = int(table.seq[t][k])
+                s = seqs[t]
                 if not s:
                     continue
-                item = data[t].pick(s, loop_items[k].log_time)
+                item = data[t].pick(s, log_time)
                 if item is None and t == "state" and loop.have_state:
                     unfed[k] = True  # only the first state is used: an unused one may be missing
                     missing.add(s)
                     continue
                 if item is None:
                     raise ReplayError(
-                        f"tick {loop_cmds[k].tick}: the loop took {t} seq {s}, which is not in "
-                        "the recording"
+                        f"tick {cmd.tick}: the loop took {t} seq {s}, which is not in the recording"
                     )
                 if item is not last[t]:
                     feeds[t].send(item.data)
                     last[t] = item
+                    sent = True
+            return sent
+
+        for k in range(len(loop_cmds)):
+            t_k = int(table.t_ns[k])
+            feed(k, {t: int(table.seq[t][k]) for t in INPUTS}, loop_items[k].log_time,
+                 loop_cmds[k])  # fmt: skip
             if table.flags is not None:  # a miss streak held this tick (its timing is not replayed)
                 miss = int(table.flags[k]) & Command.FLAG_MISS_HOLD
                 loop.miss_hold_until = t_k + 1 if miss else 0
             loop.update(t_k)
             got.append(decode(out.recv(zmq.NOBLOCK), (Command,)))
         if ramp_cmds:
+            # inputs the live loop took after its last tick (the prefetch of a tick the stop
+            # ended) travel in the ramp's commands: take them before it, as it did
+            r0 = ramp_cmds[0]
+            seqs = {t: getattr(r0, f"{t}_seq") for t in INPUTS}
+            if feed(len(loop_cmds), seqs, ramp_items[0].log_time, r0):
+                loop.receive(int(table.t_ns[-1]) + loop.period_ns)
             loop.deactivate(len(ramp_cmds))
             got += [decode(out.recv(zmq.NOBLOCK), (Command,)) for _ in ramp_cmds]
     finally:

@@ -17,8 +17,8 @@ counted is exactly what `decode` decides (tests/bus/test_fastcodec.py checks bot
 valid, mutated and random messages). A message `parse` accepts, `decode` accepts with the
 same values.
 
-Cross-field rules (`Message.invalid`) are not compiled: a `MessageView` takes only types
-without them (`Latent`, `RobotState`, ...); others go through the codec.
+Cross-field rules (`Message.invalid`) are compiled for `ActionChunk` (`RULE_CHUNK`); a
+`MessageView` refuses other types that have such rules (they go through the codec).
 """
 
 from __future__ import annotations
@@ -29,16 +29,21 @@ from numba import njit
 from dualsys import SCHEMA_VERSION
 from dualsys.bus.codec import ND_EXT
 from dualsys.bus.limits import DEFAULT, MAX_NDIM, MAX_SOURCE_CHARS, Limits
-from dualsys.bus.messages import Field, Message
+from dualsys.bus.messages import INT64_MAX, ActionChunk, Field, Message
 
 OK, FALLBACK = 0, 1
+#: cross-field rules compiled into `parse` (Message.invalid), and the fields each reads
+RULE_NONE, RULE_CHUNK = 0, 1
+_RULES = {ActionChunk: RULE_CHUNK}
+_RULE_FIELDS = {RULE_CHUNK: ("actions", "t0_mono_ns", "dt_ns", "frozen")}
 #: the largest float32: a view stores float32, a float64 value beyond it does not fit
 F32_MAX = float(np.finfo(np.float32).max)
 #: field kinds of a plan
 K_INT, K_STR, K_ARRAY, K_FLOAT, K_BOOL, K_OTHER = range(6)
 _KINDS = {"int": K_INT, "str": K_STR, "array": K_ARRAY, "float": K_FLOAT, "bool": K_BOOL}
 #: header words of the output (H_*), then per field OUT_WORDS words from FIELD0 + i*OUT_WORDS
-H_SEQ, H_MONO, H_WALL, H_SRC_OFF, H_SRC_LEN, H_END = range(6)
+#: (H_VERSION: in a view's meta, 0 until a message is stored; H_SCRATCH: parse's own word)
+H_SEQ, H_MONO, H_WALL, H_SRC_OFF, H_SRC_LEN, H_VERSION, H_SCRATCH = range(7)
 FIELD0 = 8
 #: a field's words: int / bool value, or (offset, byte length) of a string or an array's data;
 #: then the array's item size and shape (MAX_NDIM words)
@@ -220,7 +225,7 @@ def _array(buf, i, n, spec, lim, out, k):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
-def parse(buf, n, tname, names, name_lens, spec, lim, out, fout):  # pragma: no cover
+def parse(buf, n, tname, names, name_lens, spec, lim, rule, out, fout):  # pragma: no cover
     """Check the message buf[:n] against a plan (see `Plan`); OK with the header and fields
     in out (H_*, FIELD0...) and float fields in fout, or FALLBACK (let the codec decide).
     Allocation-free."""
@@ -230,8 +235,8 @@ def parse(buf, n, tname, names, name_lens, spec, lim, out, fout):  # pragma: no 
     if off < 0 or not _same(buf, off, ln, tname, tname.shape[0]):
         return FALLBACK
     i = off + ln
-    i = _read_int(buf, i, n, out, H_END)  # the version (H_END: scratch)
-    if i < 0 or out[H_END] != SCHEMA_VERSION:
+    i = _read_int(buf, i, n, out, H_VERSION)
+    if i < 0 or out[H_VERSION] != SCHEMA_VERSION:
         return FALLBACK
     for h in range(3):  # seq, mono, wall: non-negative int64
         i = _read_int(buf, i, n, out, h)
@@ -298,7 +303,7 @@ def parse(buf, n, tname, names, name_lens, spec, lim, out, fout):  # pragma: no 
             i += 1
         elif kind == K_FLOAT:
             # the big-endian bits into a scratch word, read back as the float
-            bits = out[H_END : H_END + 1]
+            bits = out[H_SCRATCH : H_SCRATCH + 1]
             if b == 0xCB and i + 9 <= n:
                 bits[0] = _be(buf, i + 1, 8)
                 x = bits.view(np.float64)[0]
@@ -320,17 +325,23 @@ def parse(buf, n, tname, names, name_lens, spec, lim, out, fout):  # pragma: no 
             return FALLBACK
     if i != n:
         return FALLBACK
+    if rule[0] == RULE_CHUNK:  # ActionChunk.invalid
+        n_act = out[FIELD0 + rule[1] * OUT_WORDS + O_SHAPE]
+        t0 = out[FIELD0 + rule[2] * OUT_WORDS]
+        dt = out[FIELD0 + rule[3] * OUT_WORDS]
+        if out[FIELD0 + rule[4] * OUT_WORDS] > n_act:
+            return FALLBACK
+        # (n_act - 1) * dt fits int64: n_act < 2**32 and dt <= 1e9 (the field's range)
+        if n_act > 0 and t0 > INT64_MAX - (n_act - 1) * dt:
+            return FALLBACK
     return OK
 
 
 @njit(cache=True, nogil=True)
-def parse_into(buf, n, tname, names, name_lens, spec, lim, out, fout, meta, fmeta, dst,
-               fidx):  # fmt: skip  # pragma: no cover - compiled
-    """`parse`, and when OK copy its findings into meta and fmeta and the array field fidx
-    (-1: none) into dst (float32, flat); on FALLBACK meta, fmeta and dst keep the last
-    message taken. Allocation-free."""
-    if parse(buf, n, tname, names, name_lens, spec, lim, out, fout) != OK:
-        return FALLBACK
+def commit(buf, out, fout, meta, fmeta, dst, src, fidx):  # pragma: no cover - compiled
+    """Store what `parse` found in buf: header and fields into meta and fmeta, the source's
+    bytes into src, the array field fidx (-1: none) into dst (float32, flat). FALLBACK, with
+    nothing stored, when that array does not fit float32. Allocation-free."""
     if fidx >= 0:
         k = FIELD0 + fidx * OUT_WORDS
         off, count = out[k + O_VAL], out[k + O_LEN] // out[k + O_ITEM]
@@ -347,7 +358,33 @@ def parse_into(buf, n, tname, names, name_lens, spec, lim, out, fout, meta, fmet
                 dst[j] = np.float32(x8[j])
     meta[:] = out
     fmeta[:] = fout
+    off = out[H_SRC_OFF]
+    for j in range(out[H_SRC_LEN]):
+        src[j] = buf[off + j]
     return OK
+
+
+@njit(cache=True, nogil=True)
+def same_source(buf, out, meta, src):  # pragma: no cover - compiled
+    """Whether a message is stored (meta, src) and the one `parse` just read from buf comes
+    from the same source."""
+    off, ln = out[H_SRC_OFF], out[H_SRC_LEN]
+    if meta[H_VERSION] == 0 or ln != meta[H_SRC_LEN]:
+        return False
+    for j in range(ln):  # noqa: SIM110 - a loop numba compiles without a generator
+        if buf[off + j] != src[j]:
+            return False
+    return True
+
+
+@njit(cache=True, nogil=True)
+def parse_into(buf, n, tname, names, name_lens, spec, lim, rule, out, fout, meta, fmeta, dst,
+               src, fidx):  # fmt: skip  # pragma: no cover - compiled
+    """`parse`, then `commit` when it accepts: OK, or FALLBACK with the message stored
+    before kept whole. Allocation-free."""
+    if parse(buf, n, tname, names, name_lens, spec, lim, rule, out, fout) != OK:
+        return FALLBACK
+    return commit(buf, out, fout, meta, fmeta, dst, src, fidx)
 
 
 class Plan:
@@ -376,13 +413,18 @@ class Plan:
             [limits.max_bytes, limits.max_str_len, limits.max_map_len, limits.max_ext_len],
             np.int64,
         )
+        self.rule = np.zeros(5, np.int64)
+        if cls in _RULES:
+            self.rule[0] = _RULES[cls]
+            self.rule[1:] = [self.fields.index(f) for f in _RULE_FIELDS[_RULES[cls]]]
         self.out = np.zeros(FIELD0 + OUT_WORDS * len(raw), np.int64)
         self.fout = np.zeros(len(raw), np.float64)
 
     @property
     def args(self) -> tuple:
         """The plan's arrays in `parse`'s order (after buf and n)."""
-        return self.tname, self.names, self.name_lens, self.spec, self.lim, self.out, self.fout
+        p = (self.tname, self.names, self.name_lens, self.spec, self.lim, self.rule)
+        return (*p, self.out, self.fout)
 
 
 def _spec_row(f: Field, shape: tuple[int, ...] | None) -> np.ndarray:
@@ -418,7 +460,7 @@ class MessageView:
         limits: Limits = DEFAULT,
         array_field: str | None = None,
     ) -> None:
-        if cls.invalid is not Message.invalid:
+        if cls.invalid is not Message.invalid and cls not in _RULES:
             raise ValueError(f"{cls.TYPE} has cross-field rules: decode it with the codec")
         self.plan = p = Plan(cls, shapes, limits)
         self.cls = cls
@@ -433,16 +475,29 @@ class MessageView:
                 raise ValueError(f"{cls.TYPE}.{array_field}: needs an array field of fixed shape")
             self.fidx = p.fields.index(array_field)
         self.array = np.zeros(shape, np.float32)
-        self._flat = self.array.reshape(-1)
+        self.src = np.zeros(4 * MAX_SOURCE_CHARS, np.uint8)  # the source's UTF-8 bytes
         self.count = 0  # messages stored
+        # load (or compile) the check now for both kinds of buffer a receiver passes (bytes
+        # received are read-only, a slot reader's buffer is writable), not at the first message
+        for buf in (np.zeros(1, np.uint8), np.frombuffer(b"\0", np.uint8)):
+            parse_into(buf, 0, *self.plan.args, *self.args)
+
+    @property
+    def args(self) -> tuple:
+        """The view's arrays in `commit`'s order: meta, fmeta, the flat array, src, fidx."""
+        return self.meta, self.fmeta, self.array.reshape(-1), self.src, self.fidx
 
     def take(self, buf: np.ndarray, n: int) -> bool:
         """Check buf[:n] and keep it when `parse` accepts it (200 Hz thread: one compiled
         call); False leaves the message to the codec and keeps the last one."""
-        p = self.plan
-        ok = parse_into(buf, n, *p.args, self.meta, self.fmeta, self._flat, self.fidx) == OK
+        ok = parse_into(buf, n, *self.plan.args, *self.args) == OK
         self.count += ok
         return ok
+
+    @property
+    def source(self) -> str:
+        """Header source of the message stored."""
+        return self.src[: self.meta[H_SRC_LEN]].tobytes().decode()
 
     def fill(self, msg: Message) -> bool:
         """Store a message the codec accepted (one `parse` left to it); False (nothing
@@ -453,6 +508,10 @@ class MessageView:
                 return False
         h = msg.header
         self.meta[H_SEQ], self.meta[H_MONO], self.meta[H_WALL] = h.seq, h.t_mono_ns, h.t_wall_ns
+        raw = h.source.encode()
+        self.src[: len(raw)] = np.frombuffer(raw, np.uint8)
+        self.meta[H_SRC_LEN] = len(raw)
+        self.meta[H_VERSION] = h.version
         for name, k in self._col.items():
             if self.cls.FIELDS[name].kind in ("int", "bool"):
                 self.meta[k] = getattr(msg, name)
@@ -460,6 +519,13 @@ class MessageView:
             self.array[...] = a
         self.count += 1
         return True
+
+    def clear(self) -> None:
+        """Forget the message stored (none stored: the next one goes through Python)."""
+        self.meta[:] = 0
+        self.fmeta[:] = 0
+        self.array[...] = 0
+        self.count = 0
 
     def int(self, name: str) -> int:
         """An integer (or bool) field of the message stored."""
@@ -476,4 +542,14 @@ class MessageView:
         return int(self.meta[H_MONO])
 
 
-__all__ = ["FALLBACK", "OK", "MessageView", "Plan", "parse", "utf8_chars"]
+__all__ = [
+    "FALLBACK",
+    "OK",
+    "MessageView",
+    "Plan",
+    "commit",
+    "parse",
+    "parse_into",
+    "same_source",
+    "utf8_chars",
+]

@@ -35,6 +35,8 @@ import numpy as np
 MAGIC = int.from_bytes(b"DSYSLOT1", "little")
 HEADER = 64
 _MAGIC, _CAP, _SEQ, _LEN, _RETIRED = range(5)  # u64 words of the header
+#: byte offsets of the header words, for compiled readers (dualsys.system1.tick)
+OFF_CAP, OFF_SEQ, OFF_LEN, OFF_RETIRED = 8 * _CAP, 8 * _SEQ, 8 * _LEN, 8 * _RETIRED
 #: reads of a slot that is being written before a reader gives up (counted as "torn")
 TORN_RETRIES = 3
 _SYS_FUTEX = 202  # x86-64
@@ -239,6 +241,10 @@ class SlotReader:
                 return self.view[:n]
         self.torn += 1
         return None
+
+    def mark_seen(self, seq: int) -> None:
+        """Record that compiled code took the message of sequence seq (see `probe`)."""
+        self._seen = seq
 
     def probe(self) -> tuple[int, int, int]:
         """(address of the mapped seq word or 0 when unmapped, seq of the last message taken,

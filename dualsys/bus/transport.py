@@ -27,7 +27,7 @@ import numpy as np
 import zmq
 
 from dualsys.bus.codec import DropError, EncodeError, decode, encode
-from dualsys.bus.fastcodec import H_SEQ, H_SRC_LEN, H_SRC_OFF, MessageView
+from dualsys.bus.fastcodec import MessageView
 from dualsys.bus.limits import DEFAULT, MAX_BYTES, Limits
 from dualsys.bus.messages import Message
 from dualsys.bus.shm import SlotReader, SlotWriter
@@ -237,6 +237,14 @@ class Subscriber:
             self.untracked_sources += 1
         self.received += 1
 
+    def add_taken(self, view: MessageView, n: int, gaps: int) -> None:
+        """Count n messages that compiled code took into view from this link, all from the
+        source of the one stored (dualsys.system1.tick), with `gaps` sequence gaps."""
+        self.received += n
+        self.gaps += gaps
+        if view.source in self._last_seq:
+            self._last_seq[view.source] = view.seq
+
     def view(self, cls: type[Message], array_field: str | None = None) -> MessageView:
         """A `MessageView` of cls under this subscriber's shapes and size limits, for `take`."""
         shapes = (self.shapes or {}).get(cls.TYPE)
@@ -265,9 +273,7 @@ class Subscriber:
         """Store the message buf[:n] into view when valid (see `take`); counts it or its
         drop. True when stored."""
         if view.take(buf, n):
-            m = view.meta
-            off = m[H_SRC_OFF]
-            self._count(buf[off : off + m[H_SRC_LEN]].tobytes().decode(), int(m[H_SEQ]))
+            self._count(view.source, view.seq)
             return True
         msg = self._decode(buf[:n].tobytes())  # the codec decides: accepted, or dropped
         if msg is None or not isinstance(msg, view.cls):

@@ -145,6 +145,7 @@ class ControlLoop:
         self.latent_sub = sub("latent", Latent)
         # the latent: from the same-machine shm slot once System 2 writes it, else ZeroMQ
         self.latent_in = LatentIn(self.ctx, cfg, self.latent_sub, self.run_dir)
+        self.chunk_view = self.chunk_sub.view(ActionChunk, "actions")
         self.cmd_pub = Publisher(
             self.ctx,
             eps["command"],
@@ -175,6 +176,15 @@ class ControlLoop:
         self.inputs[tk.IN_LATENT] = self.latent_sub.sock.underlying
         self.inputs[tk.IN_STATE] = sf.addr
         self.regs = np.zeros(tk.N_R, np.int64)  # R_*: the live loop's registers (run_loop)
+        # the compiled ticks' own takes (tick.take_inputs): the latent slot's and the chunk's
+        # buffer, check plan and view, and what they took (X_*)
+        lv, cv = self.latent_in.view, self.chunk_view
+        slot = self.latent_in.slot
+        slot_buf = slot.slot.arr if slot is not None else np.zeros(1, np.uint8)
+        self.chunk_buf = np.zeros(self.chunk_sub.max_bytes, np.uint8)
+        self._LIN = (slot_buf, lv.plan.args, lv.args)
+        self._CIN = (self.chunk_buf, cv.plan.args, cv.args, cv.array)
+        self.taken = np.zeros(tk.N_X, np.int64)
         self.pending = np.zeros((tk.PENDING, 4), np.int64)
         self.hello = Hello(ROLE, cfg.name, cfg.system2.latent_dim, n, os.getpid())
         self.stats = Stats(process=ROLE, values={})
@@ -194,12 +204,14 @@ class ControlLoop:
         self._ST = (self.stamps, self.stages.counts, self.stages.maxs)
         self.v[tk.V_WHY] = 0
         self.regs[tk.R_NPEND] = 0
+        self.taken[:] = 0
+        #: latents and chunks the compiled ticks took themselves (the rest: Python's receive)
+        self.compiled_takes = {"latents": 0, "chunks": 0}
         self.latent_age = -1  # of the last tick (ns; -1: no latent), recorded after the send
         self.have_state = False
         self.have_chunk = False
         self.chunk_end_ns = 0
         self.latent_t_ns = -1
-        self.instruction_id = 0
         self.safe = HOLD
         self.mode_str = "hold"
         self.miss_hold_until = 0
@@ -216,19 +228,36 @@ class ControlLoop:
         self._stage_cache: dict[str, float] = {}
 
     # ------------------------------------------------------------------ the tick
-    def _take_chunk(self, msg: ActionChunk, t_ns: int) -> None:
-        """Copy a new chunk into the kernel and blend the seam (200 Hz thread)."""
-        if msg.dt_ns <= 0:  # the codec refuses these; kept so a direct caller cannot divide by 0
-            self.chunk_sub.dropped["out_of_range"] += 1
-            return
-        # following chunks (safe state run): blend the seam at once; else the switch to run
-        # does (tick.set_safe)
-        follow = self.safe == RUN
-        self.k.take_chunk(msg.actions, msg.t0_mono_ns, msg.dt_ns, self.last_t_ns, follow)
-        self.chunk_end_ns = msg.t0_mono_ns + (len(msg.actions) - 1) * msg.dt_ns
-        self.have_chunk = True
+    def _take_chunk(self, t_ns: int) -> None:
+        """Hand the chunk just stored in `chunk_view` over to the kernel for the tick at t_ns
+        (`tick.apply_chunk`, as the compiled ticks do; 200 Hz thread)."""
+        cv = self.chunk_view
+        lat = tk.apply_chunk(t_ns, self.v, self._K, cv.meta, cv.array)
         self.chunks += 1
-        self.mon.chunk_latency_us.record((t_ns - msg.header.t_mono_ns + msg.latency_ns) // 1000)
+        self.mon.chunk_latency_us.record(lat // 1000)
+
+    def fold_taken(self) -> None:
+        """Count what the compiled ticks took since the last call (`taken`, X_*) into the
+        subscribers, the latent link and the chunk latency histogram (after they return)."""
+        X = self.taken  # noqa: N806
+        n = int(X[tk.X_LATENTS])
+        if n:
+            li = self.latent_in
+            li.slot.add_taken(li.view, n, int(X[tk.X_LATENT_GAPS]))
+            li.slot.slot.mark_seen(int(self.inputs[tk.IN_SEEN]))
+            li.shm_taken += n
+            li.view.count += n
+            self.compiled_takes["latents"] += n
+        n = int(X[tk.X_CHUNKS])
+        if n:
+            self.compiled_takes["chunks"] += n
+            self.chunk_sub.add_taken(self.chunk_view, n, int(X[tk.X_CHUNK_GAPS]))
+            self.chunk_view.count += n
+            self.chunks += n
+            for lat in X[tk.X_LAT0 : tk.X_LAT0 + X[tk.X_NLAT]].tolist():
+                self.mon.chunk_latency_us.record(lat // 1000)
+        X[tk.X_LATENTS : tk.X_CHUNK_GAPS + 1] = 0
+        X[tk.X_NLAT] = 0
 
     def note_safe(self, t_ns: int) -> None:
         """Log the safe-state switch the tick at t_ns made (the compiled tick switched; this
@@ -254,8 +283,7 @@ class ControlLoop:
         both wait together.
         """
         st = self.stamps
-        if self.tick == 0:  # before the first command there is no last one: one period back
-            self.last_t_ns = t_ns - self.period_ns
+        tk.first_command(t_ns, self.v)
         # The state is received every tick (raw, no allocation) but decoded only when the
         # controller uses it: to start holding the measured pose.
         if self.state_frame.poll() and not self.have_state:
@@ -266,16 +294,17 @@ class ControlLoop:
                 self.mode_str = "run"
         st[T_STATE] = _clock()
         if self.latent_in.take():
-            lat = self.latent_in.view
-            self.latent_t_ns = lat.t_mono_ns
-            self.instruction_id = lat.int("instruction_id")
-            self.latent_seq = lat.seq
+            tk.apply_latent(self.v, self.latent_in.view.meta)
         st[T_LATENT] = _clock()
-        if self._chunk_sock.getsockopt(_EVENTS) & _POLLIN:
-            ch = self.chunk_sub.recv_latest()
-            if ch is not None:
-                self.chunk_seq = ch.header.seq
-                self._take_chunk(ch, t_ns)
+        n = int(self.taken[tk.X_PY_CHUNK])
+        if n:  # a chunk the compiled ticks received and left to the codec
+            self.taken[tk.X_PY_CHUNK] = 0
+            if n > len(self.chunk_buf):
+                self.chunk_sub.dropped["oversized"] += 1
+            elif self.chunk_sub.take_bytes(self.chunk_view, self.chunk_buf, n):
+                self._take_chunk(t_ns)
+        if self._chunk_sock.getsockopt(_EVENTS) & _POLLIN and self.chunk_sub.take(self.chunk_view):
+            self._take_chunk(t_ns)
         st[T_CHUNK] = _clock()
 
     def rehearse(self, t_ns: int) -> None:
@@ -298,10 +327,9 @@ class ControlLoop:
             self.note_safe(t_ns)
         return int(st[T_SENT])
 
-    def run_ticks(self) -> int:
-        """Run the live loop's compiled ticks from its registers `regs` until Python is needed
-        (dualsys.system1.tick.run_ticks); returns the event. Tells the compiled code where
-        a new latent would show first (the slot may have been opened or replaced)."""
+    def probe_inputs(self) -> None:
+        """Tell the compiled code where a new latent would show first (the slot may have been
+        opened or replaced since it last ran)."""
         _, a, seen, next_open, live = self.latent_in.probe()
         self.inputs[tk.IN_HAS_SLOT : tk.IN_HAS_SLOT + 5] = (
             self.latent_in.slot is not None,
@@ -310,11 +338,22 @@ class ControlLoop:
             next_open,
             live,
         )
-        ev = tk.run_ticks(
+
+    @property
+    def tick_args(self) -> tuple:
+        """The arguments of `tick.run_ticks` for this loop."""
+        return (
             self.regs, self.v, self._K, self._KS, self._E, self._SF, self._ST, self.inputs,
-            self.pending, self._io,
+            self.pending, self._LIN, self._CIN, self.taken, self._io,
         )  # fmt: skip
+
+    def run_ticks(self) -> int:
+        """Run the live loop's compiled ticks from its registers `regs` until Python is needed
+        (dualsys.system1.tick.run_ticks); returns the event."""
+        self.probe_inputs()
+        ev = tk.run_ticks(*self.tick_args)
         self.state_frame.count_drops()
+        self.fold_taken()
         return ev
 
     def flush_pending(self) -> None:
@@ -412,6 +451,7 @@ class ControlLoop:
             "latent_age_ms": {k: age[k] for k in ("p50", "p99", "max")},
             "latent_link": self.latent_in.via,  # latents taken from the shm slot / ZeroMQ
             "chunks": self.chunks,
+            "inputs_taken_compiled": dict(self.compiled_takes),
             "chunk_latency_ms": {k: chl[k] for k in ("p50", "p99")},
             "scheduler": scheduler,
             "cpus": cpus,
@@ -448,18 +488,20 @@ class ControlLoop:
         }
         assert nc and n
         subs = {"state": self.state_sub, "latent": self.latent_sub, "chunk": self.chunk_sub}
-        lat = np.frombuffer(fake["latent"], np.uint8)
+        lat, chunk = (np.frombuffer(fake[k], np.uint8) for k in ("latent", "chunk"))
         self.warming = True  # commands sent while warming say "hold": the robot keeps its pose
         for i in range(ticks):
-            for name, sub in subs.items():  # decode through the real subscriber path
+            for name, sub in subs.items():  # the codec (state; what the check leaves to it)
                 sub._accept(fake[name])
-            self.latent_sub.take_bytes(self.latent_in.view, lat, len(lat))  # the latent's
+            self.latent_sub.take_bytes(self.latent_in.view, lat, len(lat))  # the compiled check
+            tk.apply_latent(self.v, self.latent_in.view.meta)
+            self.chunk_sub.take_bytes(self.chunk_view, chunk, len(chunk))
             sf = self.state_frame
             sf.put(fake["state"])
             sf.decode()
             ts = t + i * self.period_ns
             if i % 50 == 0:
-                self._take_chunk(subs["chunk"].last, ts)
+                self._take_chunk(ts)
             self.have_state = True
             self.latent_t_ns = ts - (0 if i < ticks // 2 else self.dead_ns + 1)
             self.rehearse(ts)
@@ -473,7 +515,8 @@ class ControlLoop:
         self.k.step(ts)
         self.encoder.send(self._q, self._v, "hold", self.tick, ts, self.state_frame.seq,
                           self.latent_seq, self.chunk_seq, WARMUP)  # fmt: skip
-        self.latent_in.view.count = 0
+        self.latent_in.view.clear()
+        self.chunk_view.clear()
         for sub in subs.values():
             sub.received = 0
             sub.gaps = 0
@@ -487,7 +530,6 @@ class ControlLoop:
         # load the live loop's compiled ticks now (from numba's cache, or compile): its first
         # call in the loop would otherwise wake late. An ended window returns at once.
         self.regs[:] = 0
-        self.regs[tk.R_PERIOD] = self.period_ns
         self.regs[tk.R_STATS_EVERY] = self.regs[tk.R_HELLO_EVERY] = 1
         self.run_ticks()
 

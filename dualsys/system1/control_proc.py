@@ -64,7 +64,7 @@ def arm(
     period = loop.period_ns
     R = loop.regs  # noqa: N806
     R[:] = 0
-    R[tk.R_DEADLINE], R[tk.R_END], R[tk.R_PERIOD] = start, end, period
+    R[tk.R_DEADLINE], R[tk.R_END] = start, end
     R[tk.R_MARGIN] = margin_ns
     R[tk.R_LEAD] = min(PREFETCH_LEAD_NS, max(period // 2 - margin_ns, 0))  # never under half
     R[tk.R_PREFETCH] = prefetch

@@ -176,6 +176,24 @@ def step(t_ns, I, F, actions, ctrl, L, S):  # noqa: N803, E741
     return tripped
 
 
+@njit(cache=True, nogil=True)
+def hand_over(src, t0_ns, dt_ns, last_t_ns, follow, I, F, actions, ctrl, L, S):  # noqa: N803, E741
+    """Hand a new chunk src (n_act x n_controlled, action i due at t0_ns + i * dt_ns) over to
+    the kernel; with follow, switch to chunk mode at full speed and blend the seam from the
+    last command (sent for last_t_ns) over BLEND_NS. Allocation-free."""
+    n = src.shape[0]
+    for a in range(n):
+        for c in range(src.shape[1]):
+            actions[a, c] = src[a, c]
+    I[N_ACT] = n
+    I[T0] = t0_ns
+    I[DT] = dt_ns
+    if follow:
+        I[MODE] = MODE_CHUNK
+        F[SPEED] = 1.0
+        begin_blend(last_t_ns, BLEND_NS, I, actions, ctrl, L, S)
+
+
 class KernelState:
     """Preallocated arrays of the kernel for one robot (built once, in `configure`)."""
 
@@ -231,14 +249,8 @@ class KernelState:
         False: the chunk is only stored (the caller holds; switching to chunk mode later
         blends then). Allocation-free; safe in the 200 Hz thread.
         """
-        self.actions[:] = actions
-        self.I[N_ACT] = len(actions)
-        self.I[T0] = t0_ns
-        self.I[DT] = dt_ns
-        if follow:
-            self.I[MODE] = MODE_CHUNK
-            self.F[SPEED] = 1.0
-            self.blend(last_t_ns, BLEND_NS)
+        hand_over(np.ascontiguousarray(actions), t0_ns, dt_ns, last_t_ns, follow, self.I,
+                  self.F, self.actions, self.ctrl, self.L, self.S)  # fmt: skip
 
     @property
     def q(self) -> np.ndarray:

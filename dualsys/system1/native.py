@@ -58,6 +58,7 @@ _clock_nanosleep = types.ExternalFunction("clock_nanosleep", _i32(_i32, _i32, _u
 _zmq_getsockopt = types.ExternalFunction("zmq_getsockopt", _i32(_u64, _i32, _u64, _u64))
 _zmq_recv = types.ExternalFunction("zmq_recv", _i32(_u64, _u64, _u64, _i32))
 _zmq_send = types.ExternalFunction("zmq_send", _i32(_u64, _u64, _u64, _i32))
+_memcpy = types.ExternalFunction("memcpy", _u64(_u64, _u64, _u64))
 
 
 def scratch() -> np.ndarray:
@@ -109,3 +110,10 @@ def recv_into(sock, buf):  # pragma: no cover - compiled
 def send(sock, buf, n):  # pragma: no cover - compiled
     """Send buf[:n] without waiting (libzmq copies it); False when it would block."""
     return _zmq_send(sock, buf.ctypes.data, n, ZMQ_DONTWAIT) == n
+
+
+@njit(cache=True, nogil=True)
+def copy_from(addr, dst, n):  # pragma: no cover - compiled
+    """Copy n bytes from address addr (another process's shared mapping) into the uint8
+    array dst (n <= its length)."""
+    _memcpy(dst.ctypes.data, addr, n)

@@ -29,7 +29,9 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
-from dualsys.bus.messages import Command
+from dualsys.bus import shm
+from dualsys.bus.fastcodec import FIELD0, H_MONO, H_SEQ, OK, OUT_WORDS, commit, parse, same_source
+from dualsys.bus.messages import ActionChunk, Command
 from dualsys.system1.interp import (
     BLEND_NS,
     MODE,
@@ -41,6 +43,7 @@ from dualsys.system1.interp import (
     S_V,
     SPEED,
     begin_blend,
+    hand_over,
     step,
 )
 from dualsys.system1.monitor import (
@@ -56,7 +59,7 @@ from dualsys.system1.monitor import (
     T_WAKE,
     record_stages,
 )
-from dualsys.system1.native import EINTR, now_ns, readable, sleep_abs
+from dualsys.system1.native import EINTR, copy_from, now_ns, readable, recv_into, sleep_abs
 from dualsys.system1.wire import M_SEQ, MODE_INDEX, poll_latest, send_command, write_q
 
 #: safe states, and why one was chosen (V[V_WHY])
@@ -75,10 +78,10 @@ V_MISS_HOLD_UNTIL, V_LAST_T, V_TICK, V_LATENT_SEQ, V_CHUNK_SEQ, V_WARMING = rang
 V_LATENT_AGE, V_WHY, V_STALE, V_DEAD, V_PERIOD = range(12, 17)
 N_V = 17
 # R (int64): the live loop's registers (set by run_loop, advanced by run_ticks)
-R_DEADLINE, R_PHASE, R_WAKE, R_END, R_MARGIN, R_LEAD, R_PREFETCH, R_PERIOD = range(8)
-R_BASELINE_EVERY, R_STATS_EVERY, R_HELLO_EVERY, R_MON_TICKS, R_NPEND = range(8, 13)
-R_SENT, R_CHANGED, R_MISSED = range(13, 16)
-N_R = 16
+R_DEADLINE, R_PHASE, R_WAKE, R_END, R_MARGIN, R_LEAD, R_PREFETCH = range(7)
+R_BASELINE_EVERY, R_STATS_EVERY, R_HELLO_EVERY, R_MON_TICKS, R_NPEND = range(7, 12)
+R_SENT, R_CHANGED, R_MISSED = range(12, 15)
+N_R = 15
 # phases of a tick, where run_ticks goes on from: before the prefetch, after it (sleep to
 # the margin, rehearse, spin), woken (take the inputs), inputs taken (the tick itself)
 PH_TOP, PH_PREFETCHED, PH_WOKE, PH_RECEIVED = range(4)
@@ -88,7 +91,20 @@ EV_END, EV_SIGNAL, EV_INPUT, EV_LATE, EV_AFTER = range(5)
 IN_CHUNK, IN_LATENT, IN_STATE = range(3)
 IN_HAS_SLOT, IN_SEQ_ADDR, IN_SEEN, IN_NEXT_OPEN, IN_SLOT_LIVE = range(3, 8)
 N_IN = 8
-_SLOT_RETIRED_OFF = 16  # the slot's retired word, after its seq word (dualsys.bus.shm)
+# the slot's header words relative to its seq word (IN_SEQ_ADDR), and its data
+_RETIRED, _LEN = shm.OFF_RETIRED - shm.OFF_SEQ, shm.OFF_LEN - shm.OFF_SEQ
+_CAP, _DATA = shm.OFF_CAP - shm.OFF_SEQ, shm.HEADER - shm.OFF_SEQ
+# X (int64): what the compiled ticks took since Python last looked (ControlLoop.fold_taken):
+# latents from the slot and their sequence gaps, chunks and theirs, a chunk's bytes (length)
+# left in the chunk buffer for Python to decide on, and each chunk's latency from X_LAT0 on
+X_LATENTS, X_LATENT_GAPS, X_CHUNKS, X_CHUNK_GAPS, X_PY_CHUNK, X_NLAT = range(6)
+X_LAT0, N_LAT = 8, 64
+N_X = X_LAT0 + N_LAT
+# a chunk's meta words (dualsys.bus.fastcodec.MessageView) the hand-over reads
+_CHUNK_FIELDS = list(ActionChunk.FIELDS)
+_C_T0 = FIELD0 + OUT_WORDS * _CHUNK_FIELDS.index("t0_mono_ns")
+_C_DT = FIELD0 + OUT_WORDS * _CHUNK_FIELDS.index("dt_ns")
+_C_LATENCY = FIELD0 + OUT_WORDS * _CHUNK_FIELDS.index("latency_ns")
 # pending table columns: lateness, work, wake to done (ns), latent age (ns, -1: none)
 P_LATE, P_WORK, P_TOTAL, P_AGE = range(4)
 PENDING = 256
@@ -191,23 +207,136 @@ def rehearse(t_ns, V, K, KS, E):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
-def inputs_pending(V, IN, io):  # pragma: no cover - compiled
-    """Whether Python must take inputs: a chunk or a latent waits (socket or slot), the slot
-    is to be (re)opened, or the first state waits to be decoded."""
-    if readable(IN[IN_CHUNK], io):
+def first_command(t_ns, V):  # pragma: no cover - compiled
+    """Before the first command there is no last one: the seam blends from one period back."""
+    if V[V_TICK] == 0:
+        V[V_LAST_T] = t_ns - V[V_PERIOD]
+
+
+@njit(cache=True, nogil=True)
+def apply_latent(V, meta):  # pragma: no cover - compiled
+    """Take the latent stored in a view's meta: its time and sequence number."""
+    V[V_LATENT_T] = meta[H_MONO]
+    V[V_LATENT_SEQ] = meta[H_SEQ]
+
+
+@njit(cache=True, nogil=True)
+def apply_chunk(t_ns, V, K, meta, acts):  # pragma: no cover - compiled
+    """Hand the chunk stored in a view (meta, acts) over to the kernel for the tick at t_ns:
+    following chunks (safe state run), blend the seam at once; else the switch to run does
+    (set_safe). Returns the chunk's latency (ns): its inference plus its way here."""
+    I, F, actions, ctrl, L, S = K  # noqa: N806, E741
+    t0, dt = meta[_C_T0], meta[_C_DT]
+    hand_over(acts, t0, dt, V[V_LAST_T], V[V_SAFE] == RUN, I, F, actions, ctrl, L, S)
+    V[V_CHUNK_END] = t0 + (acts.shape[0] - 1) * dt
+    V[V_HAVE_CHUNK] = 1
+    V[V_CHUNK_SEQ] = meta[H_SEQ]
+    return t_ns - meta[H_MONO] + meta[_C_LATENCY]
+
+
+@njit(cache=True, nogil=True)
+def _take_latent_slot(IN, LIN, V, X):  # pragma: no cover - compiled
+    """Take the slot's new latent (a seqlock copy into the reader's buffer, the compiled
+    check); False when Python must decide (torn, oversized, another source, anything the
+    check leaves to the codec): the slot's seen word is then not advanced, so Python's own
+    read finds the message."""
+    buf, plan, view = LIN
+    tname, names, name_lens, spec, lim, rule, out, fout = plan
+    meta, fmeta, dst, src, fidx = view
+    a = IN[IN_SEQ_ADDR]
+    for _ in range(shm.TORN_RETRIES):
+        s1 = _load_i64(a)
+        if s1 & 1:
+            continue
+        n = _load_i64(a + _LEN)
+        if n > buf.shape[0] or n > _load_i64(a + _CAP):
+            return False
+        copy_from(a + _DATA, buf, n)
+        if _load_i64(a) != s1:
+            continue
+        if parse(buf, n, tname, names, name_lens, spec, lim, rule, out, fout) != OK:
+            return False
+        if not same_source(buf, out, meta, src):
+            return False
+        prev = meta[H_SEQ]
+        if commit(buf, out, fout, meta, fmeta, dst, src, fidx) != OK:
+            return False
+        IN[IN_SEEN] = s1
+        if meta[H_SEQ] > prev + 1:
+            X[X_LATENT_GAPS] += meta[H_SEQ] - prev - 1
+        X[X_LATENTS] += 1
+        apply_latent(V, meta)
         return True
+    return False
+
+
+@njit(cache=True, nogil=True)
+def _take_chunk_sock(t_ns, IN, CIN, V, K, X):  # pragma: no cover - compiled
+    """Receive the waiting chunk into the chunk buffer and take it (the compiled check, the
+    hand-over); False when Python must decide on the bytes left there (X[X_PY_CHUNK])."""
+    buf, plan, view, acts = CIN
+    tname, names, name_lens, spec, lim, rule, out, fout = plan
+    meta, fmeta, dst, src, fidx = view
+    n = recv_into(IN[IN_CHUNK], buf)
+    if n < 0:
+        return True
+    X[X_PY_CHUNK] = n  # until taken here
+    if n > buf.shape[0]:
+        return False
+    if parse(buf, n, tname, names, name_lens, spec, lim, rule, out, fout) != OK:
+        return False
+    if not same_source(buf, out, meta, src):
+        return False
+    prev = meta[H_SEQ]
+    if commit(buf, out, fout, meta, fmeta, dst, src, fidx) != OK:
+        return False
+    X[X_PY_CHUNK] = 0
+    if meta[H_SEQ] > prev + 1:
+        X[X_CHUNK_GAPS] += meta[H_SEQ] - prev - 1
+    X[X_CHUNKS] += 1
+    lat = apply_chunk(t_ns, V, K, meta, acts)
+    i = X[X_NLAT]
+    if i < N_LAT:
+        X[X_LAT0 + i] = lat
+        X[X_NLAT] = i + 1
+    return True
+
+
+@njit(cache=True, nogil=True)
+def take_inputs(t_ns, V, K, IN, LIN, CIN, X, io):  # pragma: no cover - compiled
+    """Take, for the tick at t_ns, what waits: a chunk on its socket, a latent in the slot.
+    True when everything waiting was taken (or nothing waits); False when Python must
+    (`ControlLoop.receive`): the first state to decode, the slot to (re)open or not yet live,
+    a latent on ZeroMQ, a message the compiled check leaves to the codec or from another
+    source. Allocation-free."""
+    first_command(t_ns, V)
+    if X[X_PY_CHUNK] != 0:
+        return False
+    if not V[V_HAVE_STATE] and readable(IN[IN_STATE], io):
+        return False
+    if readable(IN[IN_CHUNK], io) and not _take_chunk_sock(t_ns, IN, CIN, V, K, X):
+        return False
     if IN[IN_HAS_SLOT]:
-        a = IN[IN_SEQ_ADDR]
-        if a != 0:
-            if _load_i64(a) != IN[IN_SEEN] or _load_i64(a + _SLOT_RETIRED_OFF) != 0:
-                return True
-        elif now_ns(io) >= IN[IN_NEXT_OPEN]:
+        if not _slot_taken(IN, LIN, V, X, io):
+            return False
+        if IN[IN_SLOT_LIVE]:
             return True
-        if not IN[IN_SLOT_LIVE] and readable(IN[IN_LATENT], io):
-            return True
-    elif readable(IN[IN_LATENT], io):
+    return not readable(IN[IN_LATENT], io)
+
+
+@njit(cache=True, nogil=True)
+def _slot_taken(IN, LIN, V, X, io):  # pragma: no cover - compiled
+    """Whether the latent slot needs nothing from Python: its new latent (if any) was taken
+    here; False when the slot is to be (re)opened, is not live yet, or its latent is left to
+    Python."""
+    a = IN[IN_SEQ_ADDR]
+    if a == 0:
+        return now_ns(io) < IN[IN_NEXT_OPEN]
+    if _load_i64(a + _RETIRED) != 0:
+        return False
+    if _load_i64(a) == IN[IN_SEEN]:
         return True
-    return not V[V_HAVE_STATE] and readable(IN[IN_STATE], io)
+    return IN[IN_SLOT_LIVE] != 0 and _take_latent_slot(IN, LIN, V, X)
 
 
 @njit(cache=True, nogil=True)
@@ -222,11 +351,13 @@ def _sleep_spin(deadline, margin, io):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
-def run_ticks(R, V, K, KS, E, SF, ST, IN, PD, io):  # pragma: no cover - compiled
+def run_ticks(R, V, K, KS, E, SF, ST, IN, PD, LIN, CIN, X, io):  # pragma: no cover - compiled
     """Run ticks from R[R_DEADLINE], phase R[R_PHASE], until Python is needed; returns the
     event (EV_*). SF: the state frame (buf, meta, max_msgs); ST: the stage breakdown (stamps,
-    counts, maxs); PD: the pending table (R[R_NPEND] rows). Allocation-free."""
-    period, margin, lead = R[R_PERIOD], R[R_MARGIN], R[R_LEAD]
+    counts, maxs); PD: the pending table (R[R_NPEND] rows); LIN, CIN: the latent slot's and
+    the chunk's buffer, check plan and view (`take_inputs`); X: what was taken (X_*).
+    Allocation-free."""
+    period, margin, lead = V[V_PERIOD], R[R_MARGIN], R[R_LEAD]
     sbuf, smeta, max_msgs = SF
     st, counts, maxs = ST
     while True:
@@ -238,7 +369,7 @@ def run_ticks(R, V, K, KS, E, SF, ST, IN, PD, io):  # pragma: no cover - compile
             if R[R_PREFETCH]:  # wake before the margin and take what arrived
                 if sleep_abs(deadline - margin - lead, io) == EINTR:
                     return EV_SIGNAL
-                if inputs_pending(V, IN, io):
+                if not take_inputs(deadline, V, K, IN, LIN, CIN, X, io):
                     R[R_PHASE] = PH_PREFETCHED
                     return EV_INPUT
                 poll_latest(IN[IN_STATE], sbuf, max_msgs, smeta, io)
@@ -260,11 +391,9 @@ def run_ticks(R, V, K, KS, E, SF, ST, IN, PD, io):  # pragma: no cover - compile
             st[T_WAKE] = wake
             st[T_DEADLINE] = deadline
             st[T_START] = now_ns(io)
-            if inputs_pending(V, IN, io):
+            if not take_inputs(deadline, V, K, IN, LIN, CIN, X, io):
                 R[R_PHASE] = PH_RECEIVED
                 return EV_INPUT
-            if V[V_TICK] == 0:  # as ControlLoop.receive: no last command yet
-                V[V_LAST_T] = deadline - period
             poll_latest(IN[IN_STATE], sbuf, max_msgs, smeta, io)
             st[T_STATE] = now_ns(io)
             st[T_LATENT] = st[T_STATE]  # latent and chunk: checked with the state

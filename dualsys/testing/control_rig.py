@@ -129,7 +129,8 @@ def steady_allocation(rig: ControlRig, ticks: int = 200, runs: int = 10) -> dict
     ticks run, state frames taken and the loop's tick counter before and after, and numba's
     runtime allocations of a call running no tick and one running `ticks` (`nrt_call`,
     `nrt_compiled`: compiled code allocates from its own heap, which tracemalloc does not
-    see)."""
+    see); and the peak of a bare compiled call running no tick and of one running `ticks`
+    that take a new latent and chunk themselves (`event_call`, `event`, `event_takes`)."""
     loop = rig.loop
     R = loop.regs  # noqa: N806
     period = loop.period_ns
@@ -173,6 +174,28 @@ def steady_allocation(rig: ControlRig, ticks: int = 200, runs: int = 10) -> dict
             n = nrt_allocations(run, ticks)
             if R[tk.R_NPEND] == ticks:
                 out["nrt_compiled"] = n
+                break
+        # event ticks: a latent and a chunk from the sources the loop knows arrive before the
+        # ticks and are taken by them (the compiled check and hand-over); the bare compiled
+        # call, without the Python around it (which counts what was taken afterwards)
+        for _ in range(3):
+            rearm()
+            loop.probe_inputs()
+            R[tk.R_END] = R[tk.R_DEADLINE]
+            out["event_call"], _ = _peak(tk.run_ticks, *loop.tick_args)
+            rig.send_latent()
+            rig.send_chunk(time.monotonic_ns() + int(7.5e9), 10**9)
+            loop.chunk_sub.sock.poll(1000)
+            time.sleep(0.01)  # the latent's slot written too
+            rearm()
+            R[tk.R_END] = R[tk.R_DEADLINE] + ticks * period
+            loop.probe_inputs()
+            taken0 = loop.taken[tk.X_CHUNKS] + loop.taken[tk.X_LATENTS]
+            tracemalloc_peak, _ = _peak(tk.run_ticks, *loop.tick_args)
+            n_taken = int(loop.taken[tk.X_CHUNKS] + loop.taken[tk.X_LATENTS] - taken0)
+            loop.fold_taken()
+            if R[tk.R_NPEND] == ticks:
+                out["event"], out["event_takes"] = tracemalloc_peak, n_taken
                 break
         rearm()
 

@@ -116,6 +116,15 @@ def test_replay_is_bit_identical_given_the_tick_inputs(tmp_path: Path) -> None:
                 seq[topic][k] = pubs[topic].seq
             loop.update(t)
             time.sleep(0.001)  # the command PUB's queue (HWM 64) must not overflow
+        # a latent and a chunk taken after the last tick (the prefetch of a tick a stop ended):
+        # the ramp's commands carry them, and the replay takes them before its ramp too
+        t_end = int(t_ns[-1]) + P
+        vec = rng.standard_normal(CFG.system2.latent_dim).astype(np.float32)
+        pubs["latent"].send(Latent(vector=vec, step=ticks), t_mono_ns=t_end - 3_000_000)
+        pubs["chunk"].send(_chunk(rng, t_end, 0.3), t_mono_ns=t_end - 250_000)
+        for topic in ("latent", "chunk"):
+            assert subs[topic].sock.poll(2000)
+        loop.receive(t_end)
         loop.deactivate()
         time.sleep(0.5)  # the recorder drains its queues
     finally:
@@ -132,6 +141,9 @@ def test_replay_is_bit_identical_given_the_tick_inputs(tmp_path: Path) -> None:
     result = replay(CFG, rec, TickTable(t_ns, seq, exact=True))
     print(json.dumps(result.summary()))
     assert result.bit_identical, result.summary()
+    # from what the Commands carry (their tick fields compared too, the ramp's included)
+    carried = replay(CFG, rec)
+    assert carried.inputs == "recorded" and carried.bit_identical, carried.summary()
     assert result.q_max_abs == 0.0 and result.dq_max_abs == 0.0
     # the run exercised the interesting paths: hold, run, stale -> hold, resume
     names = [e["state"] for e in loop.events]

@@ -57,6 +57,8 @@ def test_steady_state_ticks_allocate_nothing() -> None:
     assert a["compiled"] <= a["call"]  # no tick allocated, not even transiently
     assert a["kept"] <= a["kept_call"]  # and nothing was kept
     assert a["nrt_compiled"] == a["nrt_call"]  # nor from numba's own heap
+    assert a["event_takes"] == 2  # a latent and a chunk, taken by the compiled ticks
+    assert a["event"] <= a["event_call"]  # without allocating
     assert a["python"] > a["call"]  # the measurement sees a Python tick's allocations
 
 
@@ -89,6 +91,56 @@ def test_events_reach_python(rig) -> None:
     assert ("run", "ok") in states and states[-1] == ("hold", "latent stale"), states
     assert loop.safe == HOLD
     assert loop.mon.ticks >= 0.9 * 1.6e9 / P  # every period counted (ticks or skipped)
+
+
+def test_inputs_from_known_sources_are_taken_in_compiled_ticks(rig) -> None:
+    """The first latent and chunk of a source go through Python (it learns the source); the
+    rest are checked and handed over by the compiled ticks. A hostile chunk (NaN) from the same
+    source is left to the codec, dropped and counted, and never reaches the kernel; a chunk
+    from another source is taken by Python. Commands follow every valid chunk taken."""
+    import numpy as np
+
+    from dualsys.bus.messages import ActionChunk
+
+    loop = rig.loop
+    rig.start_robot(10)
+    sent: list[int] = []
+
+    def feed() -> None:
+        time.sleep(0.2)
+        for i in range(12):  # a latent and a chunk every 0.1 s
+            rig.send_latent()
+            if i == 6:  # NaN actions from the policy's own source
+                acts = np.full((CFG.policy.chunk_horizon, len(CFG.controlled_indices)), np.nan)
+                rig.chunk.send(ActionChunk(actions=acts.astype(np.float32), t0_mono_ns=1,
+                                           dt_ns=20_000_000))  # fmt: skip
+            elif i == 9:  # a valid chunk from another source (same socket, its own name)
+                rig.chunk.source = "intruder"
+                rig.send_chunk(time.monotonic_ns(), 20_000_000)
+                rig.chunk.source = "policy"
+            else:
+                rig.send_chunk(time.monotonic_ns(), 20_000_000)
+                sent.append(rig.chunk.seq)
+            time.sleep(0.1)
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    try:
+        run_loop(loop, StopFlag(), 1.6, 200_000)
+    finally:
+        feeder.join()
+    cmds = rig.commands()
+    taken = {c.chunk_seq for c in cmds}
+    assert loop.chunk_sub.dropped["nonfinite"] == 1
+    assert loop.k.trips == 0  # no NaN reached the kernel
+    assert loop.compiled_takes["chunks"] >= 6, loop.compiled_takes
+    assert loop.compiled_takes["latents"] >= 8, loop.compiled_takes
+    assert loop.latent_in.via["shm"] >= 10
+    assert sent[-1] in taken and len(set(sent) & taken) >= 7
+    assert "intruder" in loop.chunk_sub._last_seq  # the other source's chunk: taken by Python
+    # every valid chunk received was handed over (a busy machine may let one replace another)
+    assert loop.chunk_sub.received == loop.chunks >= len(sent)
+    assert loop.mon.ticks >= 0.9 * 1.6e9 / P
 
 
 def test_stop_flag_ends_the_compiled_loop(rig) -> None:
