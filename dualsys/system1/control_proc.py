@@ -149,8 +149,8 @@ def run_loop(
     return time.monotonic_ns()
 
 
-#: set (to anything) to leave the I/O thread on every core, for the A/B of benchmarks/floor.py
-#: set to 1 to run the control process's ZeroMQ I/O thread on the loop's core (off by default)
+#: set to 1 to run the control process's ZeroMQ I/O thread on the loop's core (off by default;
+#: the A/B of benchmarks/floor.py --io-ab); any other value leaves ZeroMQ's own placement
 IO_ON_LOOP_CORE_ENV = "DUALSYS_ZMQ_IO_ON_LOOP_CORE"
 
 

@@ -5,6 +5,7 @@ import os
 import time
 from pathlib import Path
 
+import pytest
 import zmq
 
 from dualsys.system1.control_proc import control_context
@@ -51,10 +52,15 @@ def test_a_core_outside_the_allowed_set_is_left_alone(monkeypatch) -> None:
     assert all(cpus == allowed for cpus in _with_context(None).values())
 
 
-def test_by_default_zeromq_places_its_io_thread(monkeypatch) -> None:
+@pytest.mark.parametrize("value", [None, "0", "yes", "1 ", ""])
+def test_by_default_zeromq_places_its_io_thread(monkeypatch, value) -> None:
+    """Unset, or anything but "1": ZeroMQ's own placement."""
     from dualsys.system1.control_proc import IO_ON_LOOP_CORE_ENV
 
-    monkeypatch.delenv(IO_ON_LOOP_CORE_ENV, raising=False)
+    if value is None:
+        monkeypatch.delenv(IO_ON_LOOP_CORE_ENV, raising=False)
+    else:
+        monkeypatch.setenv(IO_ON_LOOP_CORE_ENV, value)
     allowed = os.sched_getaffinity(0)
     threads = _with_context(max(allowed))
     assert threads and all(cpus == allowed for cpus in threads.values())
