@@ -18,6 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import zmq
 
 from dualsys.bus.limits import receive_spec, topic_limits
@@ -117,6 +118,14 @@ class LatentIn:
             if slot.received:  # the slot is live: ZeroMQ carries the same latents later
                 return False
         if self._sock.getsockopt(_EVENTS) & _POLLIN and self.zmq.take(self.view):
+            self.zmq_taken += 1
+            return True
+        return False
+
+    def take_left(self, buf: np.ndarray, n: int) -> bool:
+        """Store the latent buf[:n] that compiled code received from ZeroMQ and left to the
+        codec (dualsys.system1.tick): the codec decides and counts, as for `take`."""
+        if self.zmq.take_bytes(self.view, buf, n):
             self.zmq_taken += 1
             return True
         return False

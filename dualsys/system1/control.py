@@ -176,13 +176,14 @@ class ControlLoop:
         self.inputs[tk.IN_LATENT] = self.latent_sub.sock.underlying
         self.inputs[tk.IN_STATE] = sf.addr
         self.regs = np.zeros(tk.N_R, np.int64)  # R_*: the live loop's registers (run_loop)
-        # the compiled ticks' own takes (tick.take_inputs): the latent slot's and the chunk's
-        # buffer, check plan and view, and what they took (X_*)
+        # the compiled ticks' own takes (tick.take_inputs): the latent's buffers (slot, socket)
+        # and the chunk's, their check plans and views, and what they took (X_*)
         lv, cv = self.latent_in.view, self.chunk_view
         slot = self.latent_in.slot
         slot_buf = slot.slot.arr if slot is not None else np.zeros(1, np.uint8)
         self.chunk_buf = np.zeros(self.chunk_sub.max_bytes, np.uint8)
-        self._LIN = (slot_buf, lv.plan.args, lv.args)
+        self.latent_buf = np.zeros(self.latent_sub.max_bytes, np.uint8)
+        self._LIN = (slot_buf, self.latent_buf, lv.plan.args, lv.args)
         self._CIN = (self.chunk_buf, cv.plan.args, cv.args, cv.array)
         self.taken = np.zeros(tk.N_X, np.int64)
         self.pending = np.zeros((tk.PENDING, 4), np.int64)
@@ -248,6 +249,13 @@ class ControlLoop:
             li.shm_taken += n
             li.view.count += n
             self.compiled_takes["latents"] += n
+        n = int(X[tk.X_ZLATENTS])
+        if n:
+            li = self.latent_in
+            self.latent_sub.add_taken(li.view, n, int(X[tk.X_ZLATENT_GAPS]))
+            li.zmq_taken += n
+            li.view.count += n
+            self.compiled_takes["latents"] += n
         n = int(X[tk.X_CHUNKS])
         if n:
             self.compiled_takes["chunks"] += n
@@ -256,8 +264,9 @@ class ControlLoop:
             self.chunks += n
             for lat in X[tk.X_LAT0 : tk.X_LAT0 + X[tk.X_NLAT]].tolist():
                 self.mon.chunk_latency_us.record(lat // 1000)
-        X[tk.X_LATENTS : tk.X_CHUNK_GAPS + 1] = 0
-        X[tk.X_NLAT] = 0
+        for i in (tk.X_LATENTS, tk.X_LATENT_GAPS, tk.X_CHUNKS, tk.X_CHUNK_GAPS, tk.X_NLAT,
+                  tk.X_ZLATENTS, tk.X_ZLATENT_GAPS):  # fmt: skip
+            X[i] = 0
 
     def note_safe(self, t_ns: int) -> None:
         """Log the safe-state switch the tick at t_ns made (the compiled tick switched; this
@@ -293,6 +302,11 @@ class ControlLoop:
                 self.k.reset(s.q)
                 self.mode_str = "run"
         st[T_STATE] = _clock()
+        n = int(self.taken[tk.X_PY_LATENT])
+        if n:  # a latent the compiled ticks received from ZeroMQ and left to the codec
+            self.taken[tk.X_PY_LATENT] = 0
+            if self.latent_in.take_left(self.latent_buf, n):
+                tk.apply_latent(self.v, self.latent_in.view.meta)
         if self.latent_in.take():
             tk.apply_latent(self.v, self.latent_in.view.meta)
         st[T_LATENT] = _clock()

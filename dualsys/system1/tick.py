@@ -98,7 +98,9 @@ _CAP, _DATA = shm.OFF_CAP - shm.OFF_SEQ, shm.HEADER - shm.OFF_SEQ
 # latents from the slot and their sequence gaps, chunks and theirs, a chunk's bytes (length)
 # left in the chunk buffer for Python to decide on, and each chunk's latency from X_LAT0 on
 X_LATENTS, X_LATENT_GAPS, X_CHUNKS, X_CHUNK_GAPS, X_PY_CHUNK, X_NLAT = range(6)
-X_LAT0, N_LAT = 8, 64
+# latents from the ZeroMQ socket (no slot, or not live yet), their gaps, one left to Python
+X_ZLATENTS, X_ZLATENT_GAPS, X_PY_LATENT = range(6, 9)
+X_LAT0, N_LAT = 16, 64
 N_X = X_LAT0 + N_LAT
 # a chunk's meta words (dualsys.bus.fastcodec.MessageView) the hand-over reads
 _CHUNK_FIELDS = list(ActionChunk.FIELDS)
@@ -235,14 +237,45 @@ def apply_chunk(t_ns, V, K, meta, acts):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
-def _take_latent_slot(IN, LIN, V, X):  # pragma: no cover - compiled
-    """Take the slot's new latent (a seqlock copy into the reader's buffer, the compiled
-    check); False when Python must decide (torn, oversized, another source, anything the
-    check leaves to the codec): the slot's seen word is then not advanced, so Python's own
-    read finds the message."""
-    buf, plan, view = LIN
+def _store(buf, n, plan, view, X, gaps):  # pragma: no cover - compiled
+    """Store the message buf[:n] in view when the compiled check takes it and it comes from
+    the source of the one stored (its sequence gap counted into X[gaps]); False leaves it to
+    Python (another source, or anything the check leaves to the codec)."""
     tname, names, name_lens, spec, lim, rule, out, fout = plan
     meta, fmeta, dst, src, fidx = view
+    if n > buf.shape[0]:
+        return False
+    if parse(buf, n, tname, names, name_lens, spec, lim, rule, out, fout) != OK:
+        return False
+    if not same_source(buf, out, meta, src):
+        return False
+    prev = meta[H_SEQ]
+    if commit(buf, out, fout, meta, fmeta, dst, src, fidx) != OK:
+        return False
+    if meta[H_SEQ] > prev + 1:
+        X[gaps] += meta[H_SEQ] - prev - 1
+    return True
+
+
+@njit(cache=True, nogil=True)
+def _recv_store(sock, buf, plan, view, X, left, gaps):  # pragma: no cover - compiled
+    """Receive the message waiting on sock into buf and `_store` it: 1 taken, 0 nothing
+    waited, -1 left to Python (its length in X[left], its bytes in buf)."""
+    n = recv_into(sock, buf)
+    if n < 0:
+        return 0
+    if not _store(buf, n, plan, view, X, gaps):
+        X[left] = n
+        return -1
+    return 1
+
+
+@njit(cache=True, nogil=True)
+def _take_latent_slot(IN, LIN, V, X):  # pragma: no cover - compiled
+    """Take the slot's new latent (a seqlock copy into the reader's buffer, `_store`); False
+    when Python must decide (torn, oversized, another source, anything the check leaves to the
+    codec): the slot's seen word is then not advanced, so Python's own read finds it."""
+    buf, _, plan, view = LIN
     a = IN[IN_SEQ_ADDR]
     for _ in range(shm.TORN_RETRIES):
         s1 = _load_i64(a)
@@ -254,74 +287,52 @@ def _take_latent_slot(IN, LIN, V, X):  # pragma: no cover - compiled
         copy_from(a + _DATA, buf, n)
         if _load_i64(a) != s1:
             continue
-        if parse(buf, n, tname, names, name_lens, spec, lim, rule, out, fout) != OK:
-            return False
-        if not same_source(buf, out, meta, src):
-            return False
-        prev = meta[H_SEQ]
-        if commit(buf, out, fout, meta, fmeta, dst, src, fidx) != OK:
+        if not _store(buf, n, plan, view, X, X_LATENT_GAPS):
             return False
         IN[IN_SEEN] = s1
-        if meta[H_SEQ] > prev + 1:
-            X[X_LATENT_GAPS] += meta[H_SEQ] - prev - 1
         X[X_LATENTS] += 1
-        apply_latent(V, meta)
+        apply_latent(V, view[0])
         return True
     return False
 
 
 @njit(cache=True, nogil=True)
-def _take_chunk_sock(t_ns, IN, CIN, V, K, X):  # pragma: no cover - compiled
-    """Receive the waiting chunk into the chunk buffer and take it (the compiled check, the
-    hand-over); False when Python must decide on the bytes left there (X[X_PY_CHUNK])."""
-    buf, plan, view, acts = CIN
-    tname, names, name_lens, spec, lim, rule, out, fout = plan
-    meta, fmeta, dst, src, fidx = view
-    n = recv_into(IN[IN_CHUNK], buf)
-    if n < 0:
-        return True
-    X[X_PY_CHUNK] = n  # until taken here
-    if n > buf.shape[0]:
-        return False
-    if parse(buf, n, tname, names, name_lens, spec, lim, rule, out, fout) != OK:
-        return False
-    if not same_source(buf, out, meta, src):
-        return False
-    prev = meta[H_SEQ]
-    if commit(buf, out, fout, meta, fmeta, dst, src, fidx) != OK:
-        return False
-    X[X_PY_CHUNK] = 0
-    if meta[H_SEQ] > prev + 1:
-        X[X_CHUNK_GAPS] += meta[H_SEQ] - prev - 1
-    X[X_CHUNKS] += 1
-    lat = apply_chunk(t_ns, V, K, meta, acts)
-    i = X[X_NLAT]
-    if i < N_LAT:
-        X[X_LAT0 + i] = lat
-        X[X_NLAT] = i + 1
-    return True
-
-
-@njit(cache=True, nogil=True)
 def take_inputs(t_ns, V, K, IN, LIN, CIN, X, io):  # pragma: no cover - compiled
-    """Take, for the tick at t_ns, what waits: a chunk on its socket, a latent in the slot.
-    True when everything waiting was taken (or nothing waits); False when Python must
-    (`ControlLoop.receive`): the first state to decode, the slot to (re)open or not yet live,
-    a latent on ZeroMQ, a message the compiled check leaves to the codec or from another
-    source. Allocation-free."""
+    """Take, for the tick at t_ns, what waits: a chunk from its socket, a latent from the slot
+    or the latent socket (the compiled check, the hand-over). True when everything waiting was
+    taken (or nothing waits); False when Python must (`ControlLoop.receive`): the first state
+    to decode, the slot to (re)open or a latent in it before it is live, a message the check
+    leaves to the codec or from another source (its bytes left in the buffer: X[X_PY_*]).
+    Allocation-free."""
     first_command(t_ns, V)
-    if X[X_PY_CHUNK] != 0:
+    if X[X_PY_CHUNK] != 0 or X[X_PY_LATENT] != 0:
         return False
     if not V[V_HAVE_STATE] and readable(IN[IN_STATE], io):
         return False
-    if readable(IN[IN_CHUNK], io) and not _take_chunk_sock(t_ns, IN, CIN, V, K, X):
+    cbuf, cplan, cview, acts = CIN
+    r = _recv_store(IN[IN_CHUNK], cbuf, cplan, cview, X, X_PY_CHUNK, X_CHUNK_GAPS)
+    if r < 0:
         return False
+    if r > 0:
+        X[X_CHUNKS] += 1
+        lat = apply_chunk(t_ns, V, K, cview[0], acts)
+        i = X[X_NLAT]
+        if i < N_LAT:
+            X[X_LAT0 + i] = lat
+            X[X_NLAT] = i + 1
     if IN[IN_HAS_SLOT]:
         if not _slot_taken(IN, LIN, V, X, io):
             return False
-        if IN[IN_SLOT_LIVE]:
+        if IN[IN_SLOT_LIVE]:  # the slot has delivered: ZeroMQ carries the same latents later
             return True
-    return not readable(IN[IN_LATENT], io)
+    _, zbuf, lplan, lview = LIN
+    r = _recv_store(IN[IN_LATENT], zbuf, lplan, lview, X, X_PY_LATENT, X_ZLATENT_GAPS)
+    if r < 0:
+        return False
+    if r > 0:
+        X[X_ZLATENTS] += 1
+        apply_latent(V, lview[0])
+    return True
 
 
 @njit(cache=True, nogil=True)
@@ -354,8 +365,9 @@ def _sleep_spin(deadline, margin, io):  # pragma: no cover - compiled
 def run_ticks(R, V, K, KS, E, SF, ST, IN, PD, LIN, CIN, X, io):  # pragma: no cover - compiled
     """Run ticks from R[R_DEADLINE], phase R[R_PHASE], until Python is needed; returns the
     event (EV_*). SF: the state frame (buf, meta, max_msgs); ST: the stage breakdown (stamps,
-    counts, maxs); PD: the pending table (R[R_NPEND] rows); LIN, CIN: the latent slot's and
-    the chunk's buffer, check plan and view (`take_inputs`); X: what was taken (X_*).
+    counts, maxs); PD: the pending table (R[R_NPEND] rows); LIN: the latent's buffers (slot,
+    socket), check plan and view; CIN: the chunk's buffer, plan, view and actions
+    (`take_inputs`); X: what was taken (X_*).
     Allocation-free."""
     period, margin, lead = V[V_PERIOD], R[R_MARGIN], R[R_LEAD]
     sbuf, smeta, max_msgs = SF

@@ -143,6 +143,37 @@ def test_inputs_from_known_sources_are_taken_in_compiled_ticks(rig) -> None:
     assert loop.mon.ticks >= 0.9 * 1.6e9 / P
 
 
+def test_latents_over_zeromq_are_taken_in_compiled_ticks(tmp_path) -> None:
+    """Without the shm slot (a System 2 on another computer), the compiled ticks take the
+    latents from the ZeroMQ socket themselves after the first, and their age keeps the loop
+    following."""
+    from dataclasses import replace
+
+    cfg = replace(CFG, endpoints={k: v for k, v in CFG.endpoints.items() if k != "latent_local"})
+    rig = ControlRig(cfg, tmp_path)
+    try:
+        loop = rig.loop
+        assert loop.latent_in.slot is None
+        rig.start_robot(10)
+
+        def feed() -> None:
+            for _ in range(12):
+                rig.send_latent()
+                rig.send_chunk(time.monotonic_ns(), 20_000_000)
+                time.sleep(0.1)
+
+        feeder = threading.Thread(target=feed)
+        feeder.start()
+        run_loop(loop, StopFlag(), 1.4, 200_000)
+        feeder.join()
+    finally:
+        rig.close()
+    assert loop.latent_in.via == {"shm": 0, "zmq": loop.latent_sub.received}
+    assert loop.compiled_takes["latents"] >= 9, loop.compiled_takes
+    assert loop.latent_sub.received >= 11 and loop.latent_sub.gaps == 0
+    assert ("run", "ok") in [(e["state"], e["reason"]) for e in loop.events]
+
+
 def test_stop_flag_ends_the_compiled_loop(rig) -> None:
     """A stop set while the compiled ticks run ends the loop at the next return to Python
     (a Stats part, within one Stats period)."""
