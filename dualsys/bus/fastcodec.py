@@ -368,13 +368,9 @@ def commit(buf, out, fout, meta, fmeta, dst, src, fidx):  # pragma: no cover - c
 def same_source(buf, out, meta, src):  # pragma: no cover - compiled
     """Whether a message is stored (meta, src) and the one `parse` just read from buf comes
     from the same source."""
-    off, ln = out[H_SRC_OFF], out[H_SRC_LEN]
-    if meta[H_VERSION] == 0 or ln != meta[H_SRC_LEN]:
+    if meta[H_VERSION] == 0:
         return False
-    for j in range(ln):  # noqa: SIM110 - a loop numba compiles without a generator
-        if buf[off + j] != src[j]:
-            return False
-    return True
+    return _same(buf, out[H_SRC_OFF], out[H_SRC_LEN], src, meta[H_SRC_LEN])
 
 
 @njit(cache=True, nogil=True)

@@ -20,6 +20,7 @@ import dataclasses
 import os
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -261,13 +262,17 @@ class Subscriber:
             data = self._slot_bytes()
             return data is not None and self.take_bytes(view, self.slot.arr, len(data))
         got = False
-        for _ in range(MAX_PER_CALL):
-            try:
-                data = self.sock.recv(zmq.NOBLOCK, copy=True)
-            except zmq.Again:
-                break
+        for data in self._waiting(MAX_PER_CALL):
             got = self.take_bytes(view, np.frombuffer(data, np.uint8), len(data)) or got
         return got
+
+    def _waiting(self, max_msgs: int) -> Iterator[bytes]:
+        """The messages waiting on the socket, at most max_msgs (never blocks)."""
+        for _ in range(max_msgs):
+            try:
+                yield self.sock.recv(zmq.NOBLOCK, copy=True)
+            except zmq.Again:
+                return
 
     def take_bytes(self, view: MessageView, buf: np.ndarray, n: int) -> bool:
         """Store the message buf[:n] into view when valid (see `take`); counts it or its
@@ -292,11 +297,7 @@ class Subscriber:
         if self.slot is not None:
             return self._read_slot()
         newest = None
-        for _ in range(max_msgs):
-            try:
-                data = self.sock.recv(zmq.NOBLOCK, copy=True)
-            except zmq.Again:
-                break
+        for data in self._waiting(max_msgs):
             msg = self._accept(data)
             if msg is not None:
                 newest = msg
@@ -308,11 +309,7 @@ class Subscriber:
         newest message (a slot holds one)."""
         if self.slot is not None:
             return self._read_slot()
-        for _ in range(max_msgs):
-            try:
-                data = self.sock.recv(zmq.NOBLOCK, copy=True)
-            except zmq.Again:
-                return None
+        for data in self._waiting(max_msgs):
             msg = self._accept(data)
             if msg is not None:
                 return msg
