@@ -258,15 +258,16 @@ def _store(buf, n, plan, view, X, gaps):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
-def _recv_store(sock, buf, plan, view, X, left, gaps):  # pragma: no cover - compiled
-    """Receive the message waiting on sock into buf and `_store` it: 1 taken, 0 nothing
-    waited, -1 left to Python (its length in X[left], its bytes in buf)."""
+def _recv_store(sock, buf, plan, view, X, left, gaps, taken):  # pragma: no cover - compiled
+    """Receive the message waiting on sock into buf and `_store` it (counted in X[taken]):
+    1 taken, 0 nothing waited, -1 left to Python (its length in X[left], its bytes in buf)."""
     n = recv_into(sock, buf)
     if n < 0:
         return 0
     if not _store(buf, n, plan, view, X, gaps):
         X[left] = n
         return -1
+    X[taken] += 1
     return 1
 
 
@@ -310,11 +311,10 @@ def take_inputs(t_ns, V, K, IN, LIN, CIN, X, io):  # pragma: no cover - compiled
     if not V[V_HAVE_STATE] and readable(IN[IN_STATE], io):
         return False
     cbuf, cplan, cview, acts = CIN
-    r = _recv_store(IN[IN_CHUNK], cbuf, cplan, cview, X, X_PY_CHUNK, X_CHUNK_GAPS)
+    r = _recv_store(IN[IN_CHUNK], cbuf, cplan, cview, X, X_PY_CHUNK, X_CHUNK_GAPS, X_CHUNKS)
     if r < 0:
         return False
     if r > 0:
-        X[X_CHUNKS] += 1
         lat = apply_chunk(t_ns, V, K, cview[0], acts)
         i = X[X_NLAT]
         if i < N_LAT:
@@ -326,13 +326,10 @@ def take_inputs(t_ns, V, K, IN, LIN, CIN, X, io):  # pragma: no cover - compiled
         if IN[IN_SLOT_LIVE]:  # the slot has delivered: ZeroMQ carries the same latents later
             return True
     _, zbuf, lplan, lview = LIN
-    r = _recv_store(IN[IN_LATENT], zbuf, lplan, lview, X, X_PY_LATENT, X_ZLATENT_GAPS)
-    if r < 0:
-        return False
+    r = _recv_store(IN[IN_LATENT], zbuf, lplan, lview, X, X_PY_LATENT, X_ZLATENT_GAPS, X_ZLATENTS)
     if r > 0:
-        X[X_ZLATENTS] += 1
         apply_latent(V, lview[0])
-    return True
+    return r >= 0
 
 
 @njit(cache=True, nogil=True)
