@@ -115,9 +115,11 @@ def main() -> None:
     p.add_argument("--ckpt", default="", help="checkpoint dir (default: the shipped weights)")
     p.add_argument("--conditions", default=",".join(CONDITIONS))
     p.add_argument("--latent-delay-ms", type=float, default=50.0)
+    p.add_argument("--live-timing", action="store_true",
+                   help="System 2 on its own clock as live (evaluate.LiveTiming)")  # fmt: skip
     a = p.parse_args()
     from dualsys import config
-    from dualsys.behaviours.evaluate import OfflineBrain, run_policy_episode
+    from dualsys.behaviours.evaluate import LiveTiming, OfflineBrain, run_policy_episode
     from dualsys.behaviours.rollout import new_setup, run_expert
     from dualsys.robot.simulation import Simulation
     from dualsys.tasks import task_pack
@@ -154,7 +156,8 @@ def main() -> None:
                 keep = cond.partition("+")[2]
                 fixed = keep in ("image", "state", "latent")
                 b = FirstInputs(brain, **{keep: True}) if fixed else brain
-                tr = run_policy_episode(sim, b, cfg, setup, text,
+                live = LiveTiming() if a.live_timing else None
+                tr = run_policy_episode(sim, b, cfg, setup, text, live_timing=live,
                                         latent_delay_ns=int(a.latent_delay_ms * 1e6))  # fmt: skip
                 t, hands, top = tr.t, tr.hands, tr.objects[OBJECT] + [0.0, 0.0, half]
             rows.append(metrics(t, hands, top))

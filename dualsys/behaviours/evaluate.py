@@ -35,6 +35,30 @@ from dualsys.tasks import task_pack
 LIVE_DELAY_NS = 20_000_000
 
 
+@dataclasses.dataclass(frozen=True)
+class LiveTiming:
+    """System 2's timing as the live process has it, for the offline loop.
+
+    Live, System 2 steps on its own clock (`system2_target_hz`), not on the camera's: each
+    step encodes the newest camera frame (0 to one camera period old) with the newest robot
+    state, and its latent reaches the policy a step time later; a new instruction gets a step
+    at once. Here each episode draws System 2's phase against the camera (uniform over one
+    period), and each step's time is `step_min_ns` plus an exponential with mean
+    `step_extra_ns`, capped at `step_max_ns` (defaults: the live System 2 process on this
+    2-core box, step p50 17 / p99 42 / max 112 ms). Drawn from `setup.seed`: an episode is
+    reproducible on its own.
+    """
+
+    step_min_ns: int = 12_000_000
+    step_extra_ns: int = 6_000_000
+    step_max_ns: int = 110_000_000
+
+    def step_ns(self, rng: np.random.Generator) -> int:
+        """One System 2 step's time (frame taken to latent delivered)."""
+        d = self.step_min_ns + rng.exponential(self.step_extra_ns)
+        return int(min(d, self.step_max_ns))
+
+
 class OfflineBrain:
     """System 2's encoder and System 1's chunk sampler, built as the live processes build
     them, from the given checkpoints (default: the robot config's).
@@ -86,7 +110,8 @@ def run_policy_episode(sim, brain: OfflineBrain, cfg: RobotConfig, setup, text: 
                        seconds: float | None = None, rtc: bool = True,
                        delay_ns: int = LIVE_DELAY_NS,
                        latent_delay_ns: int = 0,
-                       lead: tuple[str, float] | None = None) -> Trajectory:  # fmt: skip
+                       lead: tuple[str, float] | list[tuple[str, float]] | None = None,
+                       live_timing: LiveTiming | None = None) -> Trajectory:  # fmt: skip
     """One closed-loop episode from `setup` following instruction `text`.
 
     Chunks come from the policy process's planning step (`planner.Planner`) and reach the
@@ -96,9 +121,12 @@ def run_policy_episode(sim, brain: OfflineBrain, cfg: RobotConfig, setup, text: 
     starting `delay_ns` from now (`chunks.back_to_back`).
     latent_delay_ns: a latent made from the frame at time t reaches the policy at
     t + latent_delay_ns (live: System 2's step, transport and frame age; 0 = at once).
-    lead: (instruction, seconds) said first, as the live eval's lead-in; the trajectory starts
-    when `text` is said. The sampler's noise is seeded with `setup.seed`: an episode is
-    reproducible on its own, whatever ran before it. seconds: default the task pack's
+    live_timing: System 2 on its own clock as live (`LiveTiming`; latent_delay_ns unused);
+    None: a latent per camera frame, from that frame's image and state.
+    lead: (instruction, seconds) said first, as the live eval's lead-in, or a list of them
+    said in turn (the live eval's rest, then the lead-in); the trajectory starts when `text`
+    is said. The sampler's noise is seeded with `setup.seed`: an episode is reproducible on
+    its own, whatever ran before it. seconds: default the task pack's
     evaluated episode length.
     """
     from dualsys.robot.interface import RUN
@@ -119,16 +147,34 @@ def run_policy_episode(sim, brain: OfflineBrain, cfg: RobotConfig, setup, text: 
     latent = instruction = None  # the newest latent delivered and its instruction id
     pending: list[tuple[int, np.ndarray, int]] = []  # (due time, latent, id) not delivered
     ts, qs, hands, objs = [], [], [], []
-    lead_ticks = round(lead[1] * r.control_hz) if lead else 0
+    leads = [] if lead is None else [lead] if isinstance(lead[0], str) else list(lead)
+    says = [t for t, _ in leads] + [text]  # instruction id i says says[i]
+    switches = np.cumsum([round(sec * r.control_hz) for _, sec in leads], dtype=int).tolist()
+    lead_ticks = switches[-1] if switches else 0
     brain.sampler.seed(setup.seed)
+    if live_timing is not None:
+        rng = np.random.default_rng([setup.seed, 2])
+        s2_period = round(1e9 / r.system2_target_hz)
+        next_s2 = int(rng.integers(0, 1_000_000_000 // r.camera_hz))  # phase vs the camera
+        frame = None
     for tick in range(lead_ticks + round(seconds * r.control_hz)):
         t_ns = tick * tick_ns
         s = sim.read_state()
-        if tick % per_frame == 0:
-            said = 1 if tick >= lead_ticks else 0  # instruction ids: 0 the lead-in, 1 `text`
-            lat = brain.latent(sim.render(cam), s.q, s.dq, text if said else lead[0])
-            pending.append((t_ns + latent_delay_ns, lat, said))
-        while pending and (pending[0][0] <= t_ns or latent is None):
+        said = sum(tick >= w for w in switches)  # the id of the instruction said now
+        if live_timing is None:
+            if tick % per_frame == 0:
+                lat = brain.latent(sim.render(cam), s.q, s.dq, says[said])
+                pending.append((t_ns + latent_delay_ns, lat, said))
+        else:
+            if tick % per_frame == 0:
+                frame = sim.render(cam)
+            if t_ns >= next_s2 or tick in switches:  # its clock, or a new instruction
+                lat = brain.latent(frame, s.q, s.dq, says[said])
+                step = live_timing.step_ns(rng)
+                pending.append((t_ns + step, lat, said))
+                next_s2 = t_ns + max(s2_period, step)  # one step at a time, as live
+        # a latent is delivered when due (frame timing: the very first one at once)
+        while pending and (pending[0][0] <= t_ns or (latent is None and live_timing is None)):
             _, latent, instruction = pending.pop(0)
         if tick % per_action == 0:
             if tick >= lead_ticks:
@@ -137,7 +183,9 @@ def run_policy_episode(sim, brain: OfflineBrain, cfg: RobotConfig, setup, text: 
                 qs.append(s.q.copy())
                 hands.append(h)
                 objs.append(o)
-            out = planner.step(t_ns, delay_ns, latent, instruction, s.q, s.dq)
+            out = None
+            if latent is not None:  # as live: no chunk before System 2's first latent
+                out = planner.step(t_ns, delay_ns, latent, instruction, s.q, s.dq)
             if out is not None and out.chunk is not None:
                 c = out.chunk
                 k.take_chunk(c.actions, c.t0_ns, c.dt_ns, t_ns - tick_ns, follow=True)
@@ -162,6 +210,8 @@ def evaluate(
     rtc: bool = True,
     latent_delay_ns: int = 0,
     with_lead_in: bool = True,
+    live_timing: LiveTiming | None = None,
+    rest_first: bool = False,
 ) -> dict:
     """Success per behaviour over `episodes` randomised episodes each (report dict).
 
@@ -169,6 +219,9 @@ def evaluate(
     with_lead_in: an episode the task pack gives a lead-in (`pack.lead_in(b, e)`) starts at
     rest and says it for `pack.lead_s` first, as the live eval does (False: from `new_setup`'s
     start pose, the policy starting fresh).
+    live_timing: System 2 on its own clock as live (`run_policy_episode`).
+    rest_first: every episode starts at rest and first says the live eval's rest instruction
+    for its rest time (then the lead-in, if any), as `dualsys eval` runs an episode.
     """
     from dualsys.robot.simulation import Simulation
 
@@ -186,11 +239,16 @@ def evaluate(
             text = texts[e % len(texts)]
             setup = new_setup(sim, expert, b, text, seed + 1000 * pack.behaviours.index(b) + e)
             lead = pack.lead_in(b, e) if with_lead_in else None
-            if lead is not None:  # as the live eval: from rest, via another behaviour
+            leads = [] if lead is None else [(lead, pack.lead_s)]
+            if rest_first:
+                from dualsys.behaviours.live_eval import REST_PHRASE, REST_S
+
+                leads.insert(0, (REST_PHRASE, REST_S))
+            if leads:  # as the live eval: from rest, via the instructions said first
                 setup.q_start = expert.default.copy()
             tr = run_policy_episode(
                 sim, brain, cfg, setup, text, rtc=rtc, latent_delay_ns=latent_delay_ns,
-                lead=None if lead is None else (lead, pack.lead_s),
+                lead=leads or None, live_timing=live_timing,
             )  # fmt: skip
             sc: Score = pack.score(b, tr)
             rows.append({"instruction": text, "success": sc.success, **sc.values})
@@ -249,6 +307,18 @@ def main(argv: list[str] | None = None) -> int:
                    help="return to rest from a drawn start pose, no lead-in")  # fmt: skip
     p.add_argument("--latent-delay-ms", type=float, default=0.0,
                    help="deliver each latent this long after its frame (live lag)")  # fmt: skip
+    p.add_argument(
+        "--live-timing",
+        action="store_true",
+        help="System 2 on its own clock as live: random phase against the camera, newest "
+        "state, drawn step times (LiveTiming; --latent-delay-ms unused)",
+    )
+    p.add_argument(
+        "--rest-first",
+        action="store_true",
+        help="start every episode at rest and say the live eval's rest instruction first "
+        "(3 s), as `dualsys eval` does",
+    )
     args = p.parse_args(argv)
     cfg = config.load_robot(args.robot)
     if args.ckpt:
@@ -272,7 +342,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{b} #{e}: {'ok' if s.success else 'FAIL ' + s.reason} ({plain_values(s.values)})"
         ),
         rtc=not args.no_rtc, latent_delay_ns=int(args.latent_delay_ms * 1e6),
-        with_lead_in=not args.no_lead_in,
+        with_lead_in=not args.no_lead_in, live_timing=LiveTiming() if args.live_timing else None,
+        rest_first=args.rest_first,
     )  # fmt: skip
     report["wall_s"] = time.monotonic() - t0
     report["phrasings"] = ph
@@ -288,8 +359,13 @@ def main(argv: list[str] | None = None) -> int:
         f"`{pol}`; {'fresh chunks' if args.no_rtc else 'RTC inpainting as live'}; "
         f"noise scale {brain.sampler.noise_scale:g}; "
         f"grounding {'on' if brain.grounded else 'off'}; "
-        f"latent delay {args.latent_delay_ms:g} ms; "
-        f"wall {report['wall_s']:.0f} s"
+        + (
+            "System 2 timed as live (LiveTiming); "
+            if args.live_timing
+            else f"latent delay {args.latent_delay_ms:g} ms; "
+        )
+        + ("rest said first, as live; " if args.rest_first else "")
+        + f"wall {report['wall_s']:.0f} s"
     )
     md = table(report, header)
     print(md)
