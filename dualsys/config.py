@@ -10,7 +10,7 @@ import difflib
 import math
 import os
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -732,16 +732,26 @@ def rate_overrides(cfg: RobotConfig, control_hz: int) -> list[str]:
     """`--set` items that run `cfg`'s control loop at `control_hz` with its rate-bound budgets
     kept in time: the miss streak allowed before hold covers the same milliseconds, and the
     spin margin stays within 20% of the (shorter) period."""
+    b = budgets_at(cfg, control_hz)
+    return [
+        f"rates.control_hz={control_hz}",
+        f"budgets.spin_margin_us={b.spin_margin_us}",
+        f"budgets.max_consecutive_misses={b.max_consecutive_misses}",
+    ]
+
+
+def budgets_at(cfg: RobotConfig, control_hz: int) -> Budgets:
+    """`cfg`'s budgets with its control loop at `control_hz`, as `--control-hz` sets them
+    (`rate_overrides`): the spin margin within 20% of the period, the miss streak covering the
+    same milliseconds; the configured budgets at the configured rate."""
     if control_hz <= 0:
         raise ConfigError(cfg.path, "--control-hz", f"must be positive, got {control_hz}")
     b = cfg.budgets
+    if control_hz == cfg.rates.control_hz:
+        return b
     margin = min(b.spin_margin_us, int(1e6 / control_hz * 0.2))
     streak = max(1, round(b.max_consecutive_misses * control_hz / cfg.rates.control_hz))
-    return [
-        f"rates.control_hz={control_hz}",
-        f"budgets.spin_margin_us={margin}",
-        f"budgets.max_consecutive_misses={streak}",
-    ]
+    return replace(b, spin_margin_us=margin, max_consecutive_misses=streak)
 
 
 def _apply_overrides(path: Path, data: dict[str, Any], items: list[str]) -> None:

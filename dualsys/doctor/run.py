@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Callable
 
+from dualsys import config
 from dualsys.doctor import checks as checks_mod
 from dualsys.doctor import fixes, probe, verdict
 from dualsys.doctor.load import StandardLoad, hold_dma_latency
@@ -97,7 +98,8 @@ def run_doctor(
         for r in results
         if r["core"] == control and "error" not in r
     ]
-    verdicts = verdict.judge(cfg.budgets, floors)
+    budgets = {f.hz: config.budgets_at(cfg, f.hz) for f in floors}  # as --control-hz runs
+    verdicts = verdict.judge(budgets, floors)
     at_control = [v for v in verdicts if v["hz"] == cfg.rates.control_hz]
     at_rate = [f for f in floors if f.hz == cfg.rates.control_hz]
     note = verdict.resolution_note(cfg.budgets.miss_rate, at_rate)

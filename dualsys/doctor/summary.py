@@ -13,6 +13,7 @@ from pathlib import Path
 
 from dualsys.doctor import checks as checks_mod
 from dualsys.doctor.probe import cache_dir
+from dualsys.doctor.verdict import worst
 
 
 def last_doctor_path(robot: str) -> Path:
@@ -42,17 +43,22 @@ def _floors_at(result: dict, core: int, hz: int) -> dict:
     }
 
 
-def digest(result: dict) -> dict:
-    """The part of a doctor result a run report needs: verdict and floor at the control rate."""
-    hz, core = result["control_hz"], result["control_core"]
+def digest(result: dict, hz: int | None = None) -> dict:
+    """The part of a doctor result a run report needs: verdict and floor at `hz` (default the
+    control rate the doctor judged; the doctor also probes 500 Hz and 1 kHz, judged with the
+    budgets `--control-hz` runs with)."""
+    core = result["control_core"]
+    hz = result["control_hz"] if hz is None else hz
+    at = [v for v in result["verdicts"] if v["hz"] == hz]
+    overall = result["verdict"] if hz == result["control_hz"] else worst([v["verdict"] for v in at])
     return {
         "time": result["time"],
-        "verdict": result["verdict"],
+        "verdict": overall,
         "control_hz": hz,
         "control_core": core,
         "probe": result["probe"],
         "floor": _floors_at(result, core, hz),
-        "verdicts": [v["text"] for v in result["verdicts"] if v["hz"] == hz],
+        "verdicts": [v["text"] for v in at],
         "fixes": result["fixes"],
     }
 
@@ -76,9 +82,11 @@ def machine_summary(cfg, quick: bool = True) -> dict:
     path = last_doctor_path(cfg.name)
     try:
         last = json.loads(path.read_text())
-        if last.get("robot") == cfg.name and last.get("control_hz") == cfg.rates.control_hz:
+        hz = cfg.rates.control_hz  # a run at --control-hz: the doctor's probe at that rate
+        judged = any(v.get("hz") == hz for v in last.get("verdicts", []))
+        if last.get("robot") == cfg.name and judged:
             age = round(time.time() - path.stat().st_mtime)
-            out["last_doctor"] = {"path": str(path), "age_s": age, **digest(last)}
+            out["last_doctor"] = {"path": str(path), "age_s": age, **digest(last, hz)}
     except (OSError, ValueError, KeyError, TypeError):
         pass
     if not quick:

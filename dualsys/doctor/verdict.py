@@ -9,6 +9,7 @@ misses, exceed it), else 'holds'.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 HOLDS, AT_RISK, CANNOT, UNKNOWN = "holds", "at risk", "cannot hold", "unknown"
@@ -83,23 +84,26 @@ def _pct(x: float) -> str:
 def judge(budgets, floors: list[Floor]) -> list[dict]:
     """Verdicts for every budget at every rate in `floors` (all measured on the control core).
 
-    `budgets` is a `dualsys.config.Budgets`. Returns one dict per (rate, budget): the verdict
+    `budgets` is a `dualsys.config.Budgets`, or a mapping from rate to the budgets the loop
+    has at that rate (`config.budgets_at`: what `dualsys up --control-hz` runs with; the
+    spin margin and miss streak follow the rate). Returns one dict per (rate, budget): the verdict
     per condition, the worst of them, and a line such as "miss budget 0.20%: machine floor
     quiet 0.40% -> cannot hold; loaded 0.02% -> holds".
     """
     out = []
     for hz in sorted({f.hz for f in floors}):
         at = [f for f in floors if f.hz == hz]
+        b = budgets[hz] if isinstance(budgets, Mapping) else budgets
         rows = (
-            ("miss_rate", budgets.miss_rate, f"miss budget {_pct(budgets.miss_rate)}",
-             lambda f: miss_rate(budgets.miss_rate, f), lambda f: _pct(f.miss_rate)),
-            ("max_consecutive_misses", budgets.max_consecutive_misses,
-             f"misses in a row <= {budgets.max_consecutive_misses}",
-             lambda f: streak(budgets.max_consecutive_misses, f),
+            ("miss_rate", b.miss_rate, f"miss budget {_pct(b.miss_rate)}",
+             lambda f, b=b: miss_rate(b.miss_rate, f), lambda f: _pct(f.miss_rate)),
+            ("max_consecutive_misses", b.max_consecutive_misses,
+             f"misses in a row <= {b.max_consecutive_misses}",
+             lambda f, b=b: streak(b.max_consecutive_misses, f),
              lambda f: "?" if f.max_streak is None else str(f.max_streak)),
-            ("spin_margin_us", budgets.spin_margin_us,
-             f"spin margin {budgets.spin_margin_us} µs",
-             lambda f: spin_margin(budgets.spin_margin_us, f),
+            ("spin_margin_us", b.spin_margin_us,
+             f"spin margin {b.spin_margin_us} µs",
+             lambda f, b=b: spin_margin(b.spin_margin_us, f),
              lambda f: f"p99 {f.p99_us:g} µs"),
         )  # fmt: skip
         for key, limit, label, rule, shown in rows:

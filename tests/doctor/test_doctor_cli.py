@@ -47,6 +47,18 @@ def test_doctor_writes_table_and_json(tmp_path: Path, monkeypatch) -> None:
     assert summary["last_doctor"]["verdict"] == doc["verdict"]
     assert set(summary["last_doctor"]["floor"]) == {"quiet", "loaded"}
     assert summary["checks"]["scheduler"]["text"]
+    # 1 kHz is judged with the budgets `dualsys up --control-hz 1000` runs with, and a run at
+    # that rate finds the doctor's verdict and floor at that rate
+    at_1k = {v["budget"]: v for v in doc["verdicts"] if v["hz"] == 1000}
+    fast = config.load(CFG.path, config.rate_overrides(CFG, 1000))
+    assert at_1k["spin_margin_us"]["limit"] == fast.budgets.spin_margin_us == 200
+    assert at_1k["max_consecutive_misses"]["limit"] == fast.budgets.max_consecutive_misses == 25
+    run_1k = machine_summary(fast)["last_doctor"]
+    assert run_1k["control_hz"] == 1000 and set(run_1k["floor"]) == {"quiet", "loaded"}
+    assert run_1k["verdicts"] == [v["text"] for v in at_1k.values()]
+    assert all("spin margin 200 µs" in t for t in run_1k["verdicts"] if "spin" in t)
+    odd = config.load(CFG.path, config.rate_overrides(CFG, 250))  # a rate the doctor never probed
+    assert machine_summary(odd)["last_doctor"] is None
 
 
 def test_doctor_without_fifo_rights_falls_back_and_says_so(tmp_path: Path) -> None:

@@ -57,6 +57,26 @@ def test_judge_reports_each_condition_and_the_worst() -> None:
     assert verdict.worst([HOLDS, AT_RISK, UNKNOWN]) == AT_RISK
 
 
+def test_judge_uses_each_rates_own_budgets() -> None:
+    """At 1 kHz the loop runs with the spin margin and streak `--control-hz 1000` sets (200 µs,
+    25 ticks), not the 200 Hz config's 1000 µs (the whole period) and 5."""
+    cfg = config.load_robot("gr1")
+    at = {hz: config.budgets_at(cfg, hz) for hz in (200, 1000)}
+    assert at[200] == cfg.budgets
+    assert (at[1000].spin_margin_us, at[1000].max_consecutive_misses) == (200, 25)
+    fl = [floor(hz=200, p99=50), floor(hz=1000, ticks=50_000, p99=50, streak=6)]
+    rows = {(v["hz"], v["budget"]): v for v in verdict.judge(at, fl)}
+    assert rows[(1000, "spin_margin_us")]["verdict"] == HOLDS
+    assert rows[(1000, "spin_margin_us")]["text"].startswith("spin margin 200 µs")
+    assert rows[(1000, "max_consecutive_misses")]["verdict"] == HOLDS  # 6 of 25
+    # with one budget set for every rate, the same floor reads as at risk / cannot hold
+    one = {(v["hz"], v["budget"]): v for v in verdict.judge(cfg.budgets, fl)}
+    assert one[(1000, "spin_margin_us")]["verdict"] == AT_RISK
+    assert one[(1000, "max_consecutive_misses")]["verdict"] == CANNOT
+    with pytest.raises(config.ConfigError, match="control-hz"):
+        config.budgets_at(cfg, 0)
+
+
 def _checks(**over) -> dict:
     """A machine with every check passing; `over` replaces whole checks."""
     base = {
