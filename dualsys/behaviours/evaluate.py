@@ -223,6 +223,7 @@ def evaluate(
     rest_first: every episode starts at rest and first says the live eval's rest instruction
     for its rest time (then the lead-in, if any), as `dualsys eval` runs an episode.
     """
+    from dualsys.behaviours.live_eval import REST_PHRASE, REST_S
     from dualsys.robot.simulation import Simulation
 
     pack = task_pack(cfg)
@@ -241,8 +242,6 @@ def evaluate(
             lead = pack.lead_in(b, e) if with_lead_in else None
             leads = [] if lead is None else [(lead, pack.lead_s)]
             if rest_first:
-                from dualsys.behaviours.live_eval import REST_PHRASE, REST_S
-
                 leads.insert(0, (REST_PHRASE, REST_S))
             if leads:  # as the live eval: from rest, via the instructions said first
                 setup.q_start = expert.default.copy()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from dualsys.doctor import checks as checks_mod
 from dualsys.doctor.probe import cache_dir
-from dualsys.doctor.verdict import worst
+from dualsys.doctor.verdict import UNKNOWN, worst
 
 
 def last_doctor_path(robot: str) -> Path:
@@ -50,7 +50,7 @@ def digest(result: dict, hz: int | None = None) -> dict:
     core = result["control_core"]
     hz = result["control_hz"] if hz is None else hz
     at = [v for v in result["verdicts"] if v["hz"] == hz]
-    overall = result["verdict"] if hz == result["control_hz"] else worst([v["verdict"] for v in at])
+    overall = worst([v["verdict"] for v in at]) if at else UNKNOWN
     return {
         "time": result["time"],
         "verdict": overall,
@@ -83,11 +83,11 @@ def machine_summary(cfg, quick: bool = True) -> dict:
     try:
         last = json.loads(path.read_text())
         hz = cfg.rates.control_hz  # a run at --control-hz: the doctor's probe at that rate
-        judged = any(v.get("hz") == hz for v in last.get("verdicts", []))
+        judged = any(isinstance(v, dict) and v.get("hz") == hz for v in last["verdicts"])
         if last.get("robot") == cfg.name and judged:
             age = round(time.time() - path.stat().st_mtime)
             out["last_doctor"] = {"path": str(path), "age_s": age, **digest(last, hz)}
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # absent or not ours
         pass
     if not quick:
         from dualsys.doctor.run import run_doctor

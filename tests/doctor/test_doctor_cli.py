@@ -79,3 +79,18 @@ def test_doctor_without_fifo_rights_falls_back_and_says_so(tmp_path: Path) -> No
         assert doc["checks"]["scheduler"]["fifo"] is False
         assert "SCHED_FIFO 80 refused" in r.stdout
         assert any("SCHED_FIFO unavailable" in n for n in doc["notes"])
+
+
+def test_machine_summary_ignores_a_hostile_doctor_cache(tmp_path: Path, monkeypatch) -> None:
+    """A cache file that is not the doctor's result (garbage, wrong shapes) never breaks the
+    run report: the summary says there is no doctor result."""
+    from dualsys.doctor.summary import last_doctor_path
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    path = last_doctor_path(CFG.name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for text in ("\x00\xff not json", "[]", '"x"', "{}", '{"robot": "gr1", "verdicts": [1, "a"]}',
+                 '{"robot": "gr1", "verdicts": 7}', '{"robot": "gr1", "verdicts": [{"hz": 200}]}',
+                 '{"robot": "gr1", "verdicts": [{"hz": 200, "verdict": "holds"}]}'):  # fmt: skip
+        path.write_text(text)
+        assert machine_summary(CFG)["last_doctor"] is None, text
