@@ -11,7 +11,7 @@ import pytest
 
 from dualsys.behaviours.criteria import Trajectory, plain_values
 from dualsys.tasks.gr1_table.behaviours import BEHAVIOURS
-from dualsys.tasks.gr1_table.scoring import TOUCH_HOLD_S, TOUCH_RADIUS, Scorer
+from dualsys.tasks.gr1_table.scoring import TOUCH_HOLD_S, TOUCH_RADIUS, TOUCH_STAY_SHARE, Scorer
 
 T = np.arange(0, 4.0, 0.02)
 
@@ -58,8 +58,37 @@ def test_a_touch_that_leaves_says_how_long_it_stayed(cfg) -> None:
     tr.hands[on, 1] = top + [0, 0, TOUCH_RADIUS / 2]
     score = Scorer(cfg).score("touch_red_cup", tr)
     assert not score.success
-    assert re.match(rf"touch cup: hold_s 0\.0[68]\d* \(needs >= {TOUCH_HOLD_S:g}\)$", score.reason)
+    assert re.match(rf"touch cup: hold_s 0\.0[68]\d* \(needs >= {TOUCH_HOLD_S:g}\); ", score.reason)
+    assert "stay_share 0.0" in score.reason and "end_max_dist" in score.reason
     _plain(score.reason)
+
+
+def _touching(cfg, off: np.ndarray) -> Trajectory:
+    """The right fingertip on the cup top from 1 s on, except where `off` (a mask of T)."""
+    tr = _still(cfg, cfg.limits()["default"])
+    top = tr.objects["cup"][0] + [0, 0, 0.05]
+    on = (T >= 1.0) & ~off
+    tr.hands[on, 3] = top + [0, 0, TOUCH_RADIUS / 2]
+    return tr
+
+
+def test_a_touch_must_stay_until_the_end(cfg) -> None:
+    """Reaching and holding 1 s passes the old 0.3 s hold but not the stay: it names both
+    the share of the time it stayed and how far the hand was at the end."""
+    scorer = Scorer(cfg)
+    assert scorer.score("touch_red_cup", _touching(cfg, np.zeros(len(T), bool))).success
+    left = _touching(cfg, T >= 2.0)
+    score = scorer.score("touch_red_cup", left)
+    assert not score.success and score.values["hold_s"] >= 0.9
+    assert "stay_share 0.33" in score.reason and "end_max_dist" in score.reason, score.reason
+    assert "hold_s" not in score.reason
+    # a brief lift (a brushed rim) inside the allowed share still stays
+    blip = (T >= 2.0) & (T < 2.0 + 0.5 * (1 - TOUCH_STAY_SHARE) * 3.0)
+    assert scorer.score("touch_red_cup", _touching(cfg, blip)).success
+    # leaving for longer than the share allows, then coming back, does not
+    gap = (T >= 2.0) & (T < 2.0 + 2.0 * (1 - TOUCH_STAY_SHARE) * 3.0)
+    score = scorer.score("touch_red_cup", _touching(cfg, gap))
+    assert not score.success and score.reason.startswith("touch cup: stay_share 0.9"), score
 
 
 def test_measured_values_print_plain() -> None:

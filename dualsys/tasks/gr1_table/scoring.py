@@ -8,9 +8,10 @@ pelvis, `robot.base_height` of the scene file); object tops come from the scene'
 The criteria:
 
 - touch_red_cup / touch_blue_box: some palm or fingertip gets within `TOUCH_RADIUS` (5 cm)
-  of the named object's top centre and stays there for `TOUCH_HOLD_S`; at the end
-  (last `HOLD_S`) the other object is not touched
-  (no palm or fingertip within 5 cm of its top centre).
+  of the named object's top centre and the touch stays until the instruction changes (the
+  episode's end): from the first reach on, within 5 cm for at least `TOUCH_STAY_SHARE` of the
+  time, unbroken for at least `TOUCH_HOLD_S`, and for the whole last `HOLD_S`; at the end
+  the other object is not touched (no palm or fingertip within 5 cm of its top centre).
 - wave_right_hand / wave_left_hand: over the last `GESTURE_WINDOW_S` the waving palm is above
   `WAVE_MIN_HEIGHT`, swings at least `WAVE_MIN_SWINGS` times by >= `WAVE_MIN_P2P` peak to peak
   (key poses), with a swing period between `WAVE_PERIOD` bounds (timing); the other palm stays
@@ -55,6 +56,9 @@ def lead_in(behaviour: str, index: int) -> str | None:
 
 TOUCH_RADIUS = 0.05
 TOUCH_HOLD_S = 0.3
+#: Share of the time from the first reach to the end the touch must stay within the radius
+#: (a brushed rim may lift a fingertip out for a moment; a hand that leaves does not pass).
+TOUCH_STAY_SHARE = 0.95
 GESTURE_WINDOW_S = 2.5
 WAVE_MIN_HEIGHT = 0.40
 WAVE_MIN_SWINGS = 3
@@ -116,12 +120,26 @@ class Scorer:
             top = pos + [0.0, 0.0, self.scene.object(name).half_height]
             dists[name] = np.linalg.norm(tr.hands - top[:, None, :], axis=2).min(axis=1)
         d = dists[obj]
-        hold = longest_run(d <= TOUCH_RADIUS, tr.t)
+        inside = d <= TOUCH_RADIUS
+        hold = longest_run(inside, tr.t)
+        reached = np.flatnonzero(inside)
+        stay = float(inside[reached[0] :].mean()) if len(reached) else 0.0
         end = tr.tail(HOLD_S)
         others = [float(v[end].min()) for k, v in dists.items() if k != obj]
         wrong = min(others) if others else np.inf
-        vals = {"min_dist": d.min(), "hold_s": hold, "other_min_dist": wrong}
-        checks = [("hold_s", ">=", TOUCH_HOLD_S), ("other_min_dist", ">", TOUCH_RADIUS)]
+        vals = {
+            "min_dist": d.min(),
+            "hold_s": hold,
+            "stay_share": stay,
+            "end_max_dist": float(d[end].max()),
+            "other_min_dist": wrong,
+        }
+        checks = [
+            ("hold_s", ">=", TOUCH_HOLD_S),
+            ("stay_share", ">=", TOUCH_STAY_SHARE),
+            ("end_max_dist", "<=", TOUCH_RADIUS),
+            ("other_min_dist", ">", TOUCH_RADIUS),
+        ]
         return judge(f"touch {obj}", vals, checks)
 
     def _wave(self, side: int, tr: Trajectory) -> Score:
