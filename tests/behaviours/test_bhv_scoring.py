@@ -95,3 +95,17 @@ def test_measured_values_print_plain() -> None:
     """The offline evaluator's per-episode line: numpy floats as 3 significant digits."""
     text = plain_values({"min_dist": np.float64(0.029340213545897414), "hold_s": 0.2799999999})
     assert text == "min_dist=0.0293, hold_s=0.28"
+
+
+def test_a_garbled_ground_truth_never_passes_a_touch(cfg) -> None:
+    """NaN hand or object positions (a broken scene stream) fail the touch with a named
+    reason; they never pass it and never raise."""
+    scorer = Scorer(cfg)
+    lost_hands = _touching(cfg, np.zeros(len(T), bool))
+    lost_hands.hands[:] = np.nan
+    lost_cup = _touching(cfg, np.zeros(len(T), bool))
+    lost_cup.objects["cup"][:] = np.nan
+    for tr in (lost_hands, lost_cup):
+        score = scorer.score("touch_red_cup", tr)
+        assert not score.success and "stay_share 0 (needs >= 0.95)" in score.reason, score
+        _plain(score.reason)
