@@ -29,12 +29,14 @@ FLAGS = (
 )
 
 
-def _child_setup(nice: int) -> None:  # runs in the browser between fork and exec
+def _child_setup(nice: int, cpus: set[int] | None) -> None:  # in the browser, fork to exec
     import ctypes
     import os
     import signal
 
     os.nice(nice)
+    if cpus:
+        os.sched_setaffinity(0, cpus)
     # the browser ends with the process that started it, even if that one is killed
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
@@ -53,10 +55,18 @@ def find_chromium() -> str | None:
 
 
 def screenshot(
-    url: str, out: Path, wait_s: float, size: tuple[int, int] = (1600, 1000), nice: int = 0
+    url: str,
+    out: Path,
+    wait_s: float,
+    size: tuple[int, int] = (1600, 1000),
+    nice: int = 0,
+    cpus: set[int] | None = None,
 ) -> Path:
     """Open `url` in a fresh headless Chromium, wait `wait_s` seconds, save a PNG to `out`.
-    nice: the browser's niceness (a benchmark keeps it from competing with the robot)."""
+    nice: the browser's niceness (a benchmark keeps it from competing with the robot).
+    cpus: the cores it may run on (None: any). Niceness does not keep a browser's kernel work
+    (page faults, unmapping) off a core: on a kernel without preemption that work stalls even
+    a SCHED_FIFO control loop on the same core for tens of ms, so keep it off System 1's."""
 
     from websockets.sync.client import connect
 
@@ -75,7 +85,7 @@ def screenshot(
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            preexec_fn=lambda: _child_setup(nice),
+            preexec_fn=lambda: _child_setup(nice, cpus),
         )
         try:
             port_file = Path(profile) / "DevToolsActivePort"
