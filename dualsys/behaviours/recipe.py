@@ -56,6 +56,13 @@ class TrainConfig:
     state_noise: float = _knob(
         0.01, "std (rad) of the noise added to the policy's joint positions", lo=0, hi=1
     )
+    fusion_state_noise: float = _knob(
+        0.0,
+        "std (rad) of the noise added to the joint positions System 2's fusion head sees, so "
+        "the latent cannot carry the hand's exact pose into the policy's hold (0 = off)",
+        lo=0,
+        hi=1,
+    )
     save_every: int = _knob(500, "checkpoint every this many steps", lo=1)
     width: int = _knob(0, "policy width (0 = the robot config's)", lo=0, hi=MAX_WIDTH)
     layers: int = _knob(0, "policy layers (0 = the robot config's)", lo=0, hi=MAX_LAYERS)
@@ -129,6 +136,12 @@ class TrainConfig:
         "behaviour back from the latent (0 = off)",
         lo=0,
         hi=1000,
+    )
+    restart: bool = _knob(
+        False,
+        "a stage that begins from the stage before's saved (averaged) weights with a fresh "
+        "optimiser, average and random generator, as a fine-tune (off: it resumes the raw "
+        "weights and the optimiser)",
     )
 
 

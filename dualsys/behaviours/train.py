@@ -227,7 +227,10 @@ class Trainer:
         text = self.texts(fs.ep_text[ep])
         vision = fs.vision[img]
         pixels = fs.pixels[img] if self.fusion.wants_pixels else None
-        s2_state = self._state(fs.q[frame_row], fs.dq[frame_row])
+        s2_q = fs.q[frame_row]
+        if self.tc.fusion_state_noise > 0:
+            s2_q = s2_q + torch.randn(s2_q.shape, generator=self.gen) * self.tc.fusion_state_noise
+        s2_state = self._state(s2_q, fs.dq[frame_row])
         q = fs.q[rows] + torch.randn(fs.q[rows].shape, generator=self.gen) * self.tc.state_noise
         policy_state = self._state(q, fs.dq[rows])
         idx = torch.minimum(rows[:, None] + torch.arange(H)[None], last[:, None])
@@ -440,6 +443,20 @@ class Trainer:
         self.losses = [tuple(x) for x in state["losses"]]
         self.aux_losses = [tuple(x) for x in state.get("aux_losses", [])]
         self.gen.set_state(torch.tensor(state["gen_state"], dtype=torch.uint8))
+
+
+def restart_from_average(out: Path, seed: int) -> None:
+    """Make the checkpoint in `out` begin a fine-tune at its step: its saved (averaged)
+    weights become the weights trained on, the optimiser's moments, the raw weights and the
+    auxiliary heads are dropped, and the random generator restarts from `seed`. The step and
+    the loss history stay, so the learning rate follows the new stage's schedule from there."""
+    from safetensors.torch import save_file
+
+    js = out / "train_state.json"
+    state = json.loads(js.read_text())
+    state["gen_state"] = torch.Generator().manual_seed(seed).get_state().tolist()
+    save_file({"restarted": torch.zeros(1)}, str(out / "train_state.safetensors"))
+    js.write_text(json.dumps(state))
 
 
 def plot_losses(losses: list[tuple[int, float]], path: Path) -> None:

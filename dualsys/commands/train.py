@@ -45,8 +45,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         _build_caches(cfg, recipe)
         out.mkdir(parents=True, exist_ok=True)
         (out / "recipe.toml").write_text(dump(recipe))
+        end = 0  # the end step of the stage before
         for stage in recipe.stages:
-            summary = _train_stage(cfg, stage, out)
+            summary = _train_stage(cfg, stage, out, end)
+            end = stage.train.steps
             if summary and len(recipe.stages) > 1:
                 _keep_stage(out, stage.name)
     except config.ConfigError:  # the CLI's handler reports it
@@ -116,14 +118,15 @@ def _build_caches(cfg: config.RobotConfig, recipe: Recipe) -> None:
                 build_object_cache(data, step("objects", data))
 
 
-def _train_stage(cfg: config.RobotConfig, stage: Stage, out: Path) -> dict | None:
+def _train_stage(cfg: config.RobotConfig, stage: Stage, out: Path, begin: int) -> dict | None:
     """Train one stage in `out` (resuming what is there) and write summary.json; None when
-    `out` is already at or past the stage's end step."""
+    `out` is already at or past the stage's end step. begin: the end step of the stage
+    before; a `restart` stage found there begins a fine-tune from its averaged weights."""
     import torch
     from rich.progress import Progress, TextColumn
 
     from dualsys.behaviours.features import FeatureSet
-    from dualsys.behaviours.train import Trainer
+    from dualsys.behaviours.train import Trainer, restart_from_average
     from dualsys.tasks import task_pack
 
     tc = dataclasses.replace(stage.train)  # the trainer may lower `steps` (max_minutes)
@@ -132,6 +135,9 @@ def _train_stage(cfg: config.RobotConfig, stage: Stage, out: Path) -> dict | Non
     if done >= tc.steps:
         print(f"dualsys train: stage {stage.name}: {out} is at step {done}, its end is {tc.steps}")
         return None
+    if tc.restart and done and done == begin:
+        restart_from_average(out, tc.seed)
+        print(f"dualsys train: stage {stage.name}: fine-tunes the averaged weights of step {done}")
     t0 = time.monotonic()
     fs = FeatureSet.merged([Path(d) / "features.npz" for d in stage.data])
     enc = _text_encoder() if tc.text_swap > 0 or tc.text_side else None
