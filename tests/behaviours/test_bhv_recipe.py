@@ -32,11 +32,13 @@ def _args(*argv: str):
 def test_the_shipped_recipe_is_complete_and_is_the_one_of_the_shipped_weights():
     raw = tomllib.loads(SHIPPED.read_text())
     r = load_recipe(SHIPPED)
-    assert [s.name for s in r.stages] == ["ck12b", "ck13", "ck14", "ck15", "ck16"]
-    assert [s.train.steps for s in r.stages] == [9000, 11000, 13000, 16000, 18500]
+    assert [s.name for s in r.stages] == ["ck12b", "ck13", "ck14", "ck15", "ck16", "ck17"]
+    assert [s.train.steps for s in r.stages] == [9000, 11000, 13000, 16000, 18500, 20500]
     for i, s in enumerate(r.stages):  # no knob of a stage comes from a code default
         assert set(KNOBS) <= set(raw["train"]) | set(raw["stage"][i]), s.name
-        assert s.data[:5] == ("ds1", "ds2", "ds3", "ds4", "ds5")
+        assert s.data[:5] == ("ds1", "ds2", "ds3", "ds4", "ds5") or s.name == "ck17"
+    # only the last stage fine-tunes the average of the one before (a fresh optimiser)
+    assert [s.train.restart for s in r.stages] == [False] * 5 + [True]
     # the last stage made the shipped weights: its policy shape is the shipped policy.json's
     spec = json.loads((SHIPPED.parent / "policy.json").read_text())
     last = r.stages[-1].train
@@ -44,8 +46,9 @@ def test_the_shipped_recipe_is_complete_and_is_the_one_of_the_shipped_weights():
     assert (last.prefix_max > 0) == spec["prefix_conditioning"]
     assert last.latent_tokens == spec["latent_tokens"]
     assert last.noise_scale == spec["noise_scale"] == 0.05  # the sampling the weights run with
-    assert last.aux_behaviour == 0.1 and last.oversample == "open_close_hands,raise_both_arms"
-    assert r.stages[0].train.prefix_offset == 0.15 and last.prefix_offset == 0.05
+    assert last.oversample == "touch_red_cup" and last.prefix_offset == 0.2
+    assert last.state_noise == last.fusion_state_noise == 0.03
+    assert r.stages[0].train.prefix_offset == 0.15 and r.stages[4].train.prefix_offset == 0.05
 
 
 def test_dump_reads_back_to_the_same_recipe(tmp_path):
@@ -171,16 +174,16 @@ def test_help_shows_each_knob_once_with_the_recipe_value(capsys):
                  or ln.strip().startswith(flag + ",")]  # fmt: skip
         assert len(lines) == 1, (flag, lines)
     assert "[gr1 recipe: 128]" in options  # --batch
-    assert "ck12b 0.15; ck13-ck16 0.05" in " ".join(options.split())  # --prefix-offset
+    assert "ck12b 0.15; ck13-ck16 0.05; ck17 0.2" in " ".join(options.split())  # --prefix-offset
 
 
 def test_flags_override_the_recipe_in_every_stage():
     shipped = load_recipe(SHIPPED)
     r = recipe_for(GR1, _args("--data-root", "/d", "--prefix-offset", "0.2", "--no-text-side",
                               "--oversample-factor", "3"))  # fmt: skip
-    assert [s.train.prefix_offset for s in r.stages] == [0.2] * 5
+    assert [s.train.prefix_offset for s in r.stages] == [0.2] * 6
     assert not any(s.train.text_side for s in r.stages)
-    assert [s.train.oversample_factor for s in r.stages] == [3.0] * 5
+    assert [s.train.oversample_factor for s in r.stages] == [3.0] * 6
     for s, before in zip(r.stages, shipped.stages, strict=True):  # the rest is the recipe's
         keep = {"prefix_offset", "text_side", "oversample_factor"}
         assert all(getattr(s.train, k) == getattr(before.train, k) for k in KNOBS if k not in keep)
@@ -211,7 +214,7 @@ def test_another_recipe_and_a_robot_without_one(tmp_path):
 
 
 BAD_FLAGS = [
-    (["--data-root", "/d", "--steps", "5"], "--steps", "5 stages"),
+    (["--data-root", "/d", "--steps", "5"], "--steps", "6 stages"),
     (["--data-root", "/d", "--lr", "-1"], "--lr", "> 0"),
     (["--data-root", "/d", "--lr", "nan"], "--lr", "finite"),
     (["--data-root", "/d", "--ema", "1"], "--ema", "< 1"),

@@ -1,6 +1,8 @@
 """Switching instructions mid-motion with the shipped GR-1 weights (offline, closed loop):
-told to rest while waving, the robot comes to rest because System 1 settles after the
-switch (`policy.switch_settle_ms`); without settling the trained policy keeps the wave going."""
+told to rest while waving, the robot comes to rest with System 1 settling after the switch
+(`policy.switch_settle_ms`, the setting the weights run with). ck16 kept the wave going
+without settling; ck17, trained on prefixes offset up to 0.2, comes to rest without it too
+(robots/gr1/TRAINING.md), so settling is no longer what this scene tests."""
 
 from __future__ import annotations
 
@@ -27,13 +29,10 @@ def _rest_after_wave(cfg, sim, expert, brain, settle_ms: float):
     return Scorer(cfg).score("return_to_rest", tr), tr
 
 
-def test_rest_after_a_wave_needs_settling(cfg, sim, expert, brain):
+def test_rest_after_a_wave_with_settling(cfg, sim, expert, brain):
     settled, tr = _rest_after_wave(cfg, sim, expert, brain, cfg.policy.switch_settle_ms)
     assert cfg.policy.switch_settle_ms > 0
     # the trajectory starts at the switch, mid-wave: the arm is away from rest then
     start = np.abs(tr.q[0] - expert.default)[cfg.controlled_indices].max()
     assert start > 0.3, start
     assert settled.success, settled.values
-    unsettled, _ = _rest_after_wave(cfg, sim, expert, brain, 0.0)
-    assert not unsettled.success, unsettled.values
-    assert unsettled.values["max_err_rad"] > 4 * settled.values["max_err_rad"]
