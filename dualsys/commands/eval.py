@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -34,6 +35,16 @@ def _plot(summary: dict, results: list, png: Path) -> None:
     fig.tight_layout()
     fig.savefig(png, dpi=90)
     plt.close(fig)
+
+
+def switch_line(latency: dict) -> str:
+    """The run's switch latency in plain seconds, e.g. `switch latency p50 0.12 s, p99 0.31 s`
+    ("-" where no episode measured one)."""
+
+    def sec(x: float | None) -> str:
+        return "-" if x is None or not math.isfinite(x) else f"{float(x):.2f} s"
+
+    return f"switch latency p50 {sec(latency.get('p50'))}, p99 {sec(latency.get('p99'))}"
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -131,8 +142,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             "-" if p50 is None else f"{p50:.2f}",
         )
     console.print(table)
-    sl = summary["switch_latency_s"]
-    console.print(f"switch latency p50 {sl['p50']} s, p99 {sl['p99']} s")
+    console.print(switch_line(summary["switch_latency_s"]))
     system = build_report(
         cfg,
         run_dir,
