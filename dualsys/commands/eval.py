@@ -37,14 +37,16 @@ def _plot(summary: dict, results: list, png: Path) -> None:
     plt.close(fig)
 
 
+def _seconds(x: float | None) -> str:
+    """Seconds to two decimals, "-" for none or not finite (the table and the summary line)."""
+    return "-" if x is None or not math.isfinite(x) else f"{float(x):.2f}"
+
+
 def switch_line(latency: dict) -> str:
     """The run's switch latency in plain seconds, e.g. `switch latency p50 0.12 s, p99 0.31 s`
     ("-" where no episode measured one)."""
-
-    def sec(x: float | None) -> str:
-        return "-" if x is None or not math.isfinite(x) else f"{float(x):.2f} s"
-
-    return f"switch latency p50 {sec(latency.get('p50'))}, p99 {sec(latency.get('p99'))}"
+    p50, p99 = (_seconds(latency.get(k)) for k in ("p50", "p99"))
+    return f"switch latency p50 {p50}{' s' * (p50 != '-')}, p99 {p99}{' s' * (p99 != '-')}"
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -139,7 +141,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             f"[{style}]{100 * b['success_rate']:.0f}%[/]",
             str(b["episodes"]),
             f"{ho['successes']}/{ho['episodes']}" if ho["episodes"] else "-",
-            "-" if p50 is None else f"{p50:.2f}",
+            _seconds(p50),
         )
     console.print(table)
     console.print(switch_line(summary["switch_latency_s"]))
