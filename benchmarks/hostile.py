@@ -10,7 +10,8 @@ refuse sent past `say`; rogue Hello/Stats claiming every role; random source nam
 the same run directory. Then Ctrl-C (SIGINT), and the run report says what was counted.
 Offline, in the same table: hostile configs through `dualsys check`, and the receivers' fuzz
 totals from benchmarks/results/fuzz.md. The machine's floor is probed on System 1's core
-before and after, and the miss budget judged against it (dualsys.testing.floor).
+for as long as the live run lasts, and the miss budget judged against it
+(dualsys.testing.floor).
 
     .venv/bin/python benchmarks/hostile.py [--untrained] [--seconds-per-class 2] [--out]
 """
@@ -32,7 +33,7 @@ from _load import header  # noqa: E402
 
 from dualsys import config  # noqa: E402
 from dualsys.testing import hostile as live  # noqa: E402
-from dualsys.testing.floor import judge_misses, measure_floor  # noqa: E402
+from dualsys.testing.floor import FloorBeside, judge_misses  # noqa: E402
 
 CFG = config.load_robot("gr1")
 GR1 = config.ROBOTS_DIR / "gr1.toml"
@@ -211,8 +212,8 @@ def render(args, results, code, report, counted, floors, verdict) -> str:
         f"{report.get('clean_exit')} |"
     )
     out.append(
-        f"\nMachine floor on System 1's core: before {floors[0].text()}; after "
-        f"{floors[1].text()}.\nJudged: {verdict[1]} -> {'PASS' if verdict[0] else 'FAIL'}."
+        f"\nMachine floor on System 1's core: {floors[0].text()}."
+        f"\nJudged: {verdict[1]} -> {'PASS' if verdict[0] else 'FAIL'}."
     )
     return "\n".join(out) + "\n"
 
@@ -240,12 +241,12 @@ def main() -> int:
         help="write the markdown here (default benchmarks/results/hostile.md)",
     )
     args = ap.parse_args()
-    floors = [measure_floor(CFG)]
     tmp = Path(args.work or tempfile.mkdtemp(prefix="dualsys-hostile-"))
     offline = run_configs(tmp / "configs")
-    results, code, report = session(args, tmp / "live")
+    with FloorBeside(CFG) as beside:  # the machine's floor for as long as the live run lasts
+        results, code, report = session(args, tmp / "live")
+        floors = [beside.stop()]
     print(f"run report and logs: {tmp / 'live'}", file=sys.stderr)
-    floors.append(measure_floor(CFG))
     counted = live.judge_report(results, report)
     s1 = report.get("system1", {})
     verdict = judge_misses(

@@ -12,10 +12,13 @@
  * loop's own definition of a miss), and reports the work's p99 and max (wake-up to work done).
  * SPIN_US > 0 sleeps to SPIN_US before each deadline and busy-waits the rest, as dualsys's
  * control loop does; lateness is then measured after the spin.
+ * SIGTERM or SIGINT ends the run early and still prints the result of the ticks measured so far:
+ * a probe beside a run of unknown length is started long and stopped when the run ends.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +31,7 @@
 
 static uint32_t hist[NBUCKETS];
 static uint32_t work_hist[NBUCKETS];
+static volatile sig_atomic_t stop_now; /* set by SIGTERM / SIGINT */
 static volatile uint64_t sink; /* keeps the work's arithmetic from being optimised away */
 
 /* A fixed amount of work: n steps of a dependent integer recurrence. */
@@ -35,6 +39,11 @@ static void compute(uint64_t n) {
     uint64_t x = sink;
     for (uint64_t i = 0; i < n; i++) x = x * 6364136223846793005ULL + 1442695040888963407ULL;
     sink = x;
+}
+
+static void on_stop(int sig) {
+    (void)sig;
+    stop_now = 1;
 }
 
 static int64_t now_ns(void) {
@@ -79,6 +88,11 @@ int main(int argc, char **argv) {
         if (sched_setscheduler(0, SCHED_FIFO, &sp) == 0) fifo = 1;
         else snprintf(fifo_err, sizeof fifo_err, "%s", strerror(errno));
     }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop; /* no SA_RESTART: the sleep returns EINTR and the loop ends */
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
     int mlocked = mlockall(MCL_CURRENT | MCL_FUTURE) == 0;
     if (!mlocked) snprintf(mlock_err, sizeof mlock_err, "%s", strerror(errno));
     memset(hist, 0, sizeof hist); /* touch every page before measuring */
@@ -107,11 +121,12 @@ int main(int argc, char **argv) {
     double sum_us = 0.0;
     int64_t next = now_ns() + period;
     int64_t t_start = 0;
-    for (uint64_t i = 0; i < n + WARMUP_TICKS; i++) {
+    for (uint64_t i = 0; i < n + WARMUP_TICKS && !stop_now; i++) {
         int64_t wake_at = next - spin;
         struct timespec ts = {.tv_sec = wake_at / 1000000000LL, .tv_nsec = wake_at % 1000000000LL};
-        while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {
+        while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR && !stop_now) {
         }
+        if (stop_now) break; /* the interrupted tick is not a measurement */
         int64_t woke = now_ns();
         while (woke < next) woke = now_ns(); /* the spin (none when SPIN_US is 0) */
         int64_t late = woke - next;
@@ -144,7 +159,7 @@ int main(int argc, char **argv) {
         }
         ticks++;
     }
-    double wall = (double)(now_ns() - t_start) / 1e9;
+    double wall = ticks ? (double)(now_ns() - t_start) / 1e9 : 0.0;
     printf("{\"probe\": \"c\", \"core\": %d, \"hz\": %d, \"ticks\": %llu, \"wall_s\": %.3f, "
            "\"fifo\": %s, \"fifo_error\": \"%s\", \"mlocked\": %s, \"mlock_error\": \"%s\", "
            "\"pin_error\": \"%s\", \"p50_us\": %ld, \"p99_us\": %ld, \"p999_us\": %ld, "

@@ -9,10 +9,12 @@ by more than a period), late_half (late by more than half a period) and max_stre
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -114,6 +116,43 @@ def choose(prefer: str | None = None) -> Probe:
     return Probe("python", sys.executable, "; ".join(notes))
 
 
+def start(
+    probe: Probe, core: int, hz: int, seconds: float, prio: int, work_us: int = 0, spin_us: int = 0
+) -> subprocess.Popen:
+    """Start one probe on `core` (its own process); `finish` collects it. SIGTERM to the
+    process ends it early with the ticks measured so far; it gets SIGTERM too if the process
+    that started it dies first (a FIFO probe never outlives its caller)."""
+    return subprocess.Popen(
+        probe.command(core, hz, seconds, prio, work_us, spin_us),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_die_with_parent,
+    )
+
+
+def _die_with_parent() -> None:  # in the child, before exec: PR_SET_PDEATHSIG = SIGTERM
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
+
+
+def finish(
+    probe: Probe, proc: subprocess.Popen, core: int, hz: int, prio: int, timeout: float
+) -> dict:
+    """Wait up to `timeout` s for a started probe; its result (an 'error' key on failure)."""
+    try:
+        so, se = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        return {"core": core, "hz": hz, "error": "probe timed out"}
+    try:
+        if proc.returncode != 0:
+            raise ValueError(f"exit {proc.returncode}: {se.strip()[-300:]}")
+        return probe.parse(so, core, hz, prio)
+    except (ValueError, IndexError) as exc:
+        return {"core": core, "hz": hz, "error": f"{probe.kind} probe failed: {exc}"}
+
+
 def run_parallel(
     probe: Probe,
     cores: list[int],
@@ -124,28 +163,5 @@ def run_parallel(
     spin_us: int = 0,
 ) -> dict[int, dict]:
     """Run one probe per core at the same time; {core: result} (an 'error' key on failure)."""
-    procs = {
-        c: subprocess.Popen(
-            probe.command(c, hz, seconds, prio, work_us, spin_us),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for c in cores
-    }
-    out = {}
-    for c, p in procs.items():
-        try:
-            so, se = p.communicate(timeout=seconds * 3 + 30)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            so, se = p.communicate()
-            out[c] = {"core": c, "hz": hz, "error": "probe timed out"}
-            continue
-        try:
-            if p.returncode != 0:
-                raise ValueError(f"exit {p.returncode}: {se.strip()[-300:]}")
-            out[c] = probe.parse(so, c, hz, prio)
-        except (ValueError, IndexError) as exc:
-            out[c] = {"core": c, "hz": hz, "error": f"{probe.kind} probe failed: {exc}"}
-    return out
+    procs = {c: start(probe, c, hz, seconds, prio, work_us, spin_us) for c in cores}
+    return {c: finish(probe, p, c, hz, prio, seconds * 3 + 30) for c, p in procs.items()}

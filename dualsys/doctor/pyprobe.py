@@ -1,7 +1,8 @@
 """Python fallback of probe.c (used when no C compiler and no cyclictest): same loop, same JSON.
 
 Run as `python -m dualsys.doctor.pyprobe CORE HZ SECONDS PRIO`. The wait is libc's absolute
-clock_nanosleep through ctypes; the numbers include the interpreter's own jitter.
+clock_nanosleep through ctypes; the numbers include the interpreter's own jitter. SIGTERM or
+SIGINT ends the run early with the result of the ticks measured so far (as probe.c does).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import ctypes.util
 import gc
 import json
 import os
+import signal
 import sys
 import time
 
@@ -51,9 +53,18 @@ def run(core: int, hz: int, seconds: float, prio: int) -> dict:
     ticks = misses = late_half = streak = max_streak = 0
     max_late = total = 0
     sleep_to = AbsoluteSleep()
+    stop = [False]
+
+    def on_stop(_sig: int, _frame: object) -> None:
+        stop[0] = True
+
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
     nxt = time.clock_gettime_ns(time.CLOCK_MONOTONIC) + period
     for i in range(n + WARMUP_TICKS):
         sleep_to(nxt)
+        if stop[0]:
+            break
         late = max(0, time.clock_gettime_ns(time.CLOCK_MONOTONIC) - nxt)
         nxt += period
         if i < WARMUP_TICKS:

@@ -25,7 +25,7 @@ import zmq
 from dualsys import config
 from dualsys.bus import Command, Publisher, RobotState, Stats, Subscriber
 from dualsys.supervisor import STATUS_SOCKET
-from dualsys.testing.floor import judge_misses, measure_floor
+from dualsys.testing.floor import FloorBeside, judge_misses
 
 pytestmark = [pytest.mark.slow, pytest.mark.timing]
 CFG = config.load_robot("gr1")
@@ -42,7 +42,6 @@ class Observer:
         self.states: list[tuple[float, np.ndarray, str]] = []
         self.run_dir = run_dir
         self.stop = False
-        self.floor = None  # the machine's floor probe before the system started
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
@@ -107,7 +106,6 @@ class Observer:
 def system(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("faults")
     run_dir = tmp / "run"
-    floor = measure_floor(CFG, 4.0)  # the machine's own floor, to judge the miss budget by
     cmd = [sys.executable, "-m", "dualsys.cli", "up", "--robot", "gr1", "--headless"]
     cmd += ["--run-dir", str(run_dir), "--log-dir", str(tmp / "logs"), "--untrained"]
     cmd += ["--duration", "240", "--report", str(tmp / "report.json")]
@@ -122,7 +120,6 @@ def system(tmp_path_factory):
     assert "all processes ready" in lines[-1], "".join(lines)
     threading.Thread(target=lambda: [lines.append(x) for x in proc.stdout], daemon=True).start()
     obs = Observer(run_dir)
-    obs.floor = floor
     obs.wait_for(lambda v: v.get("control.ticks", 0) > 400, 30, "control running")
     time.sleep(3.0)  # past start-up transients
     yield proc, obs, run_dir
@@ -173,26 +170,28 @@ def test_garbage_flood_is_dropped_and_system1_keeps_its_budget(system) -> None:
     """The miss budget is a rate: judge it over a window of >= 4000 ticks (20 s) holding the
     5 s flood, so that one hypervisor stall (5-6 misses) is not read as a broken budget."""
     proc, obs, run_dir = system
-    ticks0, misses0 = obs.value("control.ticks"), obs.value("control.misses")
-    time.sleep(13.0)
-    drops0 = obs.value("system2.dropped", 0.0)
-    q: mp.Queue = mp.get_context("spawn").Queue()
-    rogue = mp.get_context("spawn").Process(target=_flood, args=(str(run_dir), 5.0, q))
-    rogue.start()
-    sent, secs = q.get(timeout=60)
-    rogue.join(10)
-    time.sleep(1.5)
-    # the sleeps add up to ~19.5 s + the rogue's start: wait for the window to really hold
-    # 4000 ticks (stats arrive at 2 Hz, so the count moves in steps of ~100 ticks)
-    deadline = time.monotonic() + 10.0
-    while obs.value("control.ticks") - ticks0 < 4000 and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert sent / secs >= 10_000, f"flood only reached {sent / secs:.0f} msg/s"
-    assert proc.poll() is None, "dualsys up died under the flood"
-    ticks = obs.value("control.ticks") - ticks0
-    misses = obs.value("control.misses") - misses0
+    with FloorBeside(CFG) as beside:  # the machine's floor over the judged window
+        ticks0, misses0 = obs.value("control.ticks"), obs.value("control.misses")
+        time.sleep(13.0)
+        drops0 = obs.value("system2.dropped", 0.0)
+        q: mp.Queue = mp.get_context("spawn").Queue()
+        rogue = mp.get_context("spawn").Process(target=_flood, args=(str(run_dir), 5.0, q))
+        rogue.start()
+        sent, secs = q.get(timeout=60)
+        rogue.join(10)
+        time.sleep(1.5)
+        # the sleeps add up to ~19.5 s + the rogue's start: wait for the window to really hold
+        # 4000 ticks (stats arrive at 2 Hz, so the count moves in steps of ~100 ticks)
+        deadline = time.monotonic() + 10.0
+        while obs.value("control.ticks") - ticks0 < 4000 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert sent / secs >= 10_000, f"flood only reached {sent / secs:.0f} msg/s"
+        assert proc.poll() is None, "dualsys up died under the flood"
+        ticks = obs.value("control.ticks") - ticks0
+        misses = obs.value("control.misses") - misses0
+        floors = [beside.stop()]
     assert ticks >= 4000
-    ok, why = judge_misses(int(misses), int(ticks), CFG.budgets.miss_rate, [obs.floor])
+    ok, why = judge_misses(int(misses), int(ticks), CFG.budgets.miss_rate, floors)
     print(why)
     assert ok, why
     assert obs.value("system2.dropped", 0.0) - drops0 > 1000  # refused and counted
@@ -250,21 +249,23 @@ def test_policy_killed_control_holds_then_resumes(system) -> None:
 def test_system2_killed_system1_keeps_rate_degrades_and_recovers(system) -> None:
     proc, obs, run_dir = system
     old = _pids(run_dir)["system2"]
-    ticks0, misses0 = obs.value("control.ticks"), obs.value("control.misses")
-    os.kill(old, signal.SIGKILL)
-    t_kill = time.monotonic()
-    obs.wait_for(lambda v: v.get("control.safe_state", 0) >= 1.0, 5, "degrade to hold")
-    obs.wait_for(lambda v: v.get("system2.restarts", 0) >= 1, 20, "System 2 restarted")
-    fresh = obs.wait_for(
-        lambda v: v.get("control.safe_state") == 0.0 and v.get("latent_age_ms", 1e9) < 300,
-        90,
-        "fresh latents",
-    )
-    # a rate budget is judged over >= 4000 ticks (one hypervisor stall is 5-6 misses)
-    obs.wait_for(lambda v: v.get("control.ticks", 0) - ticks0 >= 4000, 30, "4000 ticks")
-    ticks = obs.value("control.ticks") - ticks0
-    misses = obs.value("control.misses") - misses0
-    ok, why = judge_misses(int(misses), int(ticks), CFG.budgets.miss_rate, [obs.floor])
+    with FloorBeside(CFG) as beside:  # the machine's floor over the judged window
+        ticks0, misses0 = obs.value("control.ticks"), obs.value("control.misses")
+        os.kill(old, signal.SIGKILL)
+        t_kill = time.monotonic()
+        obs.wait_for(lambda v: v.get("control.safe_state", 0) >= 1.0, 5, "degrade to hold")
+        obs.wait_for(lambda v: v.get("system2.restarts", 0) >= 1, 20, "System 2 restarted")
+        fresh = obs.wait_for(
+            lambda v: v.get("control.safe_state") == 0.0 and v.get("latent_age_ms", 1e9) < 300,
+            90,
+            "fresh latents",
+        )
+        # a rate budget is judged over >= 4000 ticks (one hypervisor stall is 5-6 misses)
+        obs.wait_for(lambda v: v.get("control.ticks", 0) - ticks0 >= 4000, 30, "4000 ticks")
+        ticks = obs.value("control.ticks") - ticks0
+        misses = obs.value("control.misses") - misses0
+        floors = [beside.stop()]
+    ok, why = judge_misses(int(misses), int(ticks), CFG.budgets.miss_rate, floors)
     print(why)
     assert ok, why
     rate = obs.value("control.rate_hz")

@@ -19,7 +19,7 @@ import pytest
 
 from dualsys import config
 from dualsys.testing import hostile as live
-from dualsys.testing.floor import judge_misses, measure_floor
+from dualsys.testing.floor import FloorBeside, judge_misses
 
 pytestmark = [pytest.mark.slow, pytest.mark.timing]
 CFG = config.load_robot("gr1")
@@ -33,24 +33,24 @@ def _say_cases() -> list[tuple[str, str, int]]:
 
 
 def test_one_live_up_survives_every_hostile_class(tmp_path: Path) -> None:
-    floors = [measure_floor(CFG, 2.0)]
-    up = live.LiveUp(tmp_path, untrained=True)
-    results: list[live.ClassResult] = []
-    status = live.start_status(up)
-    try:
-        results.append(live.run_say(up, CFG, PAUSE_S, _say_cases()))
-        results += live.run_raw(up, CFG, 12, PAUSE_S)
-        results.append(live.run_peer_instructions(up, CFG, 2, PAUSE_S))
-        results.append(live.run_rogue_hello(up, CFG, 5, PAUSE_S))
-        results.append(live.run_random_sources(up, CFG, 400, PAUSE_S))
-        results.append(live.run_flood(up, CFG, 1.5, PAUSE_S))
-        results.append(live.run_second_up(up, PAUSE_S))
-        results.append(live.stop_status(status, up, 0.0))
-    finally:
-        if status.poll() is None:
-            status.kill()
-        code = up.stop()
-    floors.append(measure_floor(CFG, 2.0))
+    with FloorBeside(CFG) as beside:  # the machine's floor for as long as the run lasts
+        up = live.LiveUp(tmp_path, untrained=True)
+        results: list[live.ClassResult] = []
+        status = live.start_status(up)
+        try:
+            results.append(live.run_say(up, CFG, PAUSE_S, _say_cases()))
+            results += live.run_raw(up, CFG, 12, PAUSE_S)
+            results.append(live.run_peer_instructions(up, CFG, 2, PAUSE_S))
+            results.append(live.run_rogue_hello(up, CFG, 5, PAUSE_S))
+            results.append(live.run_random_sources(up, CFG, 400, PAUSE_S))
+            results.append(live.run_flood(up, CFG, 1.5, PAUSE_S))
+            results.append(live.run_second_up(up, PAUSE_S))
+            results.append(live.stop_status(status, up, 0.0))
+        finally:
+            if status.poll() is None:
+                status.kill()
+            code = up.stop()
+            floors = [beside.stop()]
     assert code == 0, "".join(up.lines[-30:])
     report = json.loads(up.report.read_text())
     counted = live.judge_report(results, report)

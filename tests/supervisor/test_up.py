@@ -13,11 +13,10 @@ from pathlib import Path
 import pytest
 
 from dualsys import config
-from dualsys.testing.floor import judge_misses, measure_floor
+from dualsys.testing.floor import FloorBeside, judge_misses
 
 pytestmark = [pytest.mark.slow]
 CFG = config.load_robot("gr1")
-FLOOR_S = 4.0  # seconds of floor probe before and after a budget run
 
 
 def _alive(pid: int) -> bool:
@@ -70,10 +69,10 @@ def _wait_ready(proc: subprocess.Popen, lines: list[str], timeout: float = 150) 
 @pytest.mark.timing
 def test_up_headless_run_report_and_clean_exit(tmp_path: Path) -> None:
     report_path = tmp_path / "report.json"
-    floors = [measure_floor(CFG, FLOOR_S)]  # the machine's floor beside the run
-    proc = _up(tmp_path, "--duration", "15", "--report", str(report_path))
-    out, _ = proc.communicate(timeout=240)
-    floors.append(measure_floor(CFG, FLOOR_S))
+    with FloorBeside(CFG) as beside:  # the machine's floor for as long as the run lasts
+        proc = _up(tmp_path, "--duration", "15", "--report", str(report_path))
+        out, _ = proc.communicate(timeout=240)
+        floors = [beside.stop()]
     report = json.loads(report_path.read_text()) if report_path.exists() else {}
     s1 = report.get("system1") or {}
     ok, why = judge_misses(
