@@ -74,6 +74,7 @@ def build_report(
             "rate_hz",
             "ticks",
             "deadline_misses",
+            "skipped_periods",
             "miss_rate",
             "max_consecutive_misses",
             "lateness_us",

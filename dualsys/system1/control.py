@@ -456,6 +456,7 @@ class ControlLoop:
             "rate_hz": m.ticks * 1e9 / elapsed,
             "ticks": m.ticks,
             "deadline_misses": m.misses,
+            "skipped_periods": m.skipped,  # counted in ticks and misses; no command was sent
             "miss_rate": m.miss_rate,
             "max_consecutive_misses": m.max_streak,
             "lateness_us": {k: lat[k] for k in ("p50", "p99", "p999", "max")},

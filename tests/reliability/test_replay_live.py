@@ -80,7 +80,7 @@ def test_live_up_run_replays_bit_identically(tmp_path: Path, capsys) -> None:
     assert rec.dropped == 0 and len(ramp) == 50
     rsum = json.loads((run_dir / "recorder.json").read_text())
     assert "command" not in rsum["sequence_gaps"], rsum  # the queue holds the warm-up burst
-    assert len(loop_cmds) + ctl["deadline_misses"] >= ctl["ticks"] >= len(loop_cmds)
+    assert len(loop_cmds) == ctl["ticks"] - ctl["skipped_periods"]  # a skipped period sends none
 
     result = replay(CFG, rec)  # the tick table the recorded Commands carry
     print(json.dumps(result.summary()))

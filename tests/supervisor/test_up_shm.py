@@ -50,7 +50,13 @@ def test_up_system1_reads_the_latent_slot_and_the_recorder_still_records(tmp_pat
     for name, summary in (("control", control), ("policy", policy)):
         via = summary["latent_link"]
         assert via["shm"] > 5 and via["zmq"] == 0, (name, via)
-    assert control["dropped"] == {} or not any(control["dropped"].values()), control["dropped"]
+    # nothing refused as malformed; a read that found System 2 mid-write (its process
+    # descheduled between the seqlock's two stores, on a loaded VM) is counted "torn" and the
+    # latent taken on a later tick: rare, never a steady state (a slot stuck mid-write would
+    # count one per tick, ~1600 in this run)
+    dropped = {k: v for k, v in control["dropped"].items() if v}
+    assert set(dropped) <= {"torn"}, dropped
+    assert dropped.get("torn", 0) <= system2["latents_sent"] // 4, (dropped, system2)
     # the stale latent was never taken: System 1 never saw a dead latent
     assert not [e for e in control["safe_state_events"] if e["reason"] == "latent dead"]
     # the recorder still gets the latents over ZeroMQ
