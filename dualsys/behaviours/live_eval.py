@@ -7,7 +7,9 @@ An episode the robot's task pack gives a lead-in (GR-1: return to rest, after an
 behaviour in turn) first says that for the pack's `lead_s`, so it is scored on the way back
 from a raised, waving or reaching pose, not from rest. The recorded trajectory (joint
 positions at 200 Hz; palms and fingertips by the pack's forward kinematics of the recorded q;
-object positions as the simulation reports them) is scored by the task pack
+object positions as the simulation reports them through the episode, 10 times a second,
+interpolated to each sample's simulation time, so a pushed object is followed as offline) is
+scored by the task pack
 (`dualsys.tasks`) — the same criteria as the offline evaluation.
 
 Switch latency: time from sending the instruction until the robot is `SWITCH_PROGRESS_RAD`
@@ -100,15 +102,23 @@ class LiveEvaluator:
             **receive_spec(self.cfg, "state"),
         )
 
-    def _wait(self, seconds: float, record: list | None = None) -> None:
-        """Keep the supervisor polled for `seconds`; optionally record (t, q) of every state."""
+    def _wait(
+        self,
+        seconds: float,
+        record: list | None = None,
+        truths: tuple[int, list] | None = None,
+    ) -> None:
+        """Keep the supervisor polled for `seconds`; optionally record (t, q, sim time) of
+        every state and, for `truths` = (episode, list), every SceneTruth of that episode."""
         end = time.monotonic() + seconds
         while time.monotonic() < end:
             if not self.sup.poll():
                 raise RuntimeError(f"system failed during evaluation: {self.sup.failure}")
             while (msg := self.states.recv_nowait()) is not None:
                 if record is not None:
-                    record.append((msg.header.t_mono_ns, msg.q.copy()))
+                    record.append((msg.header.t_mono_ns, msg.q.copy(), msg.sim_time))
+            if truths is not None:
+                self.scene.follow(*truths)
             time.sleep(0.01)
 
     def _say(self, text: str) -> float:
@@ -156,22 +166,25 @@ class LiveEvaluator:
         while self.states.recv_nowait() is not None:  # drop what came before the instruction
             pass
         trips0 = self._velocity_trips()
+        truths: list[tuple[float, dict[str, np.ndarray]]] = []
+        self.scene.follow(index, truths)  # those sent before the instruction count too
         t_say = time.monotonic_ns()
         adopt_s = self._say(phrasing)
-        self._wait(self.pack.eval_episode_s, record)
+        self._wait(self.pack.eval_episode_s, record, (index, truths))
         if len(record) < 10:
             raise RuntimeError("no robot state received during the episode")
         t = (np.array([r[0] for r in record]) - t_say) / 1e9
         q = np.stack([r[1] for r in record])
+        sim_t = np.array([r[2] for r in record])
         latency = _switch_latency(t, q[:, self.ctrl])
         keep = _subsample(t, SAMPLE_HZ)
-        t, q = t[keep], q[keep]
+        t, q, sim_t = t[keep], q[keep], sim_t[keep]
         palms, tips = self.kin.hands_batch(q)
         traj = Trajectory(
             t=t,
             q=q,
             hands=np.concatenate([palms, tips], axis=1),
-            objects={o: np.repeat(p[None], len(t), axis=0) for o, p in objects.items()},
+            objects=objects_at(sim_t, truths, objects),
         )
         score = self.pack.score(behaviour, traj)
         values = dict(score.values, system2_adopt_s=adopt_s)
@@ -194,6 +207,28 @@ class LiveEvaluator:
             sock.close()
         self.ctx.destroy(0)
         return self.sup.stop()
+
+
+def objects_at(
+    sim_t: np.ndarray,
+    truths: list[tuple[float, dict[str, np.ndarray]]],
+    at_reset: dict[str, np.ndarray],
+) -> dict[str, np.ndarray]:
+    """Object name -> (T, 3) positions at the simulation times `sim_t`: linear between the
+    SceneTruth reports `truths` (sim time, positions), the first report's before it and the
+    last one's after it; the positions at the reset where no report came."""
+    if not truths:
+        return {o: np.repeat(p[None], len(sim_t), axis=0) for o, p in at_reset.items()}
+    keep = [0]
+    for i in range(1, len(truths)):  # strictly increasing times, as np.interp needs
+        if truths[i][0] > truths[keep[-1]][0]:
+            keep.append(i)
+    times = np.array([truths[i][0] for i in keep])
+    out = {}
+    for o in at_reset:
+        pos = np.stack([truths[i][1][o] for i in keep])
+        out[o] = np.stack([np.interp(sim_t, times, pos[:, k]) for k in range(3)], axis=1)
+    return out
 
 
 def _switch_latency(t: np.ndarray, q: np.ndarray) -> float:

@@ -1,7 +1,9 @@
 """The evaluator's end of the simulation's scene links (`scene_reset`, `scene_truth`).
 
 `SceneWatch.reset` sends a seeded SceneReset; `SceneWatch.truth(episode)` returns the object
-positions of the newest SceneTruth once it acknowledges that episode. The codec drops and
+positions of the newest SceneTruth once it acknowledges that episode; `SceneWatch.follow`
+collects every SceneTruth of the episode in order (the simulation sends 10 a second), so the
+scorer follows an object the robot pushes, as the offline evaluator does. The codec drops and
 counts a malformed, oversized, wrong-shape or inconsistent SceneTruth (`dropped`, the link
 stays up); one that is well formed but lacks an object the scorer needs is counted as
 `missing_objects` and ignored.
@@ -36,6 +38,8 @@ class SceneWatch:
             ctx,
             cfg.endpoint("scene_truth", run_dir),
             (SceneTruth,),
+            latest=False,
+            hwm=1000,
             max_bytes=MAX_BYTES,
             **receive_spec(cfg, "scene_truth"),
         )
@@ -51,6 +55,17 @@ class SceneWatch:
         msg = self.sub.recv_latest()
         if msg is None or msg.episode != episode:
             return None
+        return self._objects(msg)
+
+    def follow(self, episode: int, into: list[tuple[float, dict[str, np.ndarray]]]) -> None:
+        """Append (sim_time, object name -> position) of each waiting SceneTruth of `episode`
+        to `into`, in order (others are read and skipped; never raises on what arrives)."""
+        while (msg := self.sub.recv_nowait()) is not None:
+            if msg.episode == episode and (objects := self._objects(msg)) is not None:
+                into.append((msg.sim_time, objects))
+
+    def _objects(self, msg: SceneTruth) -> dict[str, np.ndarray] | None:
+        """The scorer's objects from one SceneTruth; None (counted) when one is missing."""
         named = msg.named_objects()
         if not all(o in named for o in self.objects):
             self.missing_objects += 1

@@ -307,8 +307,8 @@ class SceneTruth(Message):
     """Simulation only: where the scene's objects and the robot's hands are (world frame, m).
 
     Link `scene_truth` of `[endpoints]`: the simulation publishes it after the first
-    SceneReset, at once and then at the stats rate, so an evaluator scores against the true
-    object positions (and can follow objects the robot pushes). `episode` is the last
+    SceneReset, at once and then 10 times a second, so an evaluator scores against the true
+    object positions and follows objects the robot pushes. `episode` is the last
     SceneReset applied. Row i of `objects` (n, 3) is the object named by the i-th entry of the
     comma-separated `object_names`; `hands` (m, 3) and `hand_names` likewise.
     """

@@ -36,7 +36,7 @@ from dualsys.bus.limits import receive_spec
 from dualsys.config import RobotConfig
 from dualsys.robot.interface import MODE_NAMES, make_driver
 from dualsys.robot.safety import RobotSafety, SafetySettings
-from dualsys.robot.scene_link import SceneLink
+from dualsys.robot.scene_link import SCENE_TRUTH_HZ, SceneLink
 from dualsys.timing import Histogram, current_cpus, pin_to_core, warn_once
 
 ROLE = "robot"
@@ -136,6 +136,7 @@ def run_robot(
     period_ns = round(dt * 1e9)
     camera_every = max(1, round(1.0 / (cfg.rates.camera_hz * dt)))
     stats_every = max(1, round(1.0 / (cfg.rates.stats_hz * dt)))
+    scene_every = max(2, round(1.0 / (SCENE_TRUTH_HZ * dt)))
     hello_every = max(1, round(1.0 / dt))
     hello = Hello(
         role=ROLE, robot=cfg.name, latent_dim=cfg.system2.latent_dim, n_joints=n, pid=os.getpid()
@@ -212,7 +213,7 @@ def run_robot(
                 )
             if (ticks - 1) % hello_every == 0:
                 stats_pub.send(hello)
-            if ticks % stats_every == 1:
+            if ticks % scene_every == 1:
                 scene.poll(state.t)
     except Exception as exc:  # leave the robot safe, report, exit non-zero
         error = f"{type(exc).__name__}: {exc}"

@@ -2,8 +2,9 @@
 `scene_truth` of `[endpoints]`; the robot process binds both).
 
 An evaluator (`dualsys eval`) re-places the scene's objects with a seeded SceneReset and reads
-back where they are, and where the hands are, as SceneTruth: at once after a reset and then at
-the stats rate. A driver without a scene (hardware) ignores resets and publishes nothing.
+back where they are, and where the hands are, as SceneTruth: at once after a reset and then
+`SCENE_TRUTH_HZ` times a second, so an evaluator follows an object the robot pushes. A driver
+without a scene (hardware) ignores resets and publishes nothing.
 """
 
 from __future__ import annotations
@@ -18,10 +19,14 @@ from dualsys.bus.curve import BusSecurity
 from dualsys.bus.limits import receive_spec
 from dualsys.config import RobotConfig
 
+#: how often the simulation reports where the objects are (and applies a waiting SceneReset)
+SCENE_TRUTH_HZ = 10.0
+
 
 class SceneLink:
-    """The robot process's end of the scene links. `poll(sim_time)` runs in the robot loop at
-    the stats rate, between physics steps (it allocates; it is not on the 200 Hz path)."""
+    """The robot process's end of the scene links. `poll(sim_time)` runs in the robot loop
+    `SCENE_TRUTH_HZ` times a second, between physics steps (it allocates; the simulation's
+    loop, not System 1's 200 Hz path)."""
 
     def __init__(
         self,

@@ -84,3 +84,53 @@ def test_hostile_scene_truths_are_counted_and_the_watch_keeps_serving(tmp_path: 
         sim_truth.close()
         sim_reset.close()
         ctx.destroy(0)
+
+
+def test_follow_collects_the_episodes_truths_in_order(tmp_path: Path) -> None:
+    """`follow` keeps every SceneTruth of the episode in order (a pushed object's path), and
+    skips other episodes, truths missing an object and hostile frames (counted)."""
+    ctx = zmq.Context()
+    sim_truth = Publisher(ctx, CFG.endpoint("scene_truth", tmp_path), "robot", bind=True)
+    watch = SceneWatch(ctx, CFG, tmp_path, OBJECTS)
+    try:
+        _until(lambda: sim_truth.send(truth(episode=1)) and watch.truth(1) is not None, "warm-up")
+        while watch.sub.recv_nowait() is not None:
+            pass
+        data, reason = next(iter(HOSTILE.values()))
+        before = watch.dropped[reason]
+        for k in range(5):  # the cup pushed 1 cm along x per report
+            objects = np.array([[0.38 + 0.01 * k, -0.16, 0.76], [0.4, 0.16, 0.75]])
+            sim_truth.send(truth(sim_time=2.0 + 0.1 * k, objects=objects))
+            sim_truth.send(truth(episode=9, sim_time=5.0))  # another episode's
+            if k == 2:
+                sim_truth.send_raw(data)
+                sim_truth.send(truth(object_names="cup,ball"))
+        got: list = []
+        _until(lambda: watch.follow(3, got) or len(got) >= 5, "five truths")
+        assert [round(t, 3) for t, _ in got] == [2.0, 2.1, 2.2, 2.3, 2.4]
+        np.testing.assert_allclose([o["cup"][0] for _, o in got], [0.38, 0.39, 0.40, 0.41, 0.42])
+        assert watch.dropped[reason] == before + 1 and watch.missing_objects >= 1
+    finally:
+        watch.close()
+        sim_truth.close()
+        ctx.destroy(0)
+
+
+def test_objects_at_follows_the_reports_between_and_holds_beyond_them() -> None:
+    from dualsys.behaviours.live_eval import objects_at
+
+    at_reset = {"cup": np.array([0.0, 0.0, 0.7]), "box": np.array([1.0, 0.0, 0.7])}
+    sim_t = np.array([0.5, 1.0, 1.25, 1.5, 3.0])
+    # no report: the reset's positions throughout
+    still = objects_at(sim_t, [], at_reset)
+    np.testing.assert_array_equal(still["cup"], np.repeat(at_reset["cup"][None], 5, axis=0))
+    pushed = {"cup": np.array([0.1, 0.0, 0.7]), "box": at_reset["box"]}
+    reports = [
+        (1.0, at_reset),
+        (1.5, pushed),
+        (1.5, {"cup": np.array([9.0, 9.0, 9.0]), "box": at_reset["box"]}),  # not later: skipped
+        (1.2, {"cup": np.array([9.0, 9.0, 9.0]), "box": at_reset["box"]}),  # earlier: skipped
+    ]
+    got = objects_at(sim_t, reports, at_reset)
+    np.testing.assert_allclose(got["cup"][:, 0], [0.0, 0.0, 0.05, 0.1, 0.1])
+    np.testing.assert_allclose(got["box"], np.repeat(at_reset["box"][None], 5, axis=0))

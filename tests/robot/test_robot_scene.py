@@ -15,6 +15,7 @@ import zmq
 from dualsys import config
 from dualsys.bus import Publisher, SceneReset, SceneTruth, Subscriber
 from dualsys.bus.limits import receive_spec
+from dualsys.robot.scene_link import SCENE_TRUTH_HZ
 from dualsys.scene import scene_of
 
 CFG = config.load_robot("gr1")
@@ -65,6 +66,13 @@ def test_scene_reset_moves_objects_deterministically(tmp_path: Path) -> None:
         assert set(truth.named_objects()) == set(SCENE.object_names)
         assert set(truth.named_hands()) == set(SCENE.hand_sites)
         assert truth.sim_time > 0
+        # then SCENE_TRUTH_HZ reports a second, in simulation-time order (a pushed object's path)
+        times, end = [], time.monotonic() + 1.0
+        while time.monotonic() < end:
+            if (m := sub.recv(100)) is not None and m.episode == 3:
+                times.append(m.sim_time)
+        assert 0.6 * SCENE_TRUTH_HZ <= len(times) <= 1.5 * SCENE_TRUTH_HZ + 1, times
+        assert all(b > a for a, b in zip(times, times[1:], strict=False)), times
         pub.close()
         sub.close()
     finally:
