@@ -53,6 +53,16 @@ def plain_values(values: dict[str, float]) -> str:
     return ", ".join(f"{k}={_plain(v)}" for k, v in values.items())
 
 
+def _plain_missed(value: float, op: str, bound) -> str:
+    """A missed criterion's value, with as many digits (3 at least) as it takes for the printed
+    number to miss the bound too: 0.9497 against >= 0.95 reads 0.9497, not 0.95."""
+    for digits in range(3, 17):
+        text = f"{float(value):.{digits}g}"
+        if not _holds(float(text), op, bound):
+            return text
+    return repr(float(value))
+
+
 def _holds(value: float, op: str, bound) -> bool:
     if op == "in":
         return bool(bound[0] <= value <= bound[1])
@@ -73,7 +83,7 @@ def judge(label: str, values: dict[str, float], checks: list[Check]) -> Score:
                 if op == "in"
                 else f"{op} {_plain(bound)}"
             )
-            missed.append(f"{name} {_plain(v)} (needs {want})")
+            missed.append(f"{name} {_plain_missed(v, op, bound)} (needs {want})")
     return Score(not missed, vals, f"{label}: " + "; ".join(missed) if missed else "")
 
 

@@ -109,3 +109,17 @@ def test_a_garbled_ground_truth_never_passes_a_touch(cfg) -> None:
         score = scorer.score("touch_red_cup", tr)
         assert not score.success and "stay_share 0 (needs >= 0.95)" in score.reason, score
         _plain(score.reason)
+
+
+def test_a_missed_bound_never_prints_as_met() -> None:
+    """A value that misses its bound by less than 3 significant digits can show is printed
+    with the digits that show the miss:
+    `stay_share 0.9497 (needs >= 0.95)`, never `0.95 (needs >= 0.95)`."""
+    from dualsys.behaviours.criteria import judge
+
+    s = judge("touch box", {"stay_share": 0.94970001}, [("stay_share", ">=", 0.95)])
+    assert not s.success and s.reason == "touch box: stay_share 0.9497 (needs >= 0.95)"
+    s = judge("touch box", {"end_max_dist": 0.0500004}, [("end_max_dist", "<=", 0.05)])
+    assert s.reason == "touch box: end_max_dist 0.0500004 (needs <= 0.05)"
+    s = judge("rest", {"err": 0.5}, [("err", "<=", 0.1)])
+    assert s.reason == "rest: err 0.5 (needs <= 0.1)"  # a clear miss keeps 3 digits
