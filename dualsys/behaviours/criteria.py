@@ -100,6 +100,21 @@ def longest_run(mask: np.ndarray, t: np.ndarray) -> float:
     return best
 
 
+def first_run_start(mask: np.ndarray, t: np.ndarray, min_s: float) -> int | None:
+    """Index of the first sample that starts a run of true samples lasting at least `min_s`
+    (as `longest_run` measures a run); None when no run lasts that long."""
+    start = None
+    for i, m in enumerate(mask):
+        if not m:
+            start = None
+            continue
+        if start is None:
+            start = i
+        if t[i] - t[start] >= min_s:
+            return start
+    return None
+
+
 def swings(x: np.ndarray, t: np.ndarray, min_p2p: float) -> tuple[int, list[float]]:
     """Count direction reversals of x by >= min_p2p (hysteresis); also the swing periods."""
     ext_t: list[float] = []

@@ -91,6 +91,35 @@ def test_a_touch_must_stay_until_the_end(cfg) -> None:
     assert not score.success and score.reason.startswith("touch cup: stay_share 0.9"), score
 
 
+def test_a_pass_by_on_the_approach_is_not_the_touch(cfg) -> None:
+    """The approach passes within 5 cm of the cup top for 0.1 s, backs off to a hover point
+    14 cm away, then descends and holds from 1.5 s: the stay counts from that hold (share 1),
+    so it passes. A pass-by followed by a hold that then leaves still fails on the stay."""
+    scorer = Scorer(cfg)
+    tr = _touching(cfg, T < 1.5)
+    top = tr.objects["cup"][0] + [0, 0, 0.05]
+    tr.hands[(T >= 0.5) & (T < 0.6), 3] = top + [0, 0, TOUCH_RADIUS / 2]  # the pass-by
+    tr.hands[(T >= 0.6) & (T < 1.5), 3] = top + [0, 0, 0.14]  # the hover above it
+    score = scorer.score("touch_red_cup", tr)
+    assert score.success and score.values["stay_share"] == 1.0, score
+    # counted from the pass-by it would have been 1 - 0.9 / 3.5 of the time: under 0.95
+    leaves = _touching(cfg, (T < 1.5) | (T >= 3.0))
+    leaves.hands[(T >= 0.5) & (T < 0.6), 3] = top + [0, 0, TOUCH_RADIUS / 2]
+    score = scorer.score("touch_red_cup", leaves)
+    assert not score.success and "stay_share 0.6" in score.reason, score.reason
+
+
+def test_first_run_start_finds_the_first_long_enough_run() -> None:
+    from dualsys.behaviours.criteria import first_run_start
+
+    t = np.arange(10) * 0.1
+    mask = np.array([0, 1, 1, 0, 1, 1, 1, 1, 0, 1], bool)
+    assert first_run_start(mask, t, 0.1) == 1  # two samples span 0.1 s
+    assert first_run_start(mask, t, 0.3) == 4
+    assert first_run_start(mask, t, 0.4) is None
+    assert first_run_start(np.zeros(0, bool), t[:0], 0.1) is None
+
+
 def test_measured_values_print_plain() -> None:
     """The offline evaluator's per-episode line: numpy floats as 3 significant digits."""
     text = plain_values({"min_dist": np.float64(0.029340213545897414), "hold_s": 0.2799999999})

@@ -9,9 +9,14 @@ The criteria:
 
 - touch_red_cup / touch_blue_box: some palm or fingertip gets within `TOUCH_RADIUS` (5 cm)
   of the named object's top centre and the touch stays until the instruction changes (the
-  episode's end): from the first reach on, within 5 cm for at least `TOUCH_STAY_SHARE` of the
-  time, unbroken for at least `TOUCH_HOLD_S`, and for the whole last `HOLD_S`; at the end
-  the other object is not touched (no palm or fingertip within 5 cm of its top centre).
+  episode's end): within 5 cm unbroken for at least `TOUCH_HOLD_S` (the touch), from the
+  start of that first hold on within 5 cm for at least `TOUCH_STAY_SHARE` of the time, and
+  for the whole last `HOLD_S`; at the end the other object is not touched (no palm or
+  fingertip within 5 cm of its top centre). The stay is counted from the first hold, not the
+  first sample within 5 cm: the approach passes the object's top on its way to the hover
+  point above it (the scripted expert's own path, from rest, passes 4.8-8.8 cm from the cup's
+  top centre, then hovers 15 cm away before it descends: counted from the first sample within
+  5 cm, the expert itself would fail), and a pass-by is not a touch.
 - wave_right_hand / wave_left_hand: over the last `GESTURE_WINDOW_S` the waving palm is above
   `WAVE_MIN_HEIGHT`, swings at least `WAVE_MIN_SWINGS` times by >= `WAVE_MIN_P2P` peak to peak
   (key poses), with a swing period between `WAVE_PERIOD` bounds (timing); the other palm stays
@@ -32,7 +37,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from dualsys.behaviours.criteria import Check, Score, Trajectory, judge, longest_run, swings
+from dualsys.behaviours.criteria import (
+    Check,
+    Score,
+    Trajectory,
+    first_run_start,
+    judge,
+    longest_run,
+    swings,
+)
 from dualsys.config import RobotConfig
 from dualsys.scene import scene_of
 from dualsys.tasks.gr1_table.behaviours import TOUCH_OBJECT
@@ -56,7 +69,7 @@ def lead_in(behaviour: str, index: int) -> str | None:
 
 TOUCH_RADIUS = 0.05
 TOUCH_HOLD_S = 0.3
-#: Share of the time from the first reach to the end the touch must stay within the radius
+#: Share of the time from the first hold to the end the touch must stay within the radius
 #: (a brushed rim may lift a fingertip out for a moment; a hand that leaves does not pass).
 TOUCH_STAY_SHARE = 0.95
 GESTURE_WINDOW_S = 2.5
@@ -123,7 +136,11 @@ class Scorer:
         inside = d <= TOUCH_RADIUS
         hold = longest_run(inside, tr.t)
         reached = np.flatnonzero(inside)
-        stay = float(inside[reached[0] :].mean()) if len(reached) else 0.0
+        held_from = first_run_start(inside, tr.t, TOUCH_HOLD_S)
+        # the stay from the touch (the first hold); without one (a failure already), from the
+        # first reach
+        since = held_from if held_from is not None else (reached[0] if len(reached) else None)
+        stay = float(inside[since:].mean()) if since is not None else 0.0
         end = tr.tail(HOLD_S)
         others = [float(v[end].min()) for k, v in dists.items() if k != obj]
         wrong = min(others) if others else np.inf
