@@ -191,6 +191,28 @@ def _budget_checks(
     return checks
 
 
+def _plain_number(x: Any) -> str:
+    """A budget value or limit as a person reads it: 4 significant digits, ranges as lo..hi."""
+    if isinstance(x, (list, tuple)):
+        return "..".join(_plain_number(v) for v in x)
+    if isinstance(x, float):
+        return f"{x:.4g}"
+    return str(x)
+
+
+def budget_line(budget: dict[str, Any]) -> str:
+    """'all held', or 'BROKEN: ' and each broken budget with its value and limit in plain
+    numbers ('max_consecutive_misses 7 (limit 5)')."""
+    if budget.get("ok"):
+        return "all held"
+    bad = [
+        f"{name} {_plain_number(c.get('value'))} (limit {_plain_number(c.get('limit'))})"
+        for name, c in (budget.get("checks") or {}).items()
+        if not c.get("ok")
+    ]
+    return "BROKEN: " + ("; ".join(bad) or "no data")
+
+
 def machine_line(m: dict[str, Any]) -> str:
     """One line on the machine under the run: scheduling, isolation and its measured floor."""
     if not m:
@@ -263,7 +285,6 @@ def summary_text(report: dict[str, Any]) -> str:
     if report.get("untrusted"):
         lines.append(f"  Supervisor: ignored untrusted messages {report['untrusted']}")
     budget = report["budget"]
-    bad = [k for k, v in budget["checks"].items() if not v["ok"]]
     if s1.get("deadline_misses"):
         causes = s1.get("miss_causes") or {}
         lines.append(
@@ -271,9 +292,7 @@ def summary_text(report: dict[str, Any]) -> str:
             + (", ".join(f"{k} {v}" for k, v in causes.items() if v) or "not attributed")
         )
     lines.append("  Machine: " + machine_line(report.get("machine") or {}))
-    lines.append(
-        "  Budgets: " + ("all held" if budget["ok"] else f"BROKEN: {', '.join(bad) or 'no data'}")
-    )
+    lines.append("  Budgets: " + budget_line(budget))
     return "\n".join(lines)
 
 

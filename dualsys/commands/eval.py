@@ -61,7 +61,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         eval_phrasings,
         heldout_phrasings,
     )
-    from dualsys.report import build_report
+    from dualsys.report import budget_line, build_report, machine_line
     from dualsys.rundir import default_run_dir
 
     cfg = config.load_robot(args.robot)
@@ -167,10 +167,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         path.write_text(json.dumps(summary, indent=1, default=float) + "\n")
         _plot(summary, results, path.with_suffix(".png"))
         console.print(f"report: {path} and {path.with_suffix('.png')}")
-    console.print(
-        "timing budgets during the evaluation: "
-        + ("all held" if system["budget"]["ok"] else f"BROKEN {system['budget']}")
-    )
+    console.print("timing budgets during the evaluation: " + budget_line(system["budget"]))
+    if not system["budget"]["ok"]:  # whether the machine or dualsys broke it
+        console.print("machine: " + machine_line(system.get("machine") or {}))
     return 0
 
 
